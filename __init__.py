@@ -1,0 +1,12 @@
+"""ComfyUI entry point for Headshot Studio: re-exports comfy_nodes' mappings, nothing else."""
+import os
+import sys
+
+_core = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shared")
+if _core not in sys.path:
+    sys.path.insert(0, _core)  # the `headshot` core package, without a pip install into the host
+
+from .comfy_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+
+WEB_DIRECTORY = None
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

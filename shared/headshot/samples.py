@@ -1,0 +1,84 @@
+"""Sample photos built from real photos that ship inside installed packages (no download).
+
+scikit-image ships NASA's portrait of astronaut Eileen Collins; the insightface wheel ships a
+group photo, a portrait of Tom Hanks and photos of people in face masks. From them we make a
+folder like the ones people drop in: several different shots of one person, other people, a group
+photo and junk. The shots of one person are different crops, mirrorings and turns of the same
+portrait: the only person with several photos that is available offline.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import BackendUnavailable
+
+# Faces in insightface's t1.jpg (x0, y0, x1, y1): two of the six people in the group photo.
+GROUP_MEMBERS = {"stranger_left.jpg": (20, 210, 260, 450), "stranger_right.jpg": (1060, 210, 1280, 430)}
+
+
+def astronaut() -> Image.Image:
+    try:
+        import skimage.data
+    except ImportError:
+        raise BackendUnavailable("sample photos need scikit-image: pip install scikit-image") from None
+    return Image.fromarray(skimage.data.astronaut())
+
+
+def insightface_image(name: str) -> Image.Image:
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("insightface")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable("sample photos need the insightface wheel's images: pip install insightface")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "images" / name
+    return Image.open(path).convert("RGB")
+
+
+def astronaut_shots() -> dict[str, Image.Image]:
+    """Different framings of the astronaut: distinct photos to a duplicate check, one identity."""
+    base = astronaut()
+    zoomed = base.crop((90, 0, 390, 300)).resize((640, 640), Image.LANCZOS)
+    wide = Image.new("RGB", (900, 700), (40, 40, 60))
+    wide.paste(base, (300, 120))
+    tilted = base.rotate(12, resample=Image.BICUBIC, expand=False, fillcolor=(20, 20, 20))
+    return {
+        "astronaut.png": base,
+        "astronaut_mirrored.jpg": base.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "astronaut_closeup.jpg": zoomed,
+        "astronaut_wide.jpg": wide,
+        "astronaut_tilted.jpg": tilted,
+        "astronaut_portrait.webp": base.crop((60, 0, 420, 480)),
+    }
+
+
+def write_sample_photos(folder: str | Path) -> list[Path]:
+    """A mixed folder: the astronaut several times, other people, a group photo and junk."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, img in astronaut_shots().items():
+        img.save(folder / name, quality=95)
+        written.append(folder / name)
+    group = insightface_image("t1.jpg")
+    group.save(folder / "group_photo.jpg", quality=95)
+    written.append(folder / "group_photo.jpg")
+    for name, box in GROUP_MEMBERS.items():
+        group.crop(box).resize((480, 480), Image.LANCZOS).save(folder / name, quality=95)
+        written.append(folder / name)
+    hanks = insightface_image("Tom_Hanks_54745.png").resize((448, 448), Image.LANCZOS)
+    hanks.save(folder / "other_person.png")
+    written.append(folder / "other_person.png")
+    insightface_image("mask_white.jpg").save(folder / "masked.jpg", quality=95)
+    written.append(folder / "masked.jpg")
+    (folder / "notes.txt").write_text("not a photo\n")
+    written.append(folder / "notes.txt")
+    noise = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
+    Image.fromarray(noise).save(folder / "no_face.png")
+    written.append(folder / "no_face.png")
+    return written
