@@ -122,14 +122,26 @@ def frame_headshot(
 
 
 def _fill_outside(part: np.ndarray, pad: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
-    mirrored = np.pad(part, pad + ((0, 0),), mode="symmetric")
-    radius = max(2.0, max(mirrored.shape[:2]) / 40)
-    blurred = np.asarray(Image.fromarray(mirrored).filter(ImageFilter.GaussianBlur(radius)), np.float32)
-    inside = np.zeros(mirrored.shape[:2], np.uint8)
-    inside[pad[0][0] : pad[0][0] + part.shape[0], pad[1][0] : pad[1][0] + part.shape[1]] = 255
-    # feather the seam inwards only, so the photo's own pixels next to the edge stay sharp
-    feather = Image.fromarray(inside).filter(ImageFilter.GaussianBlur(radius / 2))
-    weight = np.minimum(np.asarray(feather, np.float32), inside.astype(np.float32)) / 255.0
-    weight = np.where(inside > 0, np.maximum(weight, 0.5), 0.0)[..., None]
-    out = weight * mirrored.astype(np.float32) + (1 - weight) * blurred
+    """Extend the photo's edge pixels outwards and blur them, blending in over a soft seam.
+
+    Edge extension (not mirroring) keeps a second, ghost face from appearing in the border.
+    """
+    extended = np.pad(part, pad + ((0, 0),), mode="edge")
+    radius = max(2.0, max(extended.shape[:2]) / 30)
+    blurred = np.asarray(Image.fromarray(extended).filter(ImageFilter.GaussianBlur(radius)), np.float32)
+    ramp = 1.5 * radius  # pixels over which the photo fades into the fill, measured from a filled side
+
+    def along(length: int, before: int, after: int, inside: int) -> np.ndarray:
+        pos = np.arange(length, dtype=np.float32) - before
+        dist = np.full(length, np.inf, np.float32)
+        if before:
+            dist = np.minimum(dist, pos + 0.5)
+        if after:
+            dist = np.minimum(dist, inside - pos - 0.5)
+        return np.clip(dist / ramp, 0.0, 1.0)
+
+    wy = along(extended.shape[0], pad[0][0], pad[0][1], part.shape[0])
+    wx = along(extended.shape[1], pad[1][0], pad[1][1], part.shape[1])
+    weight = np.minimum(wy[:, None], wx[None, :])[..., None]
+    out = weight * extended.astype(np.float32) + (1 - weight) * blurred
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)

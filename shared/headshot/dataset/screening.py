@@ -1,0 +1,109 @@
+"""Quality screening: which faces are fit to train on, and why the others are not."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ..faces.base import Face, FaceAnalyzer
+
+# A second face counts as a rival of the largest one when it is at least this share of its width
+# and its detection is at least this share as confident; smaller or fainter ones are bystanders
+# (or the detector seeing a face in a pattern) and the largest face is used.
+RIVAL_WIDTH_SHARE = 0.6
+RIVAL_SCORE_SHARE = 0.25
+
+
+@dataclass
+class ScreeningSettings:
+    resolution: int = 512
+    face_share: float = 1 / 3
+    min_face_px: int | None = None  # default: the face may be enlarged at most 2x into the crop
+    min_sharpness: float = 0.015
+    duplicate_bits: int = 12  # of 256 bits of the difference hash
+
+    @property
+    def min_face(self) -> int:
+        if self.min_face_px is not None:
+            return self.min_face_px
+        return max(48, round(self.resolution * self.face_share / 2))
+
+
+def pick_subject(faces: list[Face]) -> tuple[Face | None, int]:
+    """The face to use and how many faces rival it (0: the subject is clear).
+
+    Faint detections (a fraction of the best score) neither become the subject nor rival it:
+    HOG sees faces in hands and fabric at low scores.
+    """
+    if not faces:
+        return None, 0
+    best_score = max(f.score for f in faces)
+    confident = [f for f in faces if f.score >= RIVAL_SCORE_SHARE * best_score]
+    subject = max(confident, key=lambda f: f.width)
+    rivals = [f for f in confident if f is not subject and f.width >= RIVAL_WIDTH_SHARE * subject.width]
+    return subject, len(rivals)
+
+
+def sharpness(face_crop: Image.Image) -> float:
+    """High-frequency share of the face: variance of the Laplacian over the variance of the image.
+
+    Dividing by the image's own variance makes the figure independent of contrast and exposure.
+    """
+    gray = np.asarray(face_crop.convert("L"), np.float32)
+    lap = (
+        -4 * gray[1:-1, 1:-1] + gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:]
+    )
+    return float(lap.var() / (gray.var() + 1e-6))
+
+
+def face_sharpness(crop: Image.Image, face_width_source: float, settings: ScreeningSettings) -> float:
+    """Sharpness of the face in a headshot crop, measured at the scale the trainer will see it.
+
+    A face enlarged into the crop is measured at its own size, so a small-but-sharp face is not
+    called blurry for having been enlarged (too small is its own reason).
+    """
+    face_px = settings.resolution * settings.face_share
+    box = (
+        (settings.resolution - face_px) / 2,
+        (settings.resolution - face_px) / 2,
+        (settings.resolution + face_px) / 2,
+        (settings.resolution + face_px) / 2,
+    )
+    measure = int(max(32, min(face_px, face_width_source)))
+    return sharpness(crop.resize((measure, measure), Image.BILINEAR, box=box))
+
+
+def difference_hash(img: Image.Image, size: int = 16) -> np.ndarray:
+    """A 256-bit perceptual hash: the same picture in another format or size hashes alike."""
+    small = np.asarray(img.convert("L").resize((size + 1, size), Image.BILINEAR), np.int16)
+    return (small[:, 1:] > small[:, :-1]).ravel()
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.count_nonzero(a != b))
+
+
+def identity_consensus(
+    embeddings: dict[str, np.ndarray], analyzer: FaceAnalyzer, reference: list[np.ndarray] | None = None
+) -> tuple[np.ndarray | None, dict[str, float]]:
+    """The set's identity (mean embedding of the largest group that agrees) and each photo's distance.
+
+    With `reference` embeddings (a photo the person pinned) those define the identity instead.
+    Returns (None, {}) when no two photos agree, so nobody is rejected on a coin toss.
+    """
+    keys = list(embeddings)
+    if reference:
+        center = np.mean(np.stack(reference), axis=0)
+    else:
+        if len(keys) < 2:
+            return None, {}
+        threshold = analyzer.same_person_distance
+        dist = np.array([[analyzer.distance(embeddings[a], embeddings[b]) for b in keys] for a in keys])
+        agree = (dist < threshold).sum(axis=1) - 1  # neighbours, not counting itself
+        best = int(np.lexsort((dist.mean(axis=1), -agree))[0])
+        if agree[best] == 0:
+            return None, {}
+        group = [keys[j] for j in range(len(keys)) if dist[best, j] < threshold]
+        center = np.mean(np.stack([embeddings[k] for k in group]), axis=0)
+    return center, {k: analyzer.distance(embeddings[k], center) for k in keys}
