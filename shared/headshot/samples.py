@@ -46,7 +46,9 @@ def astronaut_shots() -> dict[str, Image.Image]:
     zoomed = base.crop((90, 0, 390, 300)).resize((640, 640), Image.LANCZOS)
     wide = Image.new("RGB", (900, 700), (40, 40, 60))
     wide.paste(base, (300, 120))
-    tilted = base.rotate(12, resample=Image.BICUBIC, expand=False, fillcolor=(20, 20, 20))
+    # turned inside a larger edge-extended canvas, so no empty wedge shows in the corners
+    canvas = Image.fromarray(np.pad(np.asarray(base), ((128, 128), (128, 128), (0, 0)), mode="edge"))
+    tilted = canvas.rotate(12, resample=Image.BICUBIC).crop((128, 128, 640, 640))
     return {
         "astronaut.png": base,
         "astronaut_mirrored.jpg": base.transpose(Image.Transpose.FLIP_LEFT_RIGHT),

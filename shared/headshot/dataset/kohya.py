@@ -1,0 +1,60 @@
+"""The kohya dataset layout: `<repeats>_<trigger> <class>/` folders and a dataset TOML sd-scripts accepts."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+#: the folder under a prepared dataset that holds the kohya subset folders (sd-scripts' train_data_dir)
+IMAGE_ROOT = "img"
+CAPTION_EXTENSION = ".txt"
+# Images seen per epoch that kohya guides aim for with 10–20 photos of a person (about 150–200).
+STEPS_PER_EPOCH_TARGET = 160
+
+_SUBSET = re.compile(r"^(\d+)_(.+)$")
+
+
+def default_repeats(image_count: int) -> int:
+    """Repeats so one epoch shows about STEPS_PER_EPOCH_TARGET images, between 5 and 40."""
+    return max(5, min(40, math.ceil(STEPS_PER_EPOCH_TARGET / max(1, image_count))))
+
+
+def subset_folder_name(repeats: int, trigger: str, class_word: str) -> str:
+    return f"{repeats}_{trigger} {class_word}"
+
+
+def parse_subset_folder(name: str) -> tuple[int, str] | None:
+    """(repeats, class tokens) from a kohya subset folder name, or None if it is not one."""
+    match = _SUBSET.match(name)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    # JSON string escapes are valid TOML basic-string escapes; keep non-ASCII as is
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def dataset_toml(subset_dir: Path, class_tokens: str, repeats: int, resolution: int) -> str:
+    """A dataset config for sd-scripts' --dataset_config (DreamBooth-style subset with captions)."""
+    general = {
+        "caption_extension": CAPTION_EXTENSION,  # sd-scripts' own default is .caption
+        "shuffle_caption": True,
+        "keep_tokens": 1,  # the "trigger class" token stays first when captions are shuffled
+        "enable_bucket": False,  # every crop is square at the dataset resolution
+    }
+    dataset = {"resolution": resolution, "batch_size": 1}
+    subset = {
+        "image_dir": Path(subset_dir).resolve().as_posix(),
+        "class_tokens": class_tokens,
+        "num_repeats": repeats,
+    }
+    lines = ["# Written by headshot prepare; sd-scripts: --dataset_config dataset.toml", "[general]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in general.items()]
+    lines += ["", "[[datasets]]"] + [f"{k} = {_toml_value(v)}" for k, v in dataset.items()]
+    lines += ["", "  [[datasets.subsets]]"] + [f"  {k} = {_toml_value(v)}" for k, v in subset.items()]
+    return "\n".join(lines) + "\n"
