@@ -12,7 +12,7 @@ from ..faces.base import Face, FaceAnalyzer
 # and its detection is at least this share as confident; smaller or fainter ones are bystanders
 # (or the detector seeing a face in a pattern) and the largest face is used.
 RIVAL_WIDTH_SHARE = 0.6
-RIVAL_SCORE_SHARE = 0.25
+RIVAL_SCORE_SHARE = 0.4
 
 
 @dataclass

@@ -31,7 +31,7 @@ def load_face_analyzer(backend: str = "auto", model_dirs: Iterable[str | Path] =
             searched = ", ".join(str(d) for d in dirs)
             raise BackendUnavailable(
                 f"insightface model files not found (searched {searched}). Put the buffalo_l pack "
-                f"({', '.join(insightface_onnx.REQUIRED_FILES + insightface_onnx.OPTIONAL_FILES)}) in "
+                f"({', '.join(insightface_onnx.REQUIRED_FILES + (insightface_onnx.GENDERAGE_FILE,))}) in "
                 f"<models>/insightface/models/buffalo_l/, or use --face-backend dlib (works offline)"
             )
     from .dlib_backend import DlibFaceAnalyzer
