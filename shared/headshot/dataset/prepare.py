@@ -17,8 +17,10 @@ from ..faces import FaceAnalyzer, load_face_analyzer
 from ..faces.framing import find_upright, frame_headshot
 from ..photos import list_photos, read_photo
 from . import kohya
+from .captions import build_caption, clean_tags, load_tag_rules
 from .contact_sheet import contact_sheet
 from .screening import ScreeningSettings, difference_hash, face_sharpness, hamming, identity_consensus, pick_subject
+from .tagging import find_tagger
 
 REPORT_NAME = "report.json"
 CONTACT_SHEET_NAME = "contact_sheet.jpg"
@@ -114,10 +116,16 @@ def prepare_dataset(
     files = list_photos(input_dir)
     if not files:
         raise HeadshotError(f"{input_dir} holds no files; put 3–20 photos of one person in it", "no_photos")
+    # models and rules first: a missing model file fails in a second, not after the screening
     analyzer = analyzer or load_face_analyzer(settings.face_backend, settings.face_model_dirs)
+    warnings: list[str] = []
+    if tagger is None and settings.tagger != "none":
+        tagger = find_tagger(settings.tagger, settings.tagger_dirs)
+        if tagger is None:
+            warnings.append("no tagger model found (WD14 or DeepDanbooru): captions are the trigger and class only")
+    rules = load_tag_rules(settings.tag_rules)
     screen = ScreeningSettings(settings.resolution, settings.face_share, settings.min_face_px)
     report = progress or (lambda done, total, message: None)
-    warnings: list[str] = []
 
     outcomes: list[PhotoOutcome] = []
     hashes: list[tuple[np.ndarray, PhotoOutcome]] = []
@@ -142,7 +150,7 @@ def prepare_dataset(
 
     kept = [o for o in outcomes if o.status == "kept"]
     class_word = settings.class_word or _detect_class(kept, analyzer, warnings)
-    _caption(kept, settings, class_word, tagger, warnings, report)
+    _caption(kept, settings, class_word, tagger, rules, report)
     subset_dir = _write_dataset(out_dir, outcomes, settings, class_word, warnings)
     result = PrepareResult(out_dir, outcomes, class_word, subset_dir, warnings)
     if not kept:
@@ -269,15 +277,7 @@ def _detect_class(kept: list[PhotoOutcome], analyzer, warnings: list[str]) -> st
     return DEFAULT_CLASS
 
 
-def _caption(kept, settings: PrepareSettings, class_word: str, tagger, warnings: list[str], report: Progress) -> None:
-    from .captions import build_caption, clean_tags, load_tag_rules
-    from .tagging import find_tagger
-
-    if tagger is None and settings.tagger != "none":
-        tagger = find_tagger(settings.tagger, settings.tagger_dirs)
-        if tagger is None:
-            warnings.append("no tagger model found (WD14 or DeepDanbooru): captions are the trigger and class only")
-    rules = load_tag_rules(settings.tag_rules)
+def _caption(kept, settings: PrepareSettings, class_word: str, tagger, rules, report: Progress) -> None:
     for index, outcome in enumerate(kept):
         kept_tags: list[str] = []
         if tagger is not None:
