@@ -88,6 +88,95 @@ def _demo(args) -> int:
     return _prepare(args)
 
 
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset_dir", type=Path, help="what `headshot prepare` wrote (or any kohya train_data_dir)")
+    p.add_argument("--base-model", required=True, help="a .safetensors/.ckpt checkpoint, a diffusers folder, or a hub id")
+    p.add_argument("--out", required=True, type=Path, help="job folder; the LoRA is written here")
+    p.add_argument("--name", default="headshot_lora", help="LoRA file name (without .safetensors)")
+    p.add_argument("--preset", choices=("fast", "balanced", "quality"), default="balanced")
+    p.add_argument("--steps", type=int, help="total optimizer steps (default: photos x the preset's factor, clamped)")
+    p.add_argument("--resolution", type=int, help="training size (default: the dataset's)")
+    p.add_argument("--rank", type=int)
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--lr", type=float, help="UNet learning rate")
+    p.add_argument("--text-encoder-lr", type=float, help="also train the text encoder(s) at this rate")
+    p.add_argument("--optimizer", choices=("adamw", "adamw8bit", "prodigy"))
+    p.add_argument("--scheduler", choices=("constant", "constant_with_warmup", "cosine", "linear"))
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--no-flip", action="store_true", help="no mirror augmentation (asymmetric faces, text)")
+    p.add_argument("--validation-images", type=int, help="images per checkpoint to score likeness (default 4 on GPU, 0 on CPU)")
+    p.add_argument("--validation-prompt")
+    p.add_argument("--face-backend", choices=("auto", "insightface", "dlib"), default="auto")
+    p.add_argument("--face-models", action="append", default=[], metavar="DIR")
+    p.add_argument("--tokenizer", action="append", default=[], metavar="DIR",
+                   help="folder with CLIP tokenizer files (vocab.json, merges.txt), e.g. ComfyUI's comfy/sd1_tokenizer")
+    p.add_argument("--class-images", help="folder of class images for prior preservation")
+    p.add_argument("--class-image-count", type=int, default=0, help="generate this many class images once (prior preservation)")
+    p.add_argument("--prior-loss-weight", type=float, default=1.0)
+    p.add_argument("--backend", choices=("builtin", "sd-scripts"), default="builtin")
+    p.add_argument("--sd-scripts", help="path of a kohya sd-scripts checkout (with --backend sd-scripts)")
+    p.add_argument("--sd-scripts-python", help="the Python of the sd-scripts venv")
+    p.add_argument("--resume", action="store_true", help="continue the job in --out from its last checkpoint")
+
+
+def _train(args) -> int:
+    from .train.api import start_training
+    from .train.settings import TrainSettings
+
+    if args.resume:
+        from .train.job import JobFolder
+
+        settings = TrainSettings.from_dict(JobFolder(args.out).read()["settings"])
+    else:
+        settings = TrainSettings(
+            dataset_dir=str(args.dataset_dir), base_model=args.base_model, out_dir=str(args.out), output_name=args.name,
+            preset=args.preset, backend=args.backend, steps=args.steps, resolution=args.resolution, rank=args.rank,
+            alpha=args.alpha, lr=args.lr, text_encoder_lr=args.text_encoder_lr, optimizer=args.optimizer,
+            scheduler=args.scheduler, warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
+            seed=args.seed, mixed_precision=args.mixed_precision, device=args.device, flip=not args.no_flip,
+            validation_images=args.validation_images, validation_prompt=args.validation_prompt,
+            face_backend=args.face_backend, face_model_dirs=args.face_models, tokenizer_dirs=args.tokenizer,
+            class_images_dir=args.class_images, class_image_count=args.class_image_count,
+            prior_loss_weight=args.prior_loss_weight, sd_scripts_repo=args.sd_scripts,
+            sd_scripts_python=args.sd_scripts_python,
+        )
+    run = start_training(settings, resume=args.resume)
+    print(f"training in a worker process; job folder {args.out} (Ctrl-C stops after saving a checkpoint)")
+    try:
+        record = run.wait(_print_event)
+    except KeyboardInterrupt:
+        run.cancel()
+        print("\nstopping: saving a checkpoint…", file=sys.stderr)
+        record = run.wait(_print_event)
+    state = record.get("state")
+    if state == "done":
+        print(f"done: {record['lora']} (checkpoint of step {record['chosen_step']}: {record['choice']['reason']})")
+        return 0
+    if state == "cancelled":
+        print(f"cancelled at step {record.get('steps_done')}; continue with: headshot train {args.dataset_dir} "
+              f"--base-model {settings.base_model} --out {args.out} --resume")
+        return 130
+    print(f"error: {record.get('error', 'training failed')} (details: {args.out / 'worker.log'})", file=sys.stderr)
+    return 1
+
+
+def _print_event(event: dict) -> None:
+    kind = event.get("type")
+    if kind == "step":
+        eta = event.get("eta_s") or 0
+        print(f"step {event['step']}/{event['total']}  loss {event['loss']:.4f}  lr {event['lr']:.2e}  "
+              f"{event['it_per_s']:.3f} it/s  eta {int(eta // 60)}m{int(eta % 60):02d}s", flush=True)
+    elif kind in ("status", "resumed", "checkpoint", "validation", "cancelled"):
+        detail = event.get("message") or ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "time"))
+        print(f"[{kind}] {detail}", flush=True)
+    elif kind == "error":
+        print(f"[error] {event.get('message')}", file=sys.stderr, flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headshot", description="Headshot Studio: personalised headshots from selfies")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="prepare a dataset from sample photos that ship with installed packages")
     _add_prepare_options(demo)
     demo.set_defaults(run=_demo, class_word="woman")
+    train = sub.add_parser("train", help="train an identity LoRA (kohya format) from a prepared dataset")
+    _add_train_options(train)
+    train.set_defaults(run=_train)
     return parser
 
 

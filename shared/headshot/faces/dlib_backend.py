@@ -4,6 +4,9 @@ The model files come from the `face_recognition_models` package; nothing is down
 """
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import BackendUnavailable
@@ -11,6 +14,18 @@ from .base import Face
 
 # Below this HOG score a detection is usually a hand, a collar or a pattern, not a face.
 MIN_DETECTION_SCORE = 0.05
+
+
+def _model_files_folder() -> Path:
+    """The model folder of face_recognition_models, found without importing the package: its
+    __init__ imports pkg_resources, which setuptools 81+ no longer ships."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "models" if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / "shape_predictor_5_face_landmarks.dat").is_file():
+        raise BackendUnavailable(
+            "the dlib face backend needs its model files: pip install face_recognition_models"
+        )
+    return folder
 
 
 class DlibFaceAnalyzer:
@@ -26,15 +41,10 @@ class DlibFaceAnalyzer:
                 "the dlib face backend needs dlib: pip install dlib-bin face_recognition_models "
                 "(dlib-bin is a prebuilt wheel; no compiler needed)"
             ) from None
-        try:
-            import face_recognition_models as models
-        except ImportError:
-            raise BackendUnavailable(
-                "the dlib face backend needs its model files: pip install face_recognition_models"
-            ) from None
+        models = _model_files_folder()
         self._detector = dlib.get_frontal_face_detector()
-        self._landmarks = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
-        self._encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+        self._landmarks = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+        self._encoder = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
         self._dlib = dlib
         self.upsample = upsample
 

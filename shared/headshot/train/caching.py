@@ -1,0 +1,83 @@
+"""What training reuses every step, computed once: image latents and text embeddings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .dataset import TrainingImage, caption_variants
+
+
+@dataclass
+class TextEmbedding:
+    hidden: torch.Tensor  # [77, D] conditioning for cross-attention
+    pooled: torch.Tensor | None  # [D2] SDXL's pooled text embedding
+
+
+def _image_tensor(path, resolution: int) -> torch.Tensor:
+    img = Image.open(path).convert("RGB")
+    if img.size != (resolution, resolution):
+        side = min(img.size)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        img = img.resize((resolution, resolution), Image.LANCZOS, box=(left, top, left + side, top + side))
+    arr = torch.from_numpy(np.asarray(img, np.float32) / 127.5 - 1.0)
+    return arr.permute(2, 0, 1)
+
+
+@torch.no_grad()
+def encode_latents(vae, images: list[TrainingImage], resolution: int, flip: bool, device, dtype, seed: int, progress=None):
+    """Per image: latents of the image and (with flip) of its mirror, scaled for the UNet.
+
+    The mirror is encoded, not flipped in latent space: the VAE is not mirror-symmetric.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    scale = vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    cache = []
+    for i, item in enumerate(images):
+        if progress:
+            progress(i, len(images), f"caching latents {item.path.name}")
+        pixels = _image_tensor(item.path, resolution)
+        batch = torch.stack([pixels, pixels.flip(-1)] if flip else [pixels]).to(device, dtype)
+        dist = vae.encode(batch).latent_dist
+        noise = torch.randn(dist.mean.shape, generator=generator).to(device, dtype)
+        latents = (dist.mean + dist.std * noise - shift) * scale
+        cache.append([l.float() for l in latents])
+    return cache
+
+
+def encode_prompt(base, caption: str, device, with_grad: bool = False) -> TextEmbedding:
+    """The UNet conditioning for one caption, the way each family's pipelines build it."""
+    context = torch.enable_grad() if with_grad else torch.no_grad()
+    with context:
+        if base.family == "sdxl":
+            hidden_states, pooled = [], None
+            for tokenizer, encoder in zip(base.tokenizers, base.text_encoders):
+                ids = tokenizer(caption, padding="max_length", max_length=tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt").input_ids.to(device)
+                out = encoder(ids, output_hidden_states=True)
+                hidden_states.append(out.hidden_states[-2])  # SDXL conditions on the penultimate layer
+                pooled = out[0]  # the projected pooled output of the second encoder
+            return TextEmbedding(torch.cat(hidden_states, dim=-1)[0], pooled[0])
+        tokenizer, encoder = base.tokenizers[0], base.text_encoders[0]
+        ids = tokenizer(caption, padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids.to(device)
+        return TextEmbedding(encoder(ids)[0][0], None)
+
+
+def cache_text_embeddings(base, images: list[TrainingImage], variants: int, shuffle: bool, seed: int, device):
+    """Per image, the embeddings of up to `variants` caption shuffles (trigger first), computed once."""
+    cache = []
+    memo: dict[str, TextEmbedding] = {}
+    for i, item in enumerate(images):
+        texts = caption_variants(item.caption, variants if shuffle else 1, seed + i)
+        embeddings = []
+        for text in texts:
+            if text not in memo:
+                emb = encode_prompt(base, text, device)
+                memo[text] = TextEmbedding(emb.hidden.detach(), None if emb.pooled is None else emb.pooled.detach())
+            embeddings.append(memo[text])
+        cache.append(embeddings)
+    return cache

@@ -1,0 +1,456 @@
+"""The builtin training engine: diffusers models, peft LoRA, kohya-format output.
+
+One step is exactly one UNet forward and backward on cached latents and cached text
+embeddings; everything else (sampling the dataset, noise, loss weighting) is a few tensor ops,
+so the engine runs as fast as a bare PyTorch loop over the same model.
+"""
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import HeadshotError
+from . import lora_format
+from .caching import cache_text_embeddings, encode_latents, encode_prompt
+from .dataset import TrainingSet, epoch_order, load_training_set
+from .job import Cancelled, JobFolder
+from .settings import TrainSettings
+
+#: the text-encoder components of each family, in kohya's naming
+TEXT_COMPONENTS = {"sd1": ["te"], "sd2": ["te"], "sdxl": ["te1", "te2"]}
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_dtype(device: torch.device, mixed_precision: str) -> torch.dtype | None:
+    """bf16 where the GPU has it, else fp16; the CPU trains in fp32 (autocast there is slower)."""
+    if device.type == "cpu" or mixed_precision == "no":
+        return None
+    if mixed_precision == "fp16":
+        return torch.float16
+    if mixed_precision == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def add_lora(model, targets: list[str], rank: int, alpha: float, seed: int) -> list[torch.nn.Parameter]:
+    """Inject peft LoRA layers on exactly `targets`; returns the trainable parameters (fp32)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    torch.manual_seed(seed)  # LoRA-A initialisation is random: repeatable runs need it seeded
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets)
+    inject_adapter_in_model(config, model)
+    params = []
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            param.data = param.data.float()
+            param.requires_grad_(True)
+            params.append(param)
+        else:
+            param.requires_grad_(False)
+    return params
+
+
+def make_optimizer(name: str, params, lr: float):
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    if name == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise HeadshotError("optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes, CUDA only); "
+                                "or use --optimizer adamw", "missing_optimizer") from None
+        return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=1e-2)
+    if name == "prodigy":
+        try:
+            from prodigyopt import Prodigy
+        except ImportError:
+            raise HeadshotError("optimizer prodigy needs prodigyopt (pip install prodigyopt); "
+                                "or use --optimizer adamw", "missing_optimizer") from None
+        return Prodigy(params, lr=lr, weight_decay=1e-2, safeguard_warmup=True, use_bias_correction=True)
+    raise HeadshotError(f"unknown optimizer {name!r}", "bad_option")
+
+
+def make_lr_schedule(name: str, optimizer, warmup: int, total: int):
+    """LambdaLR so its state is a plain step count that resumes exactly."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup and name != "constant":
+            return (step + 1) / warmup
+        if name in ("constant", "constant_with_warmup"):
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if name == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))  # cosine
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float, v_prediction: bool) -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023), in the form for ε- or v-prediction targets."""
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+    snr = alphas / (1 - alphas)
+    clipped = torch.clamp(snr, max=gamma)
+    return clipped / (snr + 1) if v_prediction else clipped / snr
+
+
+def diffusion_loss(base, latents, hidden, pooled, settings: TrainSettings, generator: torch.Generator,
+                   autocast: torch.dtype | None) -> torch.Tensor:
+    """Per-sample denoising loss for one batch of cached latents and text conditioning."""
+    unet, scheduler = base.unet, base.noise_scheduler
+    device = latents.device
+    noise = torch.randn(latents.shape, generator=generator)
+    if settings.noise_offset:
+        noise += settings.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator)
+    noise = noise.to(device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator).to(device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    added = None
+    if base.family == "sdxl":
+        res = settings.resolution
+        # size/crop conditioning: the crops were made square at this size with no further crop
+        time_ids = torch.tensor([[res, res, 0, 0, res, res]], dtype=hidden.dtype, device=device).repeat(latents.shape[0], 1)
+        added = {"text_embeds": pooled, "time_ids": time_ids}
+    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        prediction = unet(noisy, timesteps, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
+    v_prediction = base.prediction_type == "v_prediction"
+    target = scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
+    loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if settings.min_snr_gamma:
+        loss = loss * min_snr_weight(scheduler, timesteps, settings.min_snr_gamma, v_prediction)
+    return loss
+
+
+class LoraTrainer:
+    """Trains one identity LoRA into a job folder. Construct, then `run()`."""
+
+    def __init__(self, settings: TrainSettings, job: JobFolder, base=None, training_set: TrainingSet | None = None,
+                 progress: Callable[[int, int, str], None] | None = None):
+        self.job = job
+        self.training_set = training_set or load_training_set(settings.dataset_dir)
+        self.device = pick_device(settings.device)
+        images = self.training_set.images
+        dataset_resolution = _dataset_resolution(self.training_set)
+        self.settings = settings.resolved(len(images), images[0].repeats, dataset_resolution, self.device.type == "cuda")
+        self.autocast = autocast_dtype(self.device, self.settings.mixed_precision)
+        self._base = base
+        self.progress = progress or (lambda done, total, message: None)
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _load(self):
+        from .models import load_base_model
+
+        s = self.settings
+        if self._base is None:
+            weights_dtype = self.autocast or torch.float32  # frozen weights in half precision on a GPU
+            self.job.emit("status", message=f"loading base model {s.base_model}")
+            self._base = load_base_model(s.base_model, tokenizer_dirs=[Path(d) for d in s.tokenizer_dirs],
+                                         dtype=weights_dtype, device=self.device)
+        base = self._base
+        for module in [base.unet, base.vae, *base.text_encoders]:
+            module.requires_grad_(False)
+        # the VAE halves the size per level after the first, the UNet again per level after the first
+        factor = 2 ** (len(base.vae.config.block_out_channels) - 1) * 2 ** (len(base.unet.config.block_out_channels) - 1)
+        if s.resolution % factor:
+            raise HeadshotError(f"resolution {s.resolution} must be a multiple of {factor} for this model "
+                                f"(try {max(factor, s.resolution // factor * factor)})", "bad_option")
+        return base
+
+    def _cache(self, base):
+        s = self.settings
+        images = self.training_set.images
+        self.job.emit("status", message=f"caching latents of {len(images)} images")
+        vae_dtype = torch.float32 if base.family == "sdxl" else next(base.vae.parameters()).dtype  # SDXL's VAE overflows in fp16
+        if next(base.vae.parameters()).dtype != vae_dtype:
+            base.vae.to(dtype=vae_dtype)
+        base.vae.to(self.device)
+        self.latents = encode_latents(base.vae, images, s.resolution, s.flip, self.device, vae_dtype, s.seed, self.progress)
+        self.prior_latents, self.prior_text = [], None
+        if s.class_images_dir or s.class_image_count:
+            from .prior import class_images
+
+            prior = class_images(s, base, self.training_set.class_word, self.job.emit)
+            self.prior_latents = encode_latents(base.vae, prior, s.resolution, s.flip, self.device, vae_dtype, s.seed + 1)
+            self.prior_text = encode_prompt(base, prior[0].caption, self.device)
+        self.text_cache = None
+        if s.text_encoder_lr is None:
+            self.job.emit("status", message="caching text embeddings (text encoder frozen)")
+            self.text_cache = cache_text_embeddings(base, images, s.caption_variants, s.shuffle_captions, s.seed, self.device)
+        if not s.validation_images:
+            # nothing renders images in this run: the VAE (and a frozen text encoder) can go
+            base.vae.to("meta") if hasattr(base.vae, "to") else None
+            if self.text_cache is not None:
+                for encoder in base.text_encoders:
+                    encoder.to("meta")
+            _free_device_memory(self.device)
+
+    def _inject(self, base):
+        s = self.settings
+        self.unet_targets = lora_format.kohya_unet_targets(base.unet)
+        params = add_lora(base.unet, self.unet_targets, s.rank, s.alpha, s.seed)
+        groups = [{"params": params, "lr": s.lr}]
+        self.text_targets = []
+        if s.text_encoder_lr is not None:
+            for encoder in base.text_encoders:
+                targets = lora_format.text_encoder_targets(encoder)
+                self.text_targets.append(targets)
+                groups.append({"params": add_lora(encoder, targets, s.rank, s.alpha, s.seed), "lr": s.text_encoder_lr})
+        if s.gradient_checkpointing:
+            base.unet.enable_gradient_checkpointing()
+        base.unet.train()
+        self.trainable = [p for g in groups for p in g["params"]]
+        self.optimizer = make_optimizer(s.optimizer, groups, s.lr)
+        self.lr_schedule = make_lr_schedule(s.scheduler, self.optimizer, s.warmup_steps, s.steps)
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast == torch.float16 else None
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def lora_tensors(self) -> dict[str, torch.Tensor]:
+        from peft.utils import get_peft_model_state_dict
+
+        base, s = self._base, self.settings
+        tensors = lora_format.peft_to_kohya(base.family, "unet", get_peft_model_state_dict(base.unet), s.rank, s.alpha,
+                                            self.unet_targets, unet_config=base.unet)
+        if s.text_encoder_lr is not None:
+            for component, encoder in zip(TEXT_COMPONENTS[base.family], base.text_encoders):
+                state = get_peft_model_state_dict(encoder)
+                tensors.update(lora_format.peft_to_kohya(base.family, component, state, s.rank, s.alpha))
+        return {k: v.detach().to("cpu", torch.float16 if v.dim() else torch.float32).contiguous() for k, v in tensors.items()}
+
+    def metadata(self, step: int, chosen_step: int | None = None) -> dict[str, str]:
+        s, ts = self.settings, self.training_set
+        return lora_format.kohya_metadata(
+            family=self._base.family, rank=s.rank, alpha=s.alpha, output_name=s.output_name,
+            trigger=ts.trigger or "", class_word=ts.class_word or "", tag_frequency=ts.tag_frequency(),
+            dataset_dirs=ts.subsets, resolution=s.resolution, chosen_step=chosen_step,
+            training={
+                "steps": step, "learning_rate": s.lr, "unet_lr": s.lr, "text_encoder_lr": s.text_encoder_lr,
+                "lr_scheduler": s.scheduler, "lr_warmup_steps": s.warmup_steps, "optimizer": s.optimizer,
+                "num_train_images": len(ts.images), "seed": s.seed, "min_snr_gamma": s.min_snr_gamma,
+                "noise_offset": s.noise_offset, "flip_aug": s.flip, "shuffle_caption": s.shuffle_captions,
+                "gradient_checkpointing": s.gradient_checkpointing, "mixed_precision": str(self.autocast or "no"),
+                "max_train_steps": s.steps, "batch_size": s.batch_size, "preset": s.preset,
+                "base_model": Path(s.base_model).name,
+            },
+        )
+
+    def save_checkpoint(self, step: int, generator: torch.Generator) -> Path:
+        folder = self.job.checkpoint_dir(step)
+        folder.mkdir(parents=True, exist_ok=True)
+        lora_format.save_lora(folder / "lora.safetensors", self.lora_tensors(), self.metadata(step))
+        state = {
+            "step": step,
+            "lora": [p.detach().cpu() for p in self.trainable],
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "generator": generator.get_state(),
+            "python_random": random.getstate(),
+        }
+        tmp = folder / "state.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(folder / "state.pt")  # written last: its presence marks the checkpoint whole
+        self.job.emit("checkpoint", step=step, path=str(folder / "lora.safetensors"))
+        return folder
+
+    def _restore(self, generator: torch.Generator) -> int:
+        checkpoints = self.job.checkpoints()
+        if not checkpoints:
+            return 0
+        step, folder = checkpoints[-1]
+        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+        if len(state["lora"]) != len(self.trainable):
+            raise HeadshotError(f"checkpoint {folder} was made with other settings (rank or targets); "
+                                "start a new job in another --out folder", "checkpoint_mismatch")
+        with torch.no_grad():
+            for param, saved in zip(self.trainable, state["lora"]):
+                param.copy_(saved.to(param.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        generator.set_state(state["generator"])
+        random.setstate(state["python_random"])
+        self.job.emit("resumed", step=step, checkpoint=str(folder))
+        return step
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _batch(self, step: int):
+        """Latents and conditioning for optimizer step `step` (deterministic in seed and step)."""
+        s, images = self.settings, self.training_set.images
+        per_epoch = sum(img.repeats for img in images)
+        latents, hidden, pooled = [], [], []
+        for k in range(s.batch_size):
+            position = step * s.batch_size + k
+            epoch, index = divmod(position, per_epoch)
+            i = epoch_order(images, epoch, s.seed)[index]
+            pick = random.Random(s.seed * 7919 + position)
+            variants = self.latents[i]
+            latents.append(variants[pick.randrange(len(variants))])
+            if self.text_cache is not None:
+                emb = self.text_cache[i][pick.randrange(len(self.text_cache[i]))]
+            else:
+                from .dataset import caption_variants
+
+                text = caption_variants(images[i].caption, 2, s.seed + position)[-1] if s.shuffle_captions else images[i].caption
+                emb = encode_prompt(self._base, text, self.device, with_grad=True)
+            hidden.append(emb.hidden)
+            pooled.append(emb.pooled)
+        weights_dtype = next(self._base.unet.parameters()).dtype
+        hidden_t = torch.stack(hidden).to(self.device, weights_dtype)
+        pooled_t = torch.stack(pooled).to(self.device, weights_dtype) if pooled[0] is not None else None
+        return torch.stack(latents).to(self.device, weights_dtype), hidden_t, pooled_t
+
+    def run(self) -> dict:
+        """Train to the planned step count (resuming from the last checkpoint if any); returns
+        {"step", "lora", "chosen_step", ...}. Raises Cancelled after saving when cancel is asked."""
+        from .selection import CheckpointJudge
+
+        s = self.settings
+        self.job.update(state="running", settings=s.to_dict(), total_steps=s.steps, device=str(self.device))
+        base = self._load()
+        self._cache(base)
+        self._inject(base)
+        generator = torch.Generator().manual_seed(s.seed)
+        random.seed(s.seed)
+        start = self._restore(generator)
+        judge = CheckpointJudge(self, base)
+        judge.prepare_reference()
+        self.job.emit("status", message=f"training {s.steps} steps from step {start} on {self.device}")
+        loss_log = open(self.job.path / "loss.csv", "a", encoding="utf-8")
+        if loss_log.tell() == 0:
+            loss_log.write("step,loss,lr\n")
+        started, done_here = time.monotonic(), 0
+        step = start
+        try:
+            while step < s.steps:
+                if self.job.cancel_requested():
+                    self.save_checkpoint(step, generator)
+                    raise Cancelled(step)
+                latents, hidden, pooled = self._batch(step)
+                loss = diffusion_loss(base, latents, hidden, pooled, s, generator, self.autocast).mean()
+                if self.prior_latents:
+                    loss = loss + s.prior_loss_weight * self._prior_loss(step, generator)
+                if not torch.isfinite(loss):
+                    raise HeadshotError(f"the loss became {loss.item()} at step {step + 1}: lower --lr, "
+                                        "or use --mixed-precision no", "loss_not_finite")
+                self._optimizer_step(loss)
+                step += 1
+                done_here += 1
+                elapsed = time.monotonic() - started
+                rate = done_here / elapsed
+                lr = self.lr_schedule.get_last_lr()[0]
+                loss_log.write(f"{step},{loss.item():.6f},{lr:.3e}\n")
+                loss_log.flush()
+                self.job.emit("step", step=step, total=s.steps, loss=round(loss.item(), 6), lr=lr,
+                              it_per_s=round(rate, 4), eta_s=round((s.steps - step) / rate, 1))
+                self.job.update(steps_done=step)
+                if step % s.checkpoint_every == 0 or step == s.steps:
+                    self.save_checkpoint(step, generator)
+                    judge.judge(step)
+                    draw_loss_curve(self.job.path / "loss.csv", self.job.path / "loss.png")
+        finally:
+            loss_log.close()
+        draw_loss_curve(self.job.path / "loss.csv", self.job.path / "loss.png")
+        return self.export(judge)
+
+    def _prior_loss(self, step: int, generator: torch.Generator) -> torch.Tensor:
+        """The same denoising loss on one class image with the class prompt (DreamBooth's prior term)."""
+        variants = self.prior_latents[step % len(self.prior_latents)]
+        dtype = next(self._base.unet.parameters()).dtype
+        latents = variants[step // len(self.prior_latents) % len(variants)][None].to(self.device, dtype)
+        hidden = self.prior_text.hidden[None].to(self.device, dtype)
+        pooled = None if self.prior_text.pooled is None else self.prior_text.pooled[None].to(self.device, dtype)
+        return diffusion_loss(self._base, latents, hidden, pooled, self.settings, generator, self.autocast).mean()
+
+    def _optimizer_step(self, loss: torch.Tensor) -> None:
+        if self.scaler:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.lr_schedule.step()
+
+    def export(self, judge) -> dict:
+        """Copy the chosen checkpoint's LoRA into the output folder with full metadata and sidecars."""
+        s = self.settings
+        chosen = judge.choose()
+        source = self.job.checkpoint_dir(chosen["step"]) / "lora.safetensors"
+        tensors, _ = lora_format.load_lora(source)
+        out = Path(s.out_dir) / f"{s.output_name}.safetensors"
+        lora_format.save_lora(out, tensors, self.metadata(s.steps, chosen_step=chosen["step"]))
+        trigger = " ".join(t for t in (self.training_set.trigger, self.training_set.class_word) if t)
+        sd_version = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}[self._base.family]
+        lora_format.write_a1111_sidecar(out, activation_text=trigger, preferred_weight=0.8, sd_version=sd_version)
+        identity = judge.save_reference(out.with_suffix(".identity.json"))
+        return {"lora": str(out), "chosen_step": chosen["step"], "choice": chosen, "identity": identity}
+
+
+def _dataset_resolution(training_set: TrainingSet) -> int | None:
+    from PIL import Image
+
+    with Image.open(training_set.images[0].path) as img:
+        side = min(img.size)
+    return side - side % 64 or None
+
+
+def _free_device_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def draw_loss_curve(csv_path: Path, png_path: Path, size=(640, 320)) -> None:
+    """The loss curve (raw and smoothed) as a PNG, drawn with PIL: no plotting library needed."""
+    from PIL import Image, ImageDraw
+
+    rows = [line.split(",") for line in csv_path.read_text().splitlines()[1:] if line]
+    if len(rows) < 2:
+        return
+    steps = np.array([float(r[0]) for r in rows])
+    losses = np.array([float(r[1]) for r in rows])
+    window = max(1, len(losses) // 20)
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    left, top, right, bottom = 50, 20, size[0] - 10, size[1] - 30
+    lo, hi = float(losses.min()), float(losses.max()) or 1.0
+    span = (hi - lo) or 1.0
+
+    def xy(step, value):
+        x = left + (step - steps[0]) / max(1.0, steps[-1] - steps[0]) * (right - left)
+        return x, bottom - (value - lo) / span * (bottom - top)
+
+    draw.rectangle((left, top, right, bottom), outline=(180, 180, 180))
+    draw.line([xy(s, v) for s, v in zip(steps, losses)], fill=(170, 200, 240), width=1)
+    draw.line([xy(s, v) for s, v in zip(steps[window - 1:], smooth)], fill=(30, 90, 200), width=2)
+    draw.text((left, 4), f"loss  (step {int(steps[-1])}, last {losses[-1]:.4f})", fill="black")
+    draw.text((4, top), f"{hi:.3f}", fill="black")
+    draw.text((4, bottom - 10), f"{lo:.3f}", fill="black")
+    tmp = png_path.with_suffix(".tmp.png")
+    img.save(tmp)
+    shutil.move(tmp, png_path)

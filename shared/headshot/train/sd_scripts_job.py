@@ -1,0 +1,111 @@
+"""A training job run by a person's own kohya sd-scripts, recorded in the same job folder format."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+from PIL import Image
+
+from ..dataset import kohya
+from ..faces import load_face_analyzer
+from ..errors import HeadshotError
+from . import lora_format, sd_scripts
+from .dataset import load_training_set
+from .job import Cancelled, JobFolder
+from .selection import identity_reference, write_identity_reference
+from .settings import TrainSettings
+
+OPTIMIZER_NAMES = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "prodigy": "Prodigy"}
+
+
+def base_model_family(base_model: str) -> str:
+    """The family of a checkpoint file or diffusers folder, read from the weights (or model_index.json)."""
+    from .models import _read_checkpoint, detect_family
+
+    path = Path(base_model)
+    if path.is_dir():
+        index = json.loads((path / "model_index.json").read_text())
+        return "sdxl" if "XL" in index.get("_class_name", "") else ("sd2" if "v2" in str(index) else "sd1")
+    state_dict, metadata = _read_checkpoint(path)
+    return detect_family(state_dict, metadata=metadata, source=path.name)[0]
+
+
+def run_sd_scripts_job(settings: TrainSettings, job: JobFolder) -> dict:
+    if not settings.sd_scripts_repo:
+        raise HeadshotError("--backend sd-scripts needs --sd-scripts PATH (a kohya sd-scripts checkout)", "bad_option")
+    setup = sd_scripts.locate(settings.sd_scripts_repo, settings.sd_scripts_python)
+    training_set = load_training_set(settings.dataset_dir)
+    family = base_model_family(settings.base_model)
+    images = training_set.images
+    with Image.open(images[0].path) as first:
+        resolution = min(first.size) - min(first.size) % 64
+    s = settings.resolved(len(images), images[0].repeats, resolution, on_gpu=False)
+    job.update(state="running", settings=s.to_dict(), total_steps=s.steps, backend="sd-scripts")
+    work = job.path / "sd-scripts"
+    work.mkdir(parents=True, exist_ok=True)
+    # a fresh dataset TOML: the one prepare wrote holds absolute paths that break if the folder moved
+    subset = images[0].path.parent
+    dataset_toml = work / "dataset.toml"
+    dataset_toml.write_text(kohya.dataset_toml(subset, kohya.parse_subset_folder(subset.name)[1], images[0].repeats,
+                                               s.resolution), encoding="utf-8")
+    config = sd_scripts.training_config(
+        family=family, base_model=Path(s.base_model), dataset_toml=dataset_toml, out_dir=work, output_name=s.output_name,
+        steps=s.steps, rank=s.rank, alpha=s.alpha, lr=s.lr, text_encoder_lr=s.text_encoder_lr,
+        optimizer=OPTIMIZER_NAMES[s.optimizer], scheduler=s.scheduler, warmup_steps=s.warmup_steps, seed=s.seed,
+        mixed_precision="no" if s.mixed_precision == "auto" else s.mixed_precision,
+        gradient_checkpointing=bool(s.gradient_checkpointing), cache_latents=True, min_snr_gamma=s.min_snr_gamma,
+        noise_offset=s.noise_offset or None, save_every_n_steps=s.checkpoint_every, resolution=s.resolution,
+        tokenizer_cache_dir=Path(s.tokenizer_dirs[0]) if s.tokenizer_dirs else None,
+        device=None if s.device == "auto" else s.device,
+    )
+    cancel = threading.Event()
+    stop_watching = threading.Event()
+
+    def watch_cancel():
+        while not stop_watching.wait(0.5):
+            if job.cancel_requested():
+                cancel.set()
+                return
+
+    watcher = threading.Thread(target=watch_cancel, daemon=True)
+    watcher.start()
+    loss_log = open(job.path / "loss.csv", "a", encoding="utf-8")
+    if loss_log.tell() == 0:
+        loss_log.write("step,loss,lr\n")
+    last = {"step": 0}
+
+    def on_event(event: dict) -> None:
+        kind = event.get("type")
+        if kind == "step" and event.get("loss") is not None:
+            last["step"] = event["step"]
+            loss_log.write(f"{event['step']},{event['loss']},{s.lr}\n")
+            loss_log.flush()
+            job.emit("step", step=event["step"], total=event.get("total", s.steps), loss=event["loss"], lr=s.lr,
+                     it_per_s=event.get("it_per_s") or 0.0, eta_s=event.get("eta_s") or 0.0)
+            job.update(steps_done=event["step"])
+        elif kind == "checkpoint":
+            job.emit("checkpoint", step=event.get("step"), path=event.get("path"))
+        elif kind == "error":
+            job.emit("status", message=f"sd-scripts: {event.get('message')}")
+
+    try:
+        produced = sd_scripts.run(setup, family, config, work, on_event, cancel=cancel)
+    except HeadshotError as exc:
+        if exc.code == "cancelled":
+            raise Cancelled(last["step"]) from None
+        raise
+    finally:
+        stop_watching.set()
+        loss_log.close()
+    out = Path(s.out_dir) / f"{s.output_name}.safetensors"
+    shutil.copyfile(produced, out)
+    trigger = " ".join(t for t in (training_set.trigger, training_set.class_word) if t)
+    lora_format.write_a1111_sidecar(out, activation_text=trigger, preferred_weight=0.8,
+                                    sd_version={"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}[family])
+    analyzer = load_face_analyzer(s.face_backend, s.face_model_dirs)
+    embedding, count = identity_reference(training_set.images, analyzer)
+    identity = write_identity_reference(out.with_suffix(".identity.json"), analyzer, embedding, count)
+    choice = {"step": s.steps, "reason": "sd-scripts backend: its final LoRA (likeness validation runs in the builtin engine)"}
+    return {"lora": str(out), "chosen_step": s.steps, "choice": choice, "identity": identity}

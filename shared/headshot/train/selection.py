@@ -1,0 +1,165 @@
+"""Likeness-scored checkpoint choice: render, find faces, compare with the training set.
+
+EasyPhoto's idea (validation images scored by face similarity) with two changes: images
+without a face count against a checkpoint instead of being skipped, and when no image has a
+face the choice says so and falls back to the last checkpoint rather than inventing a score.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..faces import load_face_analyzer
+from ..faces.framing import find_upright
+from ..dataset.screening import pick_subject
+
+NEGATIVE_PROMPT = "blurry, lowres, deformed, cartoon, text, watermark"
+
+
+def identity_reference(images, analyzer) -> tuple[np.ndarray | None, int]:
+    """Mean face embedding of the training images (and how many had a face): who the LoRA should draw."""
+    embeddings = []
+    for item in images:
+        with Image.open(item.path) as img:
+            upright = find_upright(img.convert("RGB"), analyzer)
+        subject, _ = pick_subject(upright.faces)
+        if subject is not None:
+            embeddings.append(upright.embed(subject))
+    return (np.mean(np.stack(embeddings), axis=0) if embeddings else None), len(embeddings)
+
+
+def write_identity_reference(path: Path, analyzer, embedding: np.ndarray | None, count: int) -> str | None:
+    """The reference saved beside the LoRA, for ranking generated images by likeness later."""
+    if embedding is None:
+        return None
+    path.write_text(json.dumps({
+        "backend": analyzer.name,
+        "embedding": [round(float(v), 6) for v in embedding],
+        "images": count,
+        "same_person_distance": analyzer.same_person_distance,
+    }) + "\n")
+    return str(path)
+
+
+class CheckpointJudge:
+    def __init__(self, trainer, base):
+        self.trainer, self.base = trainer, base
+        self.settings = trainer.settings
+        self.records: list[dict] = []
+        self.reference: np.ndarray | None = None
+        self.analyzer = None
+        self._pipeline = None
+        path = trainer.job.path / "validation.json"
+        if path.exists():  # a resumed job keeps the scores of checkpoints judged before the stop
+            self.records = json.loads(path.read_text())["checkpoints"]
+
+    # -- identity reference ---------------------------------------------------------------------
+    def prepare_reference(self) -> None:
+        s = self.settings
+        self.analyzer = load_face_analyzer(s.face_backend, s.face_model_dirs)
+        self.reference, self.reference_count = identity_reference(self.trainer.training_set.images, self.analyzer)
+
+    def save_reference(self, path: Path) -> str | None:
+        return write_identity_reference(path, self.analyzer, self.reference, self.reference_count)
+
+    # -- judging --------------------------------------------------------------------------------
+    def judge(self, step: int) -> dict:
+        s = self.settings
+        record = {"step": step, "images": [], "faces": 0, "mean_distance": None}
+        if s.validation_images:
+            record["images"] = self._render_and_score(step)
+            distances = [im["distance"] for im in record["images"] if im["distance"] is not None]
+            record["faces"] = len(distances)
+            record["mean_distance"] = round(float(np.mean(distances)), 4) if distances else None
+        self.records = [r for r in self.records if r["step"] != step] + [record]
+        self._write()
+        self.trainer.job.emit("validation", step=step, faces=record["faces"], images=len(record["images"]),
+                              mean_distance=record["mean_distance"])
+        return record
+
+    def choose(self) -> dict:
+        """The checkpoint whose images most often show a face, then look most like the person."""
+        judged = [r for r in self.records if r["images"]]
+        with_faces = [r for r in judged if r["faces"]]
+        final = max(r["step"] for r in self.records) if self.records else self.settings.steps
+        if not judged:
+            choice = {"step": final, "reason": "no validation images were rendered (validation off): the last checkpoint is used"}
+        elif not with_faces:
+            choice = {"step": final, "reason": f"none of the {sum(len(r['images']) for r in judged)} validation images "
+                      "had a face, so likeness could not be scored: the last checkpoint is used"}
+        else:
+            best = min(with_faces, key=lambda r: (-r["faces"], r["mean_distance"]))
+            choice = {"step": best["step"], "reason": f"{best['faces']} of {len(best['images'])} images had a face, "
+                      f"mean identity distance {best['mean_distance']}", "mean_distance": best["mean_distance"]}
+        self._write(choice)
+        return choice
+
+    def _write(self, choice: dict | None = None) -> None:
+        data = {"reference_images": getattr(self, "reference_count", 0), "checkpoints": self.records}
+        if choice:
+            data["choice"] = choice
+        (self.trainer.job.path / "validation.json").write_text(json.dumps(data, indent=2) + "\n")
+
+    def _render_and_score(self, step: int) -> list[dict]:
+        s, ts = self.settings, self.trainer.training_set
+        prompt = s.validation_prompt or f"{ts.trigger} {ts.class_word or 'person'}, portrait photo, looking at the camera"
+        pipeline = self._pipe()
+        folder = self.trainer.job.path / "samples" / f"step-{step:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        unet = self.base.unet
+        was_training = unet.training
+        unet.eval()
+        results = []
+        try:
+            for i in range(s.validation_images):
+                seed = s.seed + i
+                with torch.no_grad():
+                    image = pipeline(prompt, negative_prompt=NEGATIVE_PROMPT, num_inference_steps=s.validation_steps,
+                                     height=s.resolution, width=s.resolution,
+                                     generator=torch.Generator().manual_seed(seed)).images[0]
+                path = folder / f"seed-{seed}.png"
+                image.save(path)
+                distance = self._distance(image)
+                results.append({"path": str(path), "seed": seed, "faceless": distance is None, "distance": distance})
+                self.trainer.job.emit("sample", step=step, path=str(path), seed=seed, distance=distance)
+        finally:
+            unet.train(was_training)
+        return results
+
+    def _distance(self, image: Image.Image) -> float | None:
+        if self.reference is None:
+            return None
+        upright = find_upright(image, self.analyzer)
+        subject, _ = pick_subject(upright.faces)
+        if subject is None:
+            return None
+        return round(self.analyzer.distance(upright.embed(subject), self.reference), 4)
+
+    def _pipe(self):
+        if self._pipeline is None:
+            self._pipeline = build_pipeline(self.base)
+        return self._pipeline
+
+
+def build_pipeline(base):
+    """A diffusers text-to-image pipeline over the base model's live modules (no copy)."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    # steps_offset 1 as SD's inference schedulers use; the training schedule has 0
+    scheduler = DPMSolverMultistepScheduler.from_config(base.noise_scheduler.config, steps_offset=1)
+    if base.family == "sdxl":
+        pipe = StableDiffusionXLPipeline(
+            vae=base.vae, text_encoder=base.text_encoders[0], text_encoder_2=base.text_encoders[1],
+            tokenizer=base.tokenizers[0], tokenizer_2=base.tokenizers[1], unet=base.unet, scheduler=scheduler,
+        )
+    else:
+        pipe = StableDiffusionPipeline(
+            vae=base.vae, text_encoder=base.text_encoders[0], tokenizer=base.tokenizers[0], unet=base.unet,
+            scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,454 @@
+"""The optional kohya sd-scripts backend: config TOML, command line, progress parsing, the subprocess.
+
+sd-scripts itself is not installed here: run() is tested against a fake checkout made in tmp_path whose
+train_network.py prints what the real one prints (a tqdm bar with \\r redraws, "saving checkpoint: …",
+a traceback) and writes a .safetensors file.
+"""
+from __future__ import annotations
+
+import io
+import os
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+from headshot.errors import BackendUnavailable, HeadshotError
+from headshot.train import sd_scripts
+from headshot.train.sd_scripts import SdScriptsSetup
+
+# Option names (names only) from the argparse parsers of kohya-ss/sd-scripts at commit
+# 48d368fa557731ad0488c07304dfeba8c07910eb (main, 2026-02-16). train_network.py's setup_parser() adds:
+SD_SCRIPTS_OPTIONS = {
+    # library/train_util.py: add_sd_models_arguments, add_optimizer_arguments, add_training_arguments,
+    # add_dataset_arguments
+    "v2", "v_parameterization", "pretrained_model_name_or_path", "tokenizer_cache_dir", "optimizer_type",
+    "use_8bit_adam", "use_lion_optimizer", "learning_rate", "max_grad_norm", "optimizer_args",
+    "lr_scheduler_type", "lr_scheduler_args", "lr_scheduler", "lr_warmup_steps", "lr_decay_steps",
+    "lr_scheduler_num_cycles", "lr_scheduler_power", "output_dir", "output_name", "save_precision",
+    "save_every_n_epochs", "save_every_n_steps", "save_last_n_steps", "save_state", "resume",
+    "train_batch_size", "max_token_length", "mem_eff_attn", "xformers", "sdpa", "vae", "max_train_steps",
+    "max_train_epochs", "max_data_loader_n_workers", "persistent_data_loader_workers", "seed",
+    "gradient_checkpointing", "gradient_accumulation_steps", "mixed_precision", "full_fp16", "full_bf16",
+    "clip_skip", "logging_dir", "log_with", "noise_offset", "multires_noise_iterations",
+    "adaptive_noise_scale", "zero_terminal_snr", "min_timestep", "max_timestep", "loss_type",
+    "sample_every_n_steps", "sample_prompts", "sample_sampler", "config_file", "output_config",
+    "prior_loss_weight", "train_data_dir", "shuffle_caption", "caption_extension", "keep_tokens",
+    "color_aug", "flip_aug", "random_crop", "resolution", "cache_latents", "vae_batch_size",
+    "cache_latents_to_disk", "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_no_upscale",
+    "caption_dropout_rate", "reg_data_dir", "in_json", "dataset_repeats",
+    # train_network.py: setup_parser
+    "no_metadata", "save_model_as", "unet_lr", "text_encoder_lr", "network_weights", "network_module",
+    "network_dim", "network_alpha", "network_dropout", "network_args", "network_train_unet_only",
+    "network_train_text_encoder_only", "training_comment", "dim_from_weights", "scale_weight_norms",
+    "base_weights", "base_weights_multiplier", "no_half_vae",
+    # library/config_util.py: add_config_arguments
+    "dataset_config",
+    # library/custom_train_functions.py: add_custom_train_arguments
+    "min_snr_gamma", "scale_v_pred_loss_like_noise_pred", "v_pred_like_loss", "debiased_estimation_loss",
+    "weighted_captions",
+    # library/utils.py: add_logging_arguments
+    "console_log_level", "console_log_file", "console_log_simple",
+}
+# sdxl_train_network.py's setup_parser() adds library/sdxl_train_util.py add_sdxl_training_arguments:
+SDXL_EXTRA_OPTIONS = {"cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk", "disable_mmap_load_safetensors"}
+
+
+def _config(tmp_path: Path, family: str = "sd1", **over) -> dict:
+    args = dict(
+        family=family,
+        base_model=tmp_path / "model.safetensors",
+        dataset_toml=tmp_path / "data" / "dataset.toml",
+        out_dir=tmp_path / "out",
+        output_name="jane_lora",
+        steps=800,
+        rank=16,
+        alpha=8.0,
+        lr=1e-4,
+        text_encoder_lr=None,
+        optimizer="AdamW",
+        scheduler="cosine",
+        warmup_steps=40,
+        seed=42,
+        mixed_precision="fp16",
+        gradient_checkpointing=True,
+        cache_latents=True,
+        min_snr_gamma=5.0,
+        noise_offset=0.05,
+        save_every_n_steps=200,
+        resolution=512 if family != "sdxl" else 1024,
+        tokenizer_cache_dir=tmp_path / "tok",
+    )
+    args.update(over)
+    return sd_scripts.training_config(**args)
+
+
+def _roundtrip(config: dict, path: Path) -> dict:
+    written = sd_scripts.write_config(config, path)
+    assert written == path
+    with path.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+# --- config --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_config_round_trips_and_uses_only_real_option_names(tmp_path, family):
+    config = _config(tmp_path, family)
+    loaded = _roundtrip(config, tmp_path / "cfg.toml")
+    assert loaded == config
+    known = SD_SCRIPTS_OPTIONS | (SDXL_EXTRA_OPTIONS if family == "sdxl" else set())
+    assert set(loaded) <= known, sorted(set(loaded) - known)
+
+    assert loaded["caption_extension"] == ".txt"
+    assert loaded["network_train_unet_only"] is True
+    assert "text_encoder_lr" not in loaded
+    assert loaded["network_module"] == "networks.lora"
+    assert loaded["save_model_as"] == "safetensors"
+    assert loaded["network_dim"] == 16 and loaded["network_alpha"] == 8.0
+    assert loaded["unet_lr"] == loaded["learning_rate"] == 1e-4
+    assert loaded["max_train_steps"] == 800 and loaded["save_every_n_steps"] == 200
+    assert loaded["max_data_loader_n_workers"] == 0
+    assert loaded["persistent_data_loader_workers"] is False
+    assert loaded["mixed_precision"] == "fp16"
+    # config values skip argparse's type=, and prepare_dataset_args splits resolution on ","
+    size = 512 if family == "sd1" else 1024
+    assert loaded["resolution"] == f"{size},{size}"
+    for key in ("output_dir", "dataset_config", "tokenizer_cache_dir", "pretrained_model_name_or_path"):
+        assert Path(loaded[key]).is_absolute()
+    if family == "sdxl":
+        assert loaded["no_half_vae"] is True
+    assert sd_scripts.SCRIPTS[family] == ("sdxl_train_network.py" if family == "sdxl" else "train_network.py")
+
+
+def test_config_text_encoder_optimizers_and_extra(tmp_path):
+    config = _config(
+        tmp_path, text_encoder_lr=5e-5, optimizer="prodigy", scheduler="constant", warmup_steps=10,
+        mixed_precision="fp32", min_snr_gamma=None, noise_offset=None, save_every_n_steps=None,
+        tokenizer_cache_dir=None, extra={"clip_skip": 2, "seed": None, "training_comment": "hi \"there\"\n\x7f"},
+    )
+    loaded = _roundtrip(config, tmp_path / "c.toml")
+    assert loaded == config
+    assert set(loaded) <= SD_SCRIPTS_OPTIONS
+    assert loaded["text_encoder_lr"] == 5e-5 and "network_train_unet_only" not in loaded
+    assert loaded["optimizer_type"] == "Prodigy" and all("=" in a for a in loaded["optimizer_args"])
+    assert loaded["lr_scheduler"] == "constant_with_warmup"  # plain "constant" refuses a warmup
+    assert loaded["mixed_precision"] == "no"
+    assert loaded["clip_skip"] == 2 and "seed" not in loaded
+    assert loaded["training_comment"] == "hi \"there\"\n\x7f"
+    for key in ("min_snr_gamma", "noise_offset", "save_every_n_steps", "tokenizer_cache_dir"):
+        assert key not in loaded
+    assert _config(tmp_path, optimizer="adamw8bit")["optimizer_type"] == "AdamW8bit"
+
+
+def test_config_refusals(tmp_path):
+    with pytest.raises(HeadshotError, match="optimizer"):
+        _config(tmp_path, optimizer="SGD")
+    with pytest.raises(HeadshotError, match="family"):
+        _config(tmp_path, family="flux")
+    with pytest.raises(HeadshotError, match="GPU"):
+        _config(tmp_path, device="cpu", mixed_precision="fp16")
+    cpu = _config(tmp_path, device="cpu", mixed_precision="bf16", attention="xformers")
+    assert cpu["sdpa"] is True and cpu["xformers"] is False
+    with pytest.raises(HeadshotError, match=r"\.toml"):
+        sd_scripts.write_config({"a": 1}, tmp_path / "config.txt")
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+def test_parse_progress_real_tqdm_output():
+    tqdm = pytest.importorskip("tqdm")
+    buf = io.StringIO()
+    bar = tqdm.tqdm(range(10), smoothing=0, desc="steps", file=buf)  # as train_network.py makes it
+    for i in range(3):
+        bar.update(1)
+        bar.set_postfix(avr_loss=0.5 - i * 0.1)
+    bar.close()
+    chunks = [c for c in buf.getvalue().replace("\n", "\r").split("\r") if c]
+    events = [sd_scripts.parse_progress(c) for c in chunks]
+    assert all(e is not None and e["type"] == "step" for e in events)
+    assert events[0]["step"] == 0 and events[0]["loss"] is None and events[0]["eta_s"] is None
+    assert events[-1]["step"] == 3 and events[-1]["total"] == 10
+    assert events[-1]["loss"] == pytest.approx(0.3)
+    assert events[-1]["it_per_s"] > 0
+
+
+def test_parse_progress_lines():
+    line = "\rsteps:  30%|███       | 3/10 [00:21<00:49,  7.10s/it, avr_loss=0.123]  "
+    e = sd_scripts.parse_progress(line)
+    assert e == {
+        "type": "step", "step": 3, "total": 10, "loss": 0.123, "it_per_s": pytest.approx(1 / 7.1),
+        "s_per_it": 7.1, "eta_s": 49.0, "elapsed_s": 21.0,
+    }
+    e = sd_scripts.parse_progress("steps: 100%|##########| 1000/1000 [1:02:03<00:00,  2.50it/s, avr_loss=0.0871]")
+    assert e["step"] == 1000 and e["elapsed_s"] == 3723 and e["eta_s"] == 0 and e["it_per_s"] == 2.5
+    # several redraws in one chunk: the last counts
+    e = sd_scripts.parse_progress("steps:  10%|#  | 1/10 [00:01<00:09, 1.0s/it]\rsteps:  20%|## | 2/10 [00:02<00:08, 1.0s/it]")
+    assert e["step"] == 2
+    # other bars (latent caching, validation) are progress, not training steps
+    e = sd_scripts.parse_progress("100%|██████████| 12/12 [00:03<00:00,  3.20it/s]")
+    assert e["type"] == "progress" and e["label"] == "" and e["n"] == 12
+    e = sd_scripts.parse_progress("validation steps:  50%|#####     | 2/4 [00:01<00:01,  1.9it/s, val_epoch_avg_loss=0.1]")
+    assert e["type"] == "progress" and e["label"] == "validation steps"
+
+    e = sd_scripts.parse_progress("saving checkpoint: /tmp/out/jane_lora-step00000200.safetensors")
+    assert e == {"type": "checkpoint", "path": "/tmp/out/jane_lora-step00000200.safetensors", "step": 200}
+    e = sd_scripts.parse_progress("2026-02-16 10:00:00 INFO     saving checkpoint: /o/jane.safetensors    train_util.py:5889")
+    assert e == {"type": "checkpoint", "path": "/o/jane.safetensors"}
+    assert sd_scripts.parse_progress("epoch 2/5") == {"type": "epoch", "epoch": 2, "total": 5}
+
+    assert sd_scripts.parse_progress("") is None
+    assert sd_scripts.parse_progress("\r") is None
+    assert sd_scripts.parse_progress("Loading settings from cfg.toml...") is None
+    assert sd_scripts.parse_progress("/x/y.py:3: FutureWarning: something old") is None
+    assert sd_scripts.parse_progress("DeprecationWarning: old") is None
+
+
+def test_parse_progress_traceback():
+    traceback = textwrap.dedent("""\
+        Traceback (most recent call last):
+          File "/sd-scripts/train_network.py", line 1790, in <module>
+            trainer.train(args)
+          File "/sd-scripts/library/train_util.py", line 5410, in prepare_dataset_args
+            args.resolution = tuple([int(r) for r in args.resolution.split(",")])
+        AttributeError: 'int' object has no attribute 'split'
+        """)
+    events = [sd_scripts.parse_progress(line) for line in traceback.splitlines()]
+    errors = [e for e in events if e]
+    assert errors == [{"type": "error", "message": "AttributeError: 'int' object has no attribute 'split'"}]
+    e = sd_scripts.parse_progress("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB")
+    assert e["type"] == "error" and "CUDA out of memory" in e["message"]
+    assert sd_scripts.parse_progress("KeyboardInterrupt")["type"] == "error"
+    assert sd_scripts.parse_progress("ERROR    file not found: x.toml")["message"] == "file not found: x.toml"
+
+
+# --- locate / command ----------------------------------------------------------------------------
+
+def _fake_checkout(tmp_path: Path, body: str) -> Path:
+    repo = tmp_path / "sd-scripts"
+    repo.mkdir()
+    (repo / "train_network.py").write_text(textwrap.dedent(body), encoding="utf-8")
+    (repo / "sdxl_train_network.py").write_text(textwrap.dedent(body), encoding="utf-8")
+    return repo
+
+
+def test_locate_errors_and_venv(tmp_path):
+    with pytest.raises(BackendUnavailable, match="not found"):
+        sd_scripts.locate(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BackendUnavailable, match="not a folder"):
+        sd_scripts.locate(tmp_path / "file")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BackendUnavailable, match="train_network.py is missing"):
+        sd_scripts.locate(empty)
+    repo = _fake_checkout(tmp_path, "")
+    with pytest.raises(BackendUnavailable, match="no Python venv"):
+        sd_scripts.locate(repo)
+    with pytest.raises(BackendUnavailable, match="not found"):
+        sd_scripts.locate(repo, python=tmp_path / "missing" / "python")
+    with pytest.raises(BackendUnavailable, match="folder"):
+        sd_scripts.locate(repo, python=tmp_path)
+    if os.name != "nt":
+        not_exec = tmp_path / "python-noexec"
+        not_exec.write_text("")
+        not_exec.chmod(0o644)
+        with pytest.raises(BackendUnavailable, match="not executable"):
+            sd_scripts.locate(repo, python=not_exec)
+        venv_python = repo / "venv" / "bin" / "python"
+        venv_python.parent.mkdir(parents=True)
+        venv_python.symlink_to(sys.executable)
+        setup = sd_scripts.locate(repo)
+        assert setup.python == venv_python  # the venv's link, not the interpreter it points to
+        assert setup.repo == repo.resolve()
+
+    setup = sd_scripts.locate(repo, python=sys.executable)
+    cfg = tmp_path / "c.toml"
+    assert sd_scripts.command(setup, "sd1", cfg) == [sys.executable, str(repo / "train_network.py"), "--config_file", str(cfg)]
+    assert sd_scripts.command(setup, "SDXL", cfg)[1] == str(repo / "sdxl_train_network.py")
+    (repo / "sdxl_train_network.py").unlink()
+    with pytest.raises(BackendUnavailable, match="sdxl_train_network.py"):
+        sd_scripts.command(setup, "sdxl", cfg)
+    with pytest.raises(HeadshotError, match=r"\.toml"):
+        sd_scripts.command(setup, "sd1", tmp_path / "c.cfg")
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+FAKE_TRAINER = r'''
+import os, signal, sys, time
+try:
+    import tomllib
+except ImportError:
+    import tomli as tomllib
+cfg_path = sys.argv[sys.argv.index("--config_file") + 1]
+with open(cfg_path, "rb") as fh:
+    cfg = tomllib.load(fh)
+out, name, total = cfg["output_dir"], cfg["output_name"], cfg["max_train_steps"]
+mode = os.environ.get("FAKE_MODE", "ok")
+with open(os.path.join(out, "pid"), "w") as fh:
+    fh.write(str(os.getpid()))
+print("Loading settings from " + cfg_path + "...")
+print("cwd " + os.getcwd())
+print("\nepoch 1/1\n")
+err = sys.stderr
+err.write("\rsteps:   0%%|          | 0/%d [00:00<?, ?it/s]" % total)
+err.flush()
+if mode in ("hang", "stubborn"):
+    if mode == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(0.3)
+    err.write("\rsteps:  %d%%|#         | 1/%d [00:01<00:09,  1.00s/it, avr_loss=0.5]" % (100 // total, total))
+    err.flush()
+    time.sleep(60)
+for step in range(1, total + 1):
+    time.sleep(0.02)
+    err.write("\rsteps: %3d%%|#         | %d/%d [00:0%d<00:00,  2.00it/s, avr_loss=%.3f]" % (100 * step // total, step, total, step, 1.0 / step))
+    err.flush()
+    if mode == "fail" and step == 2:
+        err.write("\n")
+        raise ValueError("boom at step 2")
+    if step % 2 == 0 and step < total:
+        path = os.path.join(out, "%s-step%08d.safetensors" % (name, step))
+        print("\nsaving checkpoint: " + path, flush=True)
+        open(path, "wb").write(b"x")
+err.write("\n")
+path = os.path.join(out, name + ".safetensors")
+print("\nsaving checkpoint: " + path, flush=True)
+if mode != "nofile":
+    open(path, "wb").write(b"fake lora")
+print("model saved.")
+'''
+
+
+@pytest.fixture
+def fake(tmp_path):
+    repo = _fake_checkout(tmp_path, FAKE_TRAINER)
+    setup = SdScriptsSetup(repo=repo, python=Path(sys.executable))
+    out = tmp_path / "out"
+    config = _config(tmp_path, steps=5, save_every_n_steps=2)
+    return setup, config, out
+
+
+def test_run_streams_events_in_order(fake):
+    setup, config, out = fake
+    events = []
+    final = sd_scripts.run(setup, "sd1", config, out, events.append, env={"FAKE_MODE": "ok"})
+    assert final == out / "jane_lora.safetensors" and final.read_bytes() == b"fake lora"
+    log = (out / sd_scripts.LOG_NAME).read_text()
+    assert "saving checkpoint" in log and "model saved." in log and "# exit code 0" in log
+    assert f"cwd {setup.repo}" in log  # ran in the checkout
+    assert (out / sd_scripts.CONFIG_NAME).is_file()
+
+    parsed = [e for e in events if e["type"] != "log"]
+    steps = [e["step"] for e in parsed if e["type"] == "step"]
+    assert steps == [0, 1, 2, 3, 4, 5]
+    assert [e["type"] for e in parsed][:2] == ["epoch", "step"]
+    checkpoints = [e for e in parsed if e["type"] == "checkpoint"]
+    assert [Path(c["path"]).name for c in checkpoints] == [
+        "jane_lora-step00000002.safetensors", "jane_lora-step00000004.safetensors", "jane_lora.safetensors",
+    ]
+    assert [c["final"] for c in checkpoints] == [False, False, True]
+    # checkpoint 2 comes after step 2 and before step 3
+    order = [(e["type"], e.get("step")) for e in parsed if e["type"] in ("step", "checkpoint")]
+    assert order.index(("checkpoint", 2)) == order.index(("step", 2)) + 1
+    assert parsed[-1]["type"] == "checkpoint"
+    step5 = [e for e in parsed if e.get("step") == 5 and e["type"] == "step"][0]
+    assert step5["loss"] == pytest.approx(0.2) and step5["it_per_s"] == 2.0
+    # each parsed event directly follows the raw line it came from
+    for i, e in enumerate(events):
+        if e["type"] != "log":
+            assert events[i - 1]["type"] == "log"
+            assert sd_scripts.parse_progress(events[i - 1]["line"])["type"] == e["type"]
+
+
+def test_run_failure_raises_with_traceback(fake):
+    setup, config, out = fake
+    events = []
+    with pytest.raises(HeadshotError) as info:
+        sd_scripts.run(setup, "sd1", config, out, events.append, env={"FAKE_MODE": "fail"})
+    err = info.value
+    assert err.code == "training_failed"
+    assert "ValueError: boom at step 2" in str(err)
+    assert "Traceback (most recent call last)" in str(err)
+    assert str(out / sd_scripts.LOG_NAME) in str(err)
+    assert {"type": "error", "message": "ValueError: boom at step 2"} in events
+    assert "boom at step 2" in (out / sd_scripts.LOG_NAME).read_text()
+
+
+def test_run_missing_output(fake):
+    setup, config, out = fake
+    with pytest.raises(HeadshotError) as info:
+        sd_scripts.run(setup, "sd1", config, out, lambda e: None, env={"FAKE_MODE": "nofile"})
+    assert info.value.code == "training_output_missing"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.mark.parametrize("mode", ["hang", "stubborn"])
+def test_run_cancel_stops_the_process(fake, monkeypatch, mode):
+    if mode == "stubborn" and os.name == "nt":
+        pytest.skip("SIGTERM cannot be ignored on Windows")
+    monkeypatch.setattr(sd_scripts, "TERMINATE_GRACE_S", 1.0)
+    setup, config, out = fake
+    cancel = threading.Event()
+    events = []
+
+    def on_event(e):
+        events.append(e)
+        if e["type"] == "step" and e["step"] == 1:
+            cancel.set()
+
+    start = time.monotonic()
+    with pytest.raises(HeadshotError) as info:
+        sd_scripts.run(setup, "sd1", config, out, on_event, cancel=cancel, env={"FAKE_MODE": mode})
+    assert info.value.code == "cancelled"
+    assert time.monotonic() - start < 8
+    assert cancel.is_set()
+    pid = int((out / "pid").read_text())
+    assert not _pid_alive(pid)
+    assert "# cancelled" in (out / sd_scripts.LOG_NAME).read_text()
+
+
+def test_run_callback_error_stops_the_process(fake):
+    setup, config, out = fake
+
+    def on_event(e):
+        if e["type"] == "step" and e["step"] == 1:
+            raise RuntimeError("host went away")
+
+    with pytest.raises(RuntimeError, match="host went away"):
+        sd_scripts.run(setup, "sd1", config, out, on_event, env={"FAKE_MODE": "hang"})
+    assert not _pid_alive(int((out / "pid").read_text()))
+
+
+def test_run_from_written_config_and_env_isolation(fake, monkeypatch):
+    setup, config, out = fake
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    cfg_path = sd_scripts.write_config(config, out / "mine.toml")
+    (setup.repo / "train_network.py").write_text(
+        "import os\nprint('PP=' + repr(os.environ.get('PYTHONPATH')))\nprint('HS=' + os.environ['HS_FLAG'])\n"
+    )
+    events = []
+    with pytest.raises(HeadshotError) as info:
+        sd_scripts.run(setup, "sd1", cfg_path, out, events.append, env={"HS_FLAG": "yes"})
+    assert info.value.code == "training_output_missing"
+    lines = [e["line"] for e in events if e["type"] == "log"]
+    assert "PP=None" in lines and "HS=yes" in lines
+    assert not (out / sd_scripts.CONFIG_NAME).exists()  # the given file was used

@@ -1,0 +1,286 @@
+"""The builtin training engine on tiny SD1.x and SDXL models.
+
+The models are tiny and randomly initialised (tests/tiny_models.py) with the real
+architectures; they prove wiring, formats, resumability and that training moves the LoRA the
+right way (the loss on the training images falls), not image quality. The dataset is three real
+photos (the astronaut at 512 px, as `headshot prepare` writes them), trained at 32 px without
+gradient checkpointing so the suite stays fast (one run keeps checkpointing on).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tiny_models
+from headshot.errors import HeadshotError
+from headshot.samples import astronaut_shots
+from headshot.train import lora_format
+from headshot.train.api import create_job, start_training
+from headshot.train.engine import LoraTrainer
+from headshot.train.job import JobFolder
+from headshot.train.models import load_base_model
+from headshot.train.presets import PRESETS, planned_steps
+from headshot.train.settings import TrainSettings
+from test_lora_format import _load_into, _lora_layers, _no_key_warnings
+
+
+@pytest.fixture(scope="session")
+def sd1_folder(tmp_path_factory):
+    return tiny_models.make_tiny_sd1(tmp_path_factory.mktemp("tiny_sd1"))
+
+
+@pytest.fixture(scope="session")
+def sdxl_folder(tmp_path_factory):
+    return tiny_models.make_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    """A prepared dataset: kohya layout, captions with the trigger first, report.json."""
+    root = tmp_path_factory.mktemp("dataset")
+    subset = root / "img" / "10_ohwx woman"
+    subset.mkdir(parents=True)
+    for i, name in enumerate(["astronaut.png", "astronaut_closeup.jpg", "astronaut_mirrored.jpg"]):
+        astronaut_shots()[name].convert("RGB").resize((512, 512)).save(subset / f"{i:02d}.png")
+        (subset / f"{i:02d}.txt").write_text("ohwx woman, smile, orange spacesuit")
+    (root / "report.json").write_text(json.dumps({"trigger": "ohwx", "class": "woman", "photos": []}))
+    return root
+
+
+def _settings(dataset, base, out, **overrides) -> TrainSettings:
+    values = dict(dataset_dir=str(dataset), base_model=str(base), out_dir=str(out), steps=8, resolution=32, rank=4,
+                  alpha=4.0, lr=1e-3, scheduler="constant", warmup_steps=0, validation_images=0, checkpoint_every=4,
+                  face_backend="dlib", device="cpu", noise_offset=0.0, gradient_checkpointing=False)
+    values.update(overrides)
+    return TrainSettings(**values)
+
+
+def _train(settings, base=None):
+    trainer = LoraTrainer(settings, create_job(settings), base=base)
+    return trainer, trainer.run()
+
+
+@pytest.fixture(scope="module")
+def sd1_run(sd1_folder, dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sd1_run")
+    trainer, result = _train(_settings(dataset, sd1_folder, out, steps=30, checkpoint_every=10,
+                                       gradient_checkpointing=True))
+    return trainer, result, out
+
+
+def _eval_loss(base, latents, hidden) -> float:
+    """Plain denoising loss on fixed noise and timesteps: comparable before and after training."""
+    gen = torch.Generator().manual_seed(123)
+    total = 0.0
+    for lat, emb in zip(latents, hidden):
+        for _ in range(8):
+            noise = torch.randn(lat.shape, generator=gen)
+            t = torch.randint(0, 1000, (1,), generator=gen)
+            noisy = base.noise_scheduler.add_noise(lat[None], noise[None], t)
+            with torch.no_grad():
+                pred = base.unet(noisy, t, encoder_hidden_states=emb[None]).sample
+            total += F.mse_loss(pred, noise[None]).item()
+    return total / (8 * len(latents))
+
+
+def test_loss_falls_on_a_fixed_tiny_dataset(sd1_run, sd1_folder):
+    trainer, _, _ = sd1_run
+    latents = [variants[0] for variants in trainer.latents]
+    hidden = [embeddings[0].hidden for embeddings in trainer.text_cache]
+    before = _eval_loss(load_base_model(sd1_folder), latents, hidden)
+    after = _eval_loss(trainer._base, latents, hidden)
+    assert after < before * 0.97, (before, after)
+
+
+def test_lora_keys_follow_kohya_naming_and_cover_every_target(sd1_run):
+    trainer, result, _ = sd1_run
+    tensors, metadata = lora_format.load_lora(result["lora"])
+    modules = {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in tensors}
+    expected = {lora_format.kohya_module_name("sd1", "unet", t) for t in trainer.unet_targets}
+    assert modules == expected and len(expected) == len(trainer.unet_targets) > 0
+    for module in expected:
+        assert {f"{module}.lora_down.weight", f"{module}.lora_up.weight", f"{module}.alpha"} <= set(tensors)
+    assert all(k.startswith("lora_unet_") for k in tensors)
+    assert metadata["ss_network_dim"] == "4" and metadata["ss_base_model_version"] == "sd_v1"
+    assert metadata["modelspec.trigger_phrase"] == "ohwx woman"
+
+
+def test_output_folder_holds_one_lora_its_sidecars_and_the_job_record(sd1_run):
+    _, result, out = sd1_run
+    assert [p.name for p in out.glob("*.safetensors")] == ["headshot_lora.safetensors"]
+    sidecar = json.loads((out / "headshot_lora.json").read_text())
+    assert sidecar["activation text"] == "ohwx woman" and sidecar["sd version"] == "SD1"
+    identity = json.loads((out / "headshot_lora.identity.json").read_text())
+    assert identity["backend"] == "dlib" and len(identity["embedding"]) == 128 and identity["images"] == 3
+    assert (out / "loss.csv").read_text().count("\n") == 31 and (out / "loss.png").is_file()
+    assert [step for step, _ in JobFolder(out).checkpoints()] == [10, 20, 30]
+
+
+def test_diffusers_load_lora_weights_loads_every_key_and_changes_the_unet(sd1_run, sd1_folder):
+    from diffusers import StableDiffusionPipeline
+
+    trainer, result, _ = sd1_run
+    pipe = StableDiffusionPipeline.from_pretrained(str(sd1_folder), safety_checker=None, requires_safety_checker=False)
+    torch.manual_seed(0)
+    sample, hidden = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32)
+    with torch.no_grad():
+        before = pipe.unet(sample, 10, encoder_hidden_states=hidden).sample
+    messages = _load_into(pipe, result["lora"])
+    # a UNet-only LoRA: diffusers notes there is nothing for the text encoder, which is the design
+    _no_key_warnings([m for m in messages if not m.startswith("No LoRA keys associated to CLIPTextModel")])
+    assert len(_lora_layers(pipe.unet)) == len(trainer.unet_targets)
+    with torch.no_grad():
+        after = pipe.unet(sample, 10, encoder_hidden_states=hidden).sample
+    assert not torch.allclose(before, after)
+
+
+def test_our_loader_reads_the_lora_back_exactly(sd1_run):
+    from peft.utils import get_peft_model_state_dict
+
+    trainer, result, _ = sd1_run
+    tensors, _ = lora_format.load_lora(result["lora"])
+    states, alphas = lora_format.kohya_to_peft("sd1", tensors, trainer._base.unet, trainer._base.text_encoders)
+    live = get_peft_model_state_dict(trainer._base.unet)
+    assert set(states["unet"]) == set(live)
+    for key, value in states["unet"].items():
+        assert torch.equal(value, live[key].to(torch.float16)), key  # the file stores fp16
+    assert set(alphas.values()) == {4.0}
+
+
+def test_sdxl_from_single_file_trains_unet_and_both_text_encoders(sdxl_folder, dataset, tmp_path):
+    single = tiny_models.save_single_file(sdxl_folder, tmp_path / "tiny_sdxl.safetensors", "sdxl")
+    _, result = _train(_settings(dataset, single, tmp_path / "out", steps=4, text_encoder_lr=5e-4))
+    tensors, metadata = lora_format.load_lora(result["lora"])
+    prefixes = {k.split("_", 2)[0] + "_" + k.split("_", 2)[1] for k in tensors}
+    assert prefixes == {"lora_unet", "lora_te1", "lora_te2"}
+    assert any(k.startswith("lora_unet_input_blocks_") for k in tensors)  # SGM naming for SDXL
+    assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+
+
+def test_sd1_from_single_file_matches_training_from_the_folder(sd1_folder, dataset, tmp_path):
+    single = tiny_models.save_single_file(sd1_folder, tmp_path / "tiny_sd1.safetensors", "sd1")
+    _, from_file = _train(_settings(dataset, single, tmp_path / "a", steps=3))
+    _, from_folder = _train(_settings(dataset, sd1_folder, tmp_path / "b", steps=3))
+    a, _ = lora_format.load_lora(from_file["lora"])
+    b, _ = lora_format.load_lora(from_folder["lora"])
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
+
+
+def test_same_seed_gives_the_same_lora(sd1_folder, dataset, tmp_path):
+    _, first = _train(_settings(dataset, sd1_folder, tmp_path / "a", steps=3))
+    _, second = _train(_settings(dataset, sd1_folder, tmp_path / "b", steps=3))
+    a, _ = lora_format.load_lora(first["lora"])
+    b, _ = lora_format.load_lora(second["lora"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _wait_for_step(job: JobFolder, step: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    offset, seen = 0, 0
+    while time.monotonic() < deadline:
+        events, offset = job.events(offset)
+        for event in events:
+            if event["type"] == "checkpoint":
+                seen = max(seen, event["step"])
+            if event["type"] == "error":
+                raise AssertionError(event)
+        if seen >= step:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at step {step} within {timeout}s; log: {(job.path / 'worker.log').read_text()}")
+
+
+def test_killed_worker_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(sd1_folder, dataset, tmp_path):
+    settings = _settings(dataset, sd1_folder, tmp_path / "killed", steps=80, checkpoint_every=5)
+    run = start_training(settings)
+    _wait_for_step(run.job, 10)
+    os.kill(run.process.pid, signal.SIGKILL)
+    record = run.wait()
+    assert record["state"] == "failed" and record["steps_done"] < 80
+    resumed = start_training(settings, resume=True).wait()
+    assert resumed["state"] == "done" and resumed["steps_done"] == 80
+    events, _ = run.job.events()
+    resumes = [e for e in events if e["type"] == "resumed"]
+    assert len(resumes) == 1 and resumes[0]["step"] >= 10
+    _, straight = _train(_settings(dataset, sd1_folder, tmp_path / "straight", steps=80, checkpoint_every=5))
+    a, _ = lora_format.load_lora(resumed["lora"])
+    b, _ = lora_format.load_lora(straight["lora"])
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
+
+
+def test_cancel_stops_and_leaves_a_usable_checkpoint(sd1_folder, dataset, tmp_path):
+    settings = _settings(dataset, sd1_folder, tmp_path / "job", steps=2000, checkpoint_every=1000)
+    run = start_training(settings)
+    deadline = time.monotonic() + 120
+    while run.job.read().get("steps_done", 0) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.cancel()
+    record = run.wait()
+    assert record["state"] == "cancelled" and record["steps_done"] < 2000
+    step, folder = run.job.checkpoints()[-1]
+    assert step == record["steps_done"]
+    tensors, metadata = lora_format.load_lora(folder / "lora.safetensors")
+    targets = lora_format.kohya_unet_targets(load_base_model(sd1_folder).unet)
+    assert len(tensors) == 3 * len(targets) and metadata["ss_network_dim"] == "4"
+    assert not list((tmp_path / "job").glob("*.safetensors")), "a cancelled job publishes no final LoRA"
+
+
+def test_validation_with_faceless_images_reports_no_score(sd1_folder, dataset, tmp_path):
+    _, result = _train(_settings(dataset, sd1_folder, tmp_path / "out", steps=4, checkpoint_every=2,
+                                 validation_images=2, validation_steps=2))
+    validation = json.loads((tmp_path / "out" / "validation.json").read_text())
+    images = [im for record in validation["checkpoints"] for im in record["images"]]
+    assert len(images) == 4 and all(im["faceless"] and im["distance"] is None for im in images)
+    assert "had a face" in result["choice"]["reason"] and result["chosen_step"] == 4
+    assert lora_format.load_lora(result["lora"])[1]["headshot.chosen_step"] == "4"
+
+
+def test_prior_preservation_generates_class_images_once(sd1_folder, dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSHOT_CACHE", str(tmp_path / "cache"))
+    trainer, _ = _train(_settings(dataset, sd1_folder, tmp_path / "a", steps=2, class_image_count=2, validation_steps=2))
+    cached = sorted((tmp_path / "cache" / "class_images").rglob("class-*.png"))
+    assert len(cached) == 2 and len(trainer.prior_latents) == 2
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    _train(_settings(dataset, sd1_folder, tmp_path / "b", steps=2, class_image_count=2, validation_steps=2))
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+
+
+def test_every_preset_default_names_its_source():
+    for preset in PRESETS.values():
+        assert all(setting.source.strip() for setting in preset.settings.values()), preset.name
+
+
+@pytest.mark.parametrize("images, expected", [(1, 400), (3, 600), (20, 800)])
+def test_balanced_steps_are_photos_times_200_clamped(images, expected):
+    assert planned_steps(PRESETS["balanced"], images) == expected
+
+
+def test_a_second_job_in_the_same_folder_is_refused(sd1_folder, dataset, tmp_path):
+    settings = _settings(dataset, sd1_folder, tmp_path / "out")
+    create_job(settings)
+    with pytest.raises(HeadshotError) as caught:
+        create_job(settings)
+    assert "--resume" in str(caught.value)
+
+
+def test_cli_train_writes_the_lora_and_job_record(sd1_folder, dataset, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli"
+    run = subprocess.run([sys.executable, "-m", "headshot", "train", str(dataset), "--base-model", str(sd1_folder),
+                          "--out", str(out), "--steps", "4", "--rank", "4", "--resolution", "64",
+                          "--checkpoint-every", "2", "--face-backend", "dlib"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "step 4/4" in run.stdout
+    record = json.loads((out / "job.json").read_text())
+    assert record["state"] == "done" and record["steps_done"] == 4 and record["chosen_step"] == 4
+    assert [p.name for p in out.glob("*.safetensors")] == ["headshot_lora.safetensors"]

@@ -1,0 +1,423 @@
+"""Tiny, seeded Stable Diffusion models for the test suite (a helper module, not a test file).
+
+The builders write real diffusers folders (model_index.json, unet/, vae/, text_encoder/,
+tokenizer/, scheduler/) whose modules have the architecture of SD1.x, SD2.x or SDXL at toy
+widths, with CLIP's real tokenizer files (built from open_clip's BPE vocabulary).
+`save_single_file` writes the same weights in the original single-file layouts: LDM for SD1/SD2
+(model.diffusion_model.*, first_stage_model.*, cond_stage_model.*) and SGM for SDXL
+(conditioner.embedders.*). The diffusers -> LDM/SGM renaming below is written for these tests.
+
+Random tiny weights prove wiring and formats, never image quality.
+
+Conventions the single-file loader relies on (as the real models do): SD1 UNets use 8 attention
+heads per level; SD2/SDXL UNet levels and all text encoders use 64-wide heads, and widths below
+64 use 8-wide heads (diffusers' test convention).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+TINY_TEXT = dict(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                 num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                 pad_token_id=49407, layer_norm_eps=1e-5)
+TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), layers_per_block=1,
+                latent_channels=4, norm_num_groups=32, sample_size=32)
+SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+def _model_index(folder: Path, class_name: str, components: dict, **extra) -> None:
+    import diffusers
+
+    index = {"_class_name": class_name, "_diffusers_version": diffusers.__version__,
+             "feature_extractor": [None, None], "image_encoder": [None, None], **extra}
+    index.update({name: list(entry) for name, entry in components.items()})
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+def _text_encoder(seed: int, *, act: str, projection: bool = False, width: int = 32):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    shape = dict(hidden_size=width, intermediate_size=width + 5, num_attention_heads=width // 64 or width // 8)
+    config = CLIPTextConfig(**{**TINY_TEXT, **shape}, hidden_act=act, projection_dim=32)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def _vae(seed: int, scaling_factor: float, force_upcast: bool):
+    from diffusers import AutoencoderKL
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return AutoencoderKL(**TINY_VAE, scaling_factor=scaling_factor, force_upcast=force_upcast)
+
+
+def _save(folder: Path, **modules) -> None:
+    for name, module in modules.items():
+        module.save_pretrained(folder / name)
+
+
+def make_tiny_sd1(folder: str | Path) -> Path:
+    """A tiny SD1.x diffusers folder: conv proj_in/proj_out, 8 heads, CLIP text encoder with quick_gelu."""
+    from diffusers import PNDMScheduler, UNet2DConditionModel
+
+    from headshot.train.models import write_clip_tokenizer_files
+
+    folder = Path(folder)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        unet = UNet2DConditionModel(
+            sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=8, use_linear_projection=False, norm_num_groups=32)
+    scheduler = PNDMScheduler(**SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False,
+                              prediction_type="epsilon")
+    _save(folder, unet=unet, vae=_vae(2, 0.18215, False), text_encoder=_text_encoder(3, act="quick_gelu"),
+          scheduler=scheduler)
+    write_clip_tokenizer_files(folder / "tokenizer")
+    _model_index(folder, "StableDiffusionPipeline", {
+        "scheduler": ("diffusers", "PNDMScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
+        "tokenizer": ("transformers", "CLIPTokenizer"), "unet": ("diffusers", "UNet2DConditionModel"),
+        "vae": ("diffusers", "AutoencoderKL"), "safety_checker": (None, None)}, requires_safety_checker=False)
+    return folder
+
+
+def make_tiny_sd2(folder: str | Path, *, prediction_type: str = "v_prediction") -> Path:
+    """A tiny SD2.x diffusers folder (linear proj_in, 64-wide heads, OpenCLIP-style gelu text encoder).
+
+    Its UNet is wired to *behave* like the given prediction type on pure noise at t=999, which is
+    what the loader's probe measures: for "epsilon" the only path to the output is the skip from
+    conv_in (copying the input latent, output = 2*SiLU(normalised input), slope ~1); for
+    "v_prediction" the output conv ignores its input (a constant, slope 0). Everything else is random.
+    """
+    from diffusers import PNDMScheduler, UNet2DConditionModel
+
+    from headshot.train.models import write_clip_tokenizer_files
+
+    folder = Path(folder)
+    with torch.random.fork_rng():
+        torch.manual_seed(4)
+        unet = UNet2DConditionModel(
+            sample_size=16, in_channels=4, out_channels=4, block_out_channels=(64, 128), layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=(1, 2), use_linear_projection=True, upcast_attention=True,
+            norm_num_groups=32)
+    with torch.no_grad():
+        unet.conv_in.weight.zero_()
+        unet.conv_in.bias.zero_()
+        for c in range(4):
+            unet.conv_in.weight[c, c, 1, 1] = 1.0  # latent channel c -> feature c
+        last = unet.up_blocks[-1]
+        resnet = last.resnets[-1]  # takes [features, skip from conv_in]
+        resnet.conv2.weight.zero_()
+        resnet.conv2.bias.zero_()
+        shortcut = resnet.conv_shortcut.weight
+        shortcut.zero_()
+        resnet.conv_shortcut.bias.zero_()
+        skip = unet.config.block_out_channels[0]
+        for c in range(shortcut.shape[0]):
+            shortcut[c, shortcut.shape[1] - skip + c, 0, 0] = 1.0  # pass the conv_in skip through
+        last.attentions[-1].proj_out.weight.zero_()
+        last.attentions[-1].proj_out.bias.zero_()
+        unet.conv_out.weight.zero_()
+        unet.conv_out.bias.zero_()
+        if prediction_type == "epsilon":
+            for c in range(4):
+                unet.conv_out.weight[c, c, 1, 1] = 2.0
+        else:
+            unet.conv_out.bias.copy_(torch.tensor([-0.2, 0.1, 0.05, -0.1]))
+    scheduler = PNDMScheduler(**SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False,
+                              prediction_type=prediction_type)
+    _save(folder, unet=unet, vae=_vae(5, 0.18215, False), text_encoder=_text_encoder(6, act="gelu"),
+          scheduler=scheduler)
+    write_clip_tokenizer_files(folder / "tokenizer", pad_token="!")
+    _model_index(folder, "StableDiffusionPipeline", {
+        "scheduler": ("diffusers", "PNDMScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
+        "tokenizer": ("transformers", "CLIPTokenizer"), "unet": ("diffusers", "UNet2DConditionModel"),
+        "vae": ("diffusers", "AutoencoderKL"), "safety_checker": (None, None)}, requires_safety_checker=False)
+    return folder
+
+
+def make_tiny_sdxl(folder: str | Path) -> Path:
+    """A tiny SDXL diffusers folder: text_time conditioning, two text encoders (32 + 64 = context 96).
+
+    As in the real model the two encoders differ in width (CLIP-L 768, bigG 1280): diffusers' own
+    single-file loader tells them apart by width. The second one projects its pooled output to 32.
+    """
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+
+    from headshot.train.models import write_clip_tokenizer_files
+
+    folder = Path(folder)
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        unet = UNet2DConditionModel(
+            sample_size=16, in_channels=4, out_channels=4, block_out_channels=(64, 128), layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2), attention_head_dim=(1, 2), cross_attention_dim=96,
+            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=32 + 6 * 8, norm_num_groups=32)
+    scheduler = EulerDiscreteScheduler(**SCHEDULE, steps_offset=1, timestep_spacing="leading",
+                                       prediction_type="epsilon")
+    _save(folder, unet=unet, vae=_vae(8, 0.13025, True), text_encoder=_text_encoder(9, act="quick_gelu"),
+          text_encoder_2=_text_encoder(10, act="gelu", projection=True, width=64), scheduler=scheduler)
+    write_clip_tokenizer_files(folder / "tokenizer")
+    write_clip_tokenizer_files(folder / "tokenizer_2", pad_token="!")
+    _model_index(folder, "StableDiffusionXLPipeline", {
+        "scheduler": ("diffusers", "EulerDiscreteScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
+        "text_encoder_2": ("transformers", "CLIPTextModelWithProjection"),
+        "tokenizer": ("transformers", "CLIPTokenizer"), "tokenizer_2": ("transformers", "CLIPTokenizer"),
+        "unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL")},
+        force_zeros_for_empty_prompt=True)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# diffusers -> LDM / SGM single files
+# ---------------------------------------------------------------------------------------------
+
+_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+           "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+
+
+def _unet_to_ldm(weights: dict, config: dict) -> dict:
+    """diffusers UNet2DConditionModel keys -> LDM/SGM openaimodel keys (without the model prefix)."""
+    per = config["layers_per_block"] + 1  # ResBlocks per level, plus the down/upsampler slot
+    up_has_attention = ["CrossAttn" in t for t in config["up_block_types"]]
+    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
+             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    out = {}
+    for key, value in weights.items():
+        parts = key.split(".")
+        head, param = ".".join(parts[:-1]), parts[-1]
+        if head in fixed:
+            out[f"{fixed[head]}.{param}"] = value
+            continue
+        if parts[0] in ("down_blocks", "up_blocks"):
+            b, kind = int(parts[1]), parts[2]
+            if kind in ("downsamplers", "upsamplers"):  # <blk>.<b>.<kind>.0.conv.<param>
+                if kind == "downsamplers":
+                    new = f"input_blocks.{(b + 1) * per}.0.op"
+                else:
+                    new = f"output_blocks.{b * per + per - 1}.{2 if up_has_attention[b] else 1}.conv"
+                out[f"{new}.{param}"] = value
+                continue
+            j, rest = int(parts[3]), parts[4:]
+            index = 1 + b * per + j if parts[0] == "down_blocks" else b * per + j
+            block = "input_blocks" if parts[0] == "down_blocks" else "output_blocks"
+        elif parts[0] == "mid_block":
+            kind, j, rest = parts[1], int(parts[2]), parts[3:]
+            block, index = "middle_block", None
+        else:
+            raise KeyError(f"unexpected UNet key {key}")
+        if kind == "resnets":
+            rest = [_RESNET.get(rest[0], rest[0]), *rest[1:]]
+            slot = 0 if index is not None else (0 if j == 0 else 2)
+        elif kind == "attentions":
+            slot = 1
+        else:
+            raise KeyError(f"unexpected UNet key {key}")
+        where = f"{block}.{index}.{slot}" if index is not None else f"{block}.{slot}"
+        out[f"{where}.{'.'.join(rest)}"] = value
+    return out
+
+
+def _vae_to_ldm(weights: dict, config: dict) -> dict:
+    """diffusers AutoencoderKL keys -> LDM AutoencoderKL keys (without first_stage_model.)."""
+    levels = len(config["block_out_channels"])
+    attention = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out": "proj_out"}
+    out = {}
+    for key, value in weights.items():
+        parts = key.split(".")
+        if parts[0] in ("quant_conv", "post_quant_conv"):
+            out[key] = value
+            continue
+        side, rest = parts[0], parts[1:]
+        if rest[0] in ("conv_in", "conv_out"):
+            new = rest
+        elif rest[0] == "conv_norm_out":
+            new = ["norm_out", *rest[1:]]
+        elif rest[0] in ("down_blocks", "up_blocks"):
+            i = int(rest[1])
+            level = i if rest[0] == "down_blocks" else levels - 1 - i
+            group = "down" if rest[0] == "down_blocks" else "up"
+            if rest[2] == "resnets":
+                name = "nin_shortcut" if rest[4] == "conv_shortcut" else rest[4]
+                new = [group, str(level), "block", rest[3], name, *rest[5:]]
+            else:  # downsamplers.0.conv / upsamplers.0.conv
+                new = [group, str(level), "downsample" if group == "down" else "upsample", *rest[4:]]
+        elif rest[0] == "mid_block":
+            if rest[1] == "resnets":
+                new = ["mid", f"block_{int(rest[2]) + 1}", *rest[3:]]
+            else:  # attentions.0.<name>[.0].<param>; LDM stores 1x1 convolutions
+                name = attention[rest[3]]
+                new = ["mid", "attn_1", name, rest[-1]]
+                if rest[-1] == "weight" and value.dim() == 2:
+                    value = value[:, :, None, None]
+        else:
+            raise KeyError(f"unexpected VAE key {key}")
+        out[".".join([side, *new])] = value
+    return out
+
+
+def _text_state(folder: Path) -> dict:
+    """A text encoder's weights with transformers' classic names (text_model.* plus text_projection)."""
+    weights = load_file(str(folder / "model.safetensors"))
+    out = {}
+    for key, value in weights.items():
+        if not key.startswith("text_model.") and key not in ("text_projection.weight", "logit_scale"):
+            key = "text_model." + key
+        out[key] = value
+    return out
+
+
+def _random_like(shape, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    if like.is_meta:
+        return torch.empty(shape, device="meta")
+    return torch.randn(shape, generator=generator) * 0.02
+
+
+def _clip_to_open_clip(weights: dict, *, extra_block: bool, generator: torch.Generator) -> dict:
+    """transformers CLIP text keys -> open_clip's (token_embedding, transformer.resblocks.N.attn.in_proj_*, ...)."""
+    out = {}
+    layers = sorted({int(k.split(".")[3]) for k in weights if k.startswith("text_model.encoder.layers.")})
+    for i in layers:
+        p = f"text_model.encoder.layers.{i}."
+        q = f"transformer.resblocks.{i}."
+        for param in ("weight", "bias"):
+            out[q + f"attn.in_proj_{param}"] = torch.cat(
+                [weights[p + f"self_attn.{n}_proj.{param}"] for n in ("q", "k", "v")], dim=0)
+            out[q + f"attn.out_proj.{param}"] = weights[p + f"self_attn.out_proj.{param}"]
+            out[q + f"ln_1.{param}"] = weights[p + f"layer_norm1.{param}"]
+            out[q + f"ln_2.{param}"] = weights[p + f"layer_norm2.{param}"]
+            out[q + f"mlp.c_fc.{param}"] = weights[p + f"mlp.fc1.{param}"]
+            out[q + f"mlp.c_proj.{param}"] = weights[p + f"mlp.fc2.{param}"]
+    out["token_embedding.weight"] = weights["text_model.embeddings.token_embedding.weight"]
+    out["positional_embedding"] = weights["text_model.embeddings.position_embedding.weight"]
+    out["ln_final.weight"] = weights["text_model.final_layer_norm.weight"]
+    out["ln_final.bias"] = weights["text_model.final_layer_norm.bias"]
+    width = out["token_embedding.weight"].shape[1]
+    if "text_projection.weight" in weights:
+        out["text_projection"] = weights["text_projection.weight"].T.contiguous()  # open_clip: x @ text_projection
+    if extra_block:
+        # SD2 checkpoints hold the whole OpenCLIP tower, but SD2 reads the penultimate block's output:
+        # the last block (and the projection) are in the file and unused
+        last = layers[-1] + 1
+        for key in [k for k in out if k.startswith(f"transformer.resblocks.{layers[-1]}.")]:
+            new = key.replace(f"resblocks.{layers[-1]}.", f"resblocks.{last}.")
+            out[new] = _random_like(out[key].shape, out[key], generator)
+        out["text_projection"] = _random_like((width, width), out["token_embedding.weight"], generator)
+    out["logit_scale"] = torch.tensor(4.6052, device=out["token_embedding.weight"].device)
+    return out
+
+
+def save_single_file(diffusers_folder: str | Path, out_path: str | Path, family: str) -> Path:
+    """Write a tiny diffusers folder's weights as one LDM (sd1/sd2) or SGM (sdxl) .safetensors file."""
+    folder, out_path = Path(diffusers_folder), Path(out_path)
+    unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    vae_config = json.loads((folder / "vae" / "config.json").read_text())
+    unet = _unet_to_ldm(load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors")), unet_config)
+    vae = _vae_to_ldm(load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors")), vae_config)
+    tensors = {"model.diffusion_model." + k: v for k, v in unet.items()}
+    tensors.update({"first_stage_model." + k: v for k, v in vae.items()})
+    generator = torch.Generator().manual_seed(11)
+    text = _text_state(folder / "text_encoder")
+    if family == "sd1":
+        tensors.update({"cond_stage_model.transformer." + k: v for k, v in text.items()})
+        tensors["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    elif family == "sd2":
+        clip = _clip_to_open_clip(text, extra_block=True, generator=generator)
+        tensors.update({"cond_stage_model.model." + k: v for k, v in clip.items()})
+    elif family == "sdxl":
+        tensors.update({"conditioner.embedders.0.transformer." + k: v for k, v in text.items()})
+        clip = _clip_to_open_clip(_text_state(folder / "text_encoder_2"), extra_block=False, generator=generator)
+        tensors.update({"conditioner.embedders.1.model." + k: v for k, v in clip.items()})
+    else:
+        raise ValueError(f"family must be sd1, sd2 or sdxl, not {family!r}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_path))
+    return out_path
+
+
+# ---------------------------------------------------------------------------------------------
+# full-size key sets (shapes only)
+# ---------------------------------------------------------------------------------------------
+
+_CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+               hidden_act="quick_gelu")
+_VAE_FULL = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+_SD_UNET = dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+
+# the released base models' diffusers configs (stable-diffusion-v1-5, stable-diffusion-2-1,
+# stable-diffusion-xl-base-1.0: unet/, vae/, text_encoder*/config.json), the fields that shape them
+PUBLISHED = {
+    "sd1": {"unet": dict(_SD_UNET, cross_attention_dim=768, attention_head_dim=8, use_linear_projection=False),
+            "text": [_CLIP_L], "vae": _VAE_FULL},
+    "sd2": {"unet": dict(_SD_UNET, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+                         use_linear_projection=True, upcast_attention=True),
+            "text": [dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+                          hidden_act="gelu")], "vae": _VAE_FULL},
+    "sdxl": {"unet": dict(block_out_channels=(320, 640, 1280), layers_per_block=2,
+                          down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                          up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                          transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+                          cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
+                          addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816),
+             "text": [_CLIP_L, dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                                    num_attention_heads=20, hidden_act="gelu", projection_dim=1280)],
+             "vae": _VAE_FULL},
+}
+
+
+def full_size_ldm_shapes(family: str) -> dict:
+    """The key set and shapes of a released SD1.5 / SD2.1 / SDXL base checkpoint, as meta tensors (no memory).
+
+    Built from the published diffusers configs (`PUBLISHED`) and renamed to LDM/SGM keys with the
+    same mapping as `save_single_file`, so loader code can be checked against real architectures.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    published = PUBLISHED[family]
+    text_base = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**published["unet"])
+        vae = AutoencoderKL(**published["vae"])
+        texts = []
+        for i, config in enumerate(published["text"]):
+            cls = CLIPTextModelWithProjection if "projection_dim" in config else CLIPTextModel
+            texts.append(cls(CLIPTextConfig(**text_base, **config)).state_dict())
+    tensors = {"model.diffusion_model." + k: v for k, v in _unet_to_ldm(unet.state_dict(), unet.config).items()}
+    tensors.update({"first_stage_model." + k: v for k, v in _vae_to_ldm(vae.state_dict(), vae.config).items()})
+
+    def classic(weights):
+        return {k if k.startswith("text_model.") or k == "text_projection.weight" else "text_model." + k: v
+                for k, v in weights.items()}
+
+    generator = torch.Generator().manual_seed(0)
+    if family in ("sd1", "sd2"):  # LDM checkpoints also carry the diffusion schedule and EMA counters
+        for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "posterior_variance"):
+            tensors[name] = torch.empty(1000, device="meta")
+        tensors["model_ema.decay"] = torch.empty((), device="meta")
+        tensors["model_ema.num_updates"] = torch.empty((), dtype=torch.int32, device="meta")
+    if family == "sd1":
+        tensors.update({"cond_stage_model.transformer." + k: v for k, v in classic(texts[0]).items()})
+        tensors["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.empty(
+            (1, 77), dtype=torch.int64, device="meta")
+    elif family == "sd2":
+        clip = _clip_to_open_clip(classic(texts[0]), extra_block=True, generator=generator)
+        tensors.update({"cond_stage_model.model." + k: v for k, v in clip.items()})
+    else:
+        tensors.update({"conditioner.embedders.0.transformer." + k: v for k, v in classic(texts[0]).items()})
+        clip = _clip_to_open_clip(classic(texts[1]), extra_block=False, generator=generator)
+        tensors.update({"conditioner.embedders.1.model." + k: v for k, v in clip.items()})
+    return tensors
