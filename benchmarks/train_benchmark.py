@@ -30,6 +30,25 @@ def sd15_unet():
     return UNet2DConditionModel(cross_attention_dim=768, sample_size=64)  # diffusers' defaults are SD1.5's blocks
 
 
+def save_sd15_folder(folder: Path) -> Path:
+    """A random full-size SD1.5 as a diffusers folder, so the engine loads it as it would a real one."""
+    import json
+
+    from headshot.train.models import write_clip_tokenizer_files
+
+    base = sd15_base_model()
+    base.unet.save_pretrained(folder / "unet")
+    base.vae.save_pretrained(folder / "vae")
+    base.text_encoders[0].save_pretrained(folder / "text_encoder")
+    base.noise_scheduler.save_pretrained(folder / "scheduler")
+    write_clip_tokenizer_files(folder / "tokenizer")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+    return folder
+
+
 def sd15_base_model():
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler
@@ -84,7 +103,7 @@ def bare_loop(steps: int, warmup: int) -> dict:
     return {"modules": len(kohya_unet_targets(unet)), "seconds_per_step": sum(times[warmup:]) / steps}
 
 
-def engine(steps: int, warmup: int) -> dict:
+def engine(steps: int, warmup: int, model_dir: Path) -> dict:
     from headshot.samples import astronaut_shots
     from headshot.train.engine import LoraTrainer
     from headshot.train.job import JobFolder
@@ -98,14 +117,14 @@ def engine(steps: int, warmup: int) -> dict:
             (subset / f"{i}.txt").write_text("ohwx woman")
         out = Path(tmp) / "job"
         settings = TrainSettings(
-            dataset_dir=str(subset.parent.parent), base_model="random SD1.5", out_dir=str(out), steps=warmup + steps,
+            dataset_dir=str(subset.parent.parent), base_model=str(model_dir), out_dir=str(out), steps=warmup + steps,
             resolution=RESOLUTION, rank=RANK, alpha=ALPHA, lr=1e-4, optimizer="adamw", scheduler="constant",
             warmup_steps=0, gradient_checkpointing=True, min_snr_gamma=5.0, noise_offset=0.0, validation_images=0,
             checkpoint_every=warmup + steps, face_backend="dlib", device="cpu",
         )
         job = JobFolder(out)
         job.write({"state": "queued", "settings": settings.to_dict()})
-        trainer = LoraTrainer(settings, job, base=sd15_base_model())
+        trainer = LoraTrainer(settings, job)  # loads the folder as any user's run does
         trainer.run()
         events, _ = job.events()
         stamps = [e["time"] for e in events if e["type"] == "step"]
@@ -113,11 +132,11 @@ def engine(steps: int, warmup: int) -> dict:
                 if warmup else (stamps[-1] - stamps[0]) / (steps - 1)}
 
 
-def child(which: str, steps: int, warmup: int) -> None:
+def child(which: str, steps: int, warmup: int, model_dir: Path) -> None:
     import torch
 
     torch.manual_seed(0)
-    result = (bare_loop if which == "bare" else engine)(steps, warmup)
+    result = bare_loop(steps, warmup) if which == "bare" else engine(steps, warmup, model_dir)
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -126,15 +145,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--child", choices=("bare", "engine"))
+    parser.add_argument("--child", choices=("bare", "engine", "save"))
+    parser.add_argument("--model-dir", type=Path)
     args = parser.parse_args()
+    if args.child == "save":
+        save_sd15_folder(args.model_dir)
+        return
     if args.child:
-        child(args.child, args.steps, args.warmup)
+        child(args.child, args.steps, args.warmup, args.model_dir)
         return
     results = {}
+    tmp = tempfile.TemporaryDirectory()
+    model_dir = Path(tmp.name) / "random-sd15"
+    print(f"writing a random full-size SD1.5 diffusers folder to {model_dir}", flush=True)
+    subprocess.run([sys.executable, __file__, "--child", "save", "--model-dir", str(model_dir)], check=True)
     for which in ("bare", "engine"):
         run = subprocess.run([sys.executable, __file__, "--child", which, "--steps", str(args.steps), "--warmup",
-                              str(args.warmup)], capture_output=True, text=True)
+                              str(args.warmup), "--model-dir", str(model_dir)], capture_output=True, text=True)
         line = next((l for l in run.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
             sys.exit(f"{which} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")

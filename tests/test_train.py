@@ -284,3 +284,60 @@ def test_cli_train_writes_the_lora_and_job_record(sd1_folder, dataset, tmp_path)
     record = json.loads((out / "job.json").read_text())
     assert record["state"] == "done" and record["steps_done"] == 4 and record["chosen_step"] == 4
     assert [p.name for p in out.glob("*.safetensors")] == ["headshot_lora.safetensors"]
+
+
+def test_sd_scripts_backend_records_the_same_job_folder(sd1_folder, dataset, tmp_path):
+    """Against a stand-in sd-scripts checkout (test_sd_scripts.FAKE_TRAINER prints sd-scripts'
+    progress lines and writes the LoRA file): the job folder, events and output are ours."""
+    import subprocess
+    import sys
+
+    from test_sd_scripts import FAKE_TRAINER, _fake_checkout
+
+    if sys.version_info < (3, 11):
+        import tomli as tomllib
+    else:
+        import tomllib
+
+    repo = _fake_checkout(tmp_path, FAKE_TRAINER)
+    single = tiny_models.save_single_file(sd1_folder, tmp_path / "tiny_sd1.safetensors", "sd1")
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "headshot", "train", str(dataset), "--base-model", str(single),
+                          "--out", str(out), "--steps", "4", "--rank", "4", "--resolution", "64", "--backend",
+                          "sd-scripts", "--sd-scripts", str(repo), "--sd-scripts-python", sys.executable,
+                          "--face-backend", "dlib"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [p.name for p in out.glob("*.safetensors")] == ["headshot_lora.safetensors"]
+    assert (out / "headshot_lora.safetensors").read_bytes() == b"fake lora"
+    config = tomllib.loads((out / "sd-scripts" / "sd-scripts.toml").read_text())
+    assert config["caption_extension"] == ".txt" and config["network_dim"] == 4
+    data = tomllib.loads(open(config["dataset_config"]).read())
+    assert data["datasets"][0]["subsets"][0]["image_dir"] == (dataset / "img" / "10_ohwx woman").resolve().as_posix()
+    record = json.loads((out / "job.json").read_text())
+    assert record["state"] == "done" and record["steps_done"] == 4 and record["backend"] == "sd-scripts"
+    assert (out / "loss.csv").read_text().splitlines()[-1].startswith("4,")
+
+
+def test_caption_shuffles_keep_the_trigger_first():
+    from headshot.train.dataset import caption_variants
+
+    variants = caption_variants("ohwx woman, smile, orange spacesuit, window, studio light", 8, seed=1)
+    assert len(variants) == 8 and len(set(variants)) == 8
+    assert all(v.startswith("ohwx woman, ") for v in variants)
+    assert all(sorted(v.split(", ")[1:]) == sorted(variants[0].split(", ")[1:]) for v in variants)
+
+
+def test_host_models_are_freed_before_the_worker_starts(sd1_folder, dataset, tmp_path, monkeypatch):
+    import headshot.train.api as api
+
+    order = []
+    monkeypatch.setattr(api, "start_worker", lambda job: order.append("worker") or _NoProcess())
+    api.start_training(_settings(dataset, sd1_folder, tmp_path / "out"), free_host_models=lambda: order.append("free"))
+    assert order == ["free", "worker"]
+
+
+class _NoProcess:
+    """Stands in for the worker's Popen: this test is about the order of calls only."""
+
+    def poll(self):
+        return 0

@@ -83,9 +83,17 @@ def _demo(args) -> int:
     photos_dir = args.out / "photos"
     written = write_sample_photos(photos_dir)
     print(f"wrote {len(written)} sample photos to {photos_dir} (astronaut variants, other people, a group, junk)")
+    root = args.out
     args.input_dir = photos_dir
-    args.out = args.out / "dataset"
-    return _prepare(args)
+    args.out = root / "dataset"
+    status = _prepare(args)
+    if status or not args.base_model:
+        print(f"\nnext: train an identity LoRA on it with\n  headshot train {args.out} --base-model "
+              f"YOUR_CHECKPOINT.safetensors --out {root / 'lora'} --preset fast")
+        return status
+    train_args = build_parser().parse_args(["train", str(args.out), "--base-model", args.base_model, "--out",
+                                            str(root / "lora"), "--preset", "fast"])
+    return _train(train_args)
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -184,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("input_dir", type=Path, help="folder of 3–20 photos of one person")
     _add_prepare_options(prepare)
     prepare.set_defaults(run=_prepare)
-    demo = sub.add_parser("demo", help="prepare a dataset from sample photos that ship with installed packages")
+    demo = sub.add_parser("demo", help="prepare a dataset from sample photos that ship with installed packages "
+                          "(and train on it with --base-model)")
     _add_prepare_options(demo)
+    demo.add_argument("--base-model", help="also train a LoRA on the sample dataset with this checkpoint")
     demo.set_defaults(run=_demo, class_word="woman")
     train = sub.add_parser("train", help="train an identity LoRA (kohya format) from a prepared dataset")
     _add_train_options(train)

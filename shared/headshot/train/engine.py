@@ -161,17 +161,21 @@ class LoraTrainer:
         if self._base is None:
             weights_dtype = self.autocast or torch.float32  # frozen weights in half precision on a GPU
             self.job.emit("status", message=f"loading base model {s.base_model}")
+            # the UNet comes after caching: the VAE and text encoders are gone by then (lower peak memory)
             self._base = load_base_model(s.base_model, tokenizer_dirs=[Path(d) for d in s.tokenizer_dirs],
-                                         dtype=weights_dtype, device=self.device)
+                                         dtype=weights_dtype, device=self.device, defer_unet=True)
         base = self._base
         for module in [base.unet, base.vae, *base.text_encoders]:
-            module.requires_grad_(False)
+            if module is not None:
+                module.requires_grad_(False)
+        return base
+
+    def _check_resolution(self, base) -> None:
         # the VAE halves the size per level after the first, the UNet again per level after the first
         factor = 2 ** (len(base.vae.config.block_out_channels) - 1) * 2 ** (len(base.unet.config.block_out_channels) - 1)
-        if s.resolution % factor:
-            raise HeadshotError(f"resolution {s.resolution} must be a multiple of {factor} for this model "
-                                f"(try {max(factor, s.resolution // factor * factor)})", "bad_option")
-        return base
+        if self.settings.resolution % factor:
+            raise HeadshotError(f"resolution {self.settings.resolution} must be a multiple of {factor} for this model "
+                                f"(try {max(factor, self.settings.resolution // factor * factor)})", "bad_option")
 
     def _cache(self, base):
         s = self.settings
@@ -195,7 +199,7 @@ class LoraTrainer:
             self.text_cache = cache_text_embeddings(base, images, s.caption_variants, s.shuffle_captions, s.seed, self.device)
         if not s.validation_images:
             # nothing renders images in this run: the VAE (and a frozen text encoder) can go
-            base.vae.to("meta") if hasattr(base.vae, "to") else None
+            base.vae.to("meta")
             if self.text_cache is not None:
                 for encoder in base.text_encoders:
                     encoder.to("meta")
@@ -203,6 +207,8 @@ class LoraTrainer:
 
     def _inject(self, base):
         s = self.settings
+        base.ensure_unet()
+        self._check_resolution(base)
         self.unet_targets = lora_format.kohya_unet_targets(base.unet)
         params = add_lora(base.unet, self.unet_targets, s.rank, s.alpha, s.seed)
         groups = [{"params": params, "lr": s.lr}]

@@ -75,6 +75,17 @@ class BaseModel:
     tokenizers: list       # a CLIPTokenizer per text encoder, model_max_length 77
     noise_scheduler: Any   # DDPMScheduler with the training schedule and prediction_type
     source: str            # what was loaded: a path or a hub id
+    unet_loader: Any = None  # with defer_unet: builds the UNet on first ensure_unet()
+
+    def ensure_unet(self):
+        """The UNet, loading it now if it was deferred (so latents and text can be cached first
+        and the VAE and text encoders freed before the largest module arrives)."""
+        if self.unet is None:
+            self.unet = self.unet_loader()
+            self.unet.requires_grad_(False)
+            self.unet.eval()
+            self.unet_loader = None
+        return self.unet
 
 
 # =============================================================================================
@@ -83,12 +94,13 @@ class BaseModel:
 
 def load_base_model(path_or_id: str | Path, *, tokenizer_dirs: Sequence[Path] = (), dtype=torch.float32,
                     device="cpu", progress: Progress | None = None,
-                    prediction_type: str | None = None) -> BaseModel:
+                    prediction_type: str | None = None, defer_unet: bool = False) -> BaseModel:
     """Load a base model from a single-file checkpoint, a diffusers folder or (only if not a local path) a hub id.
 
     `tokenizer_dirs`: folders holding a CLIP tokenizer (vocab.json + merges.txt), searched before the
     Hugging Face cache and open_clip's bundled vocabulary. `prediction_type` overrides the detected one.
-    `progress(message)` is told about the slow steps.
+    `progress(message)` is told about the slow steps. With `defer_unet` the UNet is loaded on the
+    first `BaseModel.ensure_unet()` (where its prediction type is already known).
     """
     say = progress or (lambda message: None)
     if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
@@ -106,10 +118,10 @@ def load_base_model(path_or_id: str | Path, *, tokenizer_dirs: Sequence[Path] = 
                     ".safetensors/.ckpt checkpoint, or the diffusers folder that holds model_index.json, unet/, vae/ "
                     "and text_encoder/.", "not_a_base_model")
             base = _load_diffusers(str(path), local=True, tokenizer_dirs=tokenizer_dirs, dtype=dtype, device=device,
-                                   say=say)
+                                   say=say, defer_unet=defer_unet)
         else:
             base = _load_single_file(path, tokenizer_dirs=tokenizer_dirs, dtype=dtype, device=device, say=say,
-                                     prediction_type=prediction_type)
+                                     prediction_type=prediction_type, defer_unet=defer_unet)
     elif not isinstance(path_or_id, Path) and _looks_like_hub_id(text):
         base = _load_from_hub(text, tokenizer_dirs=tokenizer_dirs, dtype=dtype, device=device, say=say)
     else:
@@ -121,8 +133,9 @@ def load_base_model(path_or_id: str | Path, *, tokenizer_dirs: Sequence[Path] = 
         base.prediction_type = prediction_type
         base.noise_scheduler = training_noise_scheduler(prediction_type)
     for module in (base.unet, base.vae, *base.text_encoders):
-        module.requires_grad_(False)
-        module.eval()
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
     say(f"loaded {base.family} base model ({base.prediction_type}) from {base.source}")
     return base
 
@@ -141,6 +154,13 @@ def detect_family(state_dict: Mapping[str, torch.Tensor], *, metadata: Mapping[s
         unet = _build_unet(state_dict, keys, family, dtype=torch.float32, device=torch.device("cpu"))
         prediction = _probe_prediction_type(unet)
     return family, prediction
+
+
+def checkpoint_family(path: str | Path) -> tuple[str, str]:
+    """(family, prediction_type) of a single-file checkpoint on disk, read from its weights."""
+    path = Path(path)
+    state_dict, metadata = _read_checkpoint(path)
+    return detect_family(state_dict, metadata=metadata, source=path.name)
 
 
 def training_noise_scheduler(prediction_type: str = "epsilon"):
@@ -764,7 +784,7 @@ def _probe_prediction_type(unet) -> str:
 
 
 def _load_single_file(path: Path, *, tokenizer_dirs, dtype, device, say: Progress,
-                      prediction_type: str | None) -> BaseModel:
+                      prediction_type: str | None, defer_unet: bool = False) -> BaseModel:
     say(f"reading {path.name}")
     sd, metadata = _read_checkpoint(path)
     keys = set(sd.keys())
@@ -773,8 +793,12 @@ def _load_single_file(path: Path, *, tokenizer_dirs, dtype, device, say: Progres
     tokenizers = _tokenizers_for(family, tokenizer_dirs, first=None, second=None)
     say(f"converting the {family} text encoder{'s' if family == 'sdxl' else ''}")
     text_encoders = _build_text_encoders(sd, keys, family, dtype=dtype, device=device, source=source)
-    say(f"converting the {family} UNet")
-    unet = _build_unet(sd, keys, family, dtype=dtype, device=device, source=source)
+    def build_unet():
+        say(f"converting the {family} UNet")
+        return _build_unet(sd, keys, family, dtype=dtype, device=device, source=source)
+
+    prediction = prediction or prediction_type
+    unet = None if defer_unet and prediction is not None else build_unet()
     say("converting the VAE")
     vae = _build_vae(sd, keys, family, dtype=dtype, device=device, source=source)
     if prediction is None:
@@ -784,7 +808,8 @@ def _load_single_file(path: Path, *, tokenizer_dirs, dtype, device, say: Progres
             say("probing whether the SD2 UNet predicts noise (epsilon) or velocity (v)")
             prediction = _probe_prediction_type(unet)
     return BaseModel(family=family, prediction_type=prediction, unet=unet, vae=vae, text_encoders=text_encoders,
-                     tokenizers=tokenizers, noise_scheduler=training_noise_scheduler(prediction), source=source)
+                     tokenizers=tokenizers, noise_scheduler=training_noise_scheduler(prediction), source=source,
+                     unet_loader=None if unet is not None else build_unet)
 
 
 # =============================================================================================
@@ -844,7 +869,7 @@ def _weights_variant(folder: Path) -> str | None:
 
 
 def _load_diffusers(src: str, *, local: bool, tokenizer_dirs, dtype, device, say: Progress,
-                    index: dict | None = None) -> BaseModel:
+                    index: dict | None = None, defer_unet: bool = False) -> BaseModel:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -909,9 +934,12 @@ def _load_diffusers(src: str, *, local: bool, tokenizer_dirs, dtype, device, say
     def variant(sub: str):
         return _weights_variant(root / sub) if local else None
 
-    say(f"loading the {family} UNet from {src}")
-    unet = UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=dtype, local_files_only=local_only,
-                                                variant=variant("unet"))
+    def load_unet():
+        say(f"loading the {family} UNet from {src}")
+        return UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=dtype,
+                                                    local_files_only=local_only, variant=variant("unet")).to(device)
+
+    unet = None if defer_unet else load_unet()
     say("loading the VAE")
     vae = AutoencoderKL.from_pretrained(src, subfolder="vae", torch_dtype=dtype, local_files_only=local_only,
                                         variant=variant("vae"))
@@ -925,10 +953,11 @@ def _load_diffusers(src: str, *, local: bool, tokenizer_dirs, dtype, device, say
                                 "CLIPTextModelWithProjection.", "unsupported_base_model")
         text_encoders.append(classes[class_name].from_pretrained(src, subfolder=name, dtype=dtype,
                                                                  local_files_only=local_only, variant=variant(name)))
-    for module in (unet, vae, *text_encoders):
+    for module in (vae, *text_encoders):
         module.to(device)
     return BaseModel(family=family, prediction_type=prediction, unet=unet, vae=vae, text_encoders=text_encoders,
-                     tokenizers=tokenizers, noise_scheduler=training_noise_scheduler(prediction), source=src)
+                     tokenizers=tokenizers, noise_scheduler=training_noise_scheduler(prediction), source=src,
+                     unet_loader=load_unet if unet is None else None)
 
 
 def _load_from_hub(repo_id: str, *, tokenizer_dirs, dtype, device, say: Progress) -> BaseModel:

@@ -48,6 +48,7 @@ def class_images(settings, base, class_word: str | None, emit) -> list[TrainingI
 
         emit("status", message=f"generating {count - len(existing)} class images for prior preservation "
              f"('{prompt}'), cached in {folder}")
+        base.ensure_unet()  # generation needs it now; training would load it next anyway
         pipe = build_pipeline(base)
         for i in range(len(existing), count):
             with torch.no_grad():

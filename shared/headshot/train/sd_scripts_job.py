@@ -22,14 +22,16 @@ OPTIMIZER_NAMES = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "prodigy": "Prodi
 
 def base_model_family(base_model: str) -> str:
     """The family of a checkpoint file or diffusers folder, read from the weights (or model_index.json)."""
-    from .models import _read_checkpoint, detect_family
+    from .models import checkpoint_family
 
     path = Path(base_model)
     if path.is_dir():
         index = json.loads((path / "model_index.json").read_text())
-        return "sdxl" if "XL" in index.get("_class_name", "") else ("sd2" if "v2" in str(index) else "sd1")
-    state_dict, metadata = _read_checkpoint(path)
-    return detect_family(state_dict, metadata=metadata, source=path.name)[0]
+        if "XL" in index.get("_class_name", ""):
+            return "sdxl"
+        text_config = json.loads((path / "text_encoder" / "config.json").read_text())
+        return "sd2" if text_config.get("hidden_size") == 1024 else "sd1"  # SD2's OpenCLIP-H is 1024 wide
+    return checkpoint_family(path)[0]
 
 
 def run_sd_scripts_job(settings: TrainSettings, job: JobFolder) -> dict:
