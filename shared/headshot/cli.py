@@ -185,6 +185,132 @@ def _print_event(event: dict) -> None:
         print(f"[error] {event.get('message')}", file=sys.stderr, flush=True)
 
 
+def _add_finishing_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="folder for the pictures, results.json and contact sheet")
+    p.add_argument("--base-model", help="checkpoint for sampling (needed for generate and --detailer)")
+    p.add_argument("--lora", action="append", default=[], help="identity LoRA (repeat for a group photo)")
+    p.add_argument("--detailer", action="store_true", help="repaint each face at a higher resolution with the LoRA")
+    p.add_argument("--denoise", type=float, default=0.4, help="detailer strength (0 keeps the face, 1 repaints it)")
+    p.add_argument("--restore", metavar="MODEL", help="face-restoration model (GFPGAN, CodeFormer, RestoreFormer): a path "
+                   "or a file name in --restore-models")
+    p.add_argument("--restore-models", action="append", default=[], metavar="DIR",
+                   help="folder with restoration models (e.g. ComfyUI/models/facerestore_models)")
+    p.add_argument("--fidelity", type=float, default=0.5, help="CodeFormer fidelity: 0 = strongest restoration")
+    p.add_argument("--identity", type=Path, help="identity file written by train (<lora>.identity.json)")
+    p.add_argument("--reference", type=Path, help="folder of the person's photos to rank against instead")
+    p.add_argument("--top", type=int, help="keep the K most alike; the rest go to below_top/")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--face-backend", choices=("auto", "insightface", "dlib"), default="auto")
+    p.add_argument("--face-models", action="append", default=[], metavar="DIR")
+    p.add_argument("--tokenizer", action="append", default=[], metavar="DIR")
+    p.add_argument("--device", default="auto")
+
+
+def _finishing(args, sampler):
+    from .faces import load_face_analyzer
+    from .finish.detailer import DetailerSettings
+    from .finish.ranking import identity_from_photos, load_identity
+    from .finish.results import Finishing
+
+    analyzer = load_face_analyzer(args.face_backend, args.face_models)
+    identity = None
+    if args.identity:
+        identity = load_identity(args.identity, analyzer)
+    elif args.reference:
+        identity = identity_from_photos(args.reference, analyzer)
+    elif args.lora and Path(args.lora[0]).with_suffix(".identity.json").exists():
+        identity = load_identity(Path(args.lora[0]).with_suffix(".identity.json"), analyzer)
+    restorer = None
+    if args.restore:
+        from .finish.restore import find_restore_model, load_restore_model
+
+        restorer = load_restore_model(find_restore_model(args.restore, args.restore_models))
+    detailer = DetailerSettings(denoise=args.denoise, steps=args.steps or 20) if args.detailer else None
+    return Finishing(analyzer=analyzer, identity=identity, detailer=detailer, sampler=sampler, restorer=restorer,
+                     fidelity=args.fidelity)
+
+
+def _sampler(args):
+    from .generate.sampler import DiffusersSampler
+
+    if not args.base_model:
+        raise HeadshotError("--base-model is needed to draw pictures (and for --detailer)", "bad_option")
+    return DiffusersSampler(args.base_model, controlnet=getattr(args, "controlnet", None),
+                            tokenizer_dirs=args.tokenizer, device=args.device)
+
+
+def _print_results(results: list[dict], out: Path) -> None:
+    for entry in results:
+        score = "no face" if entry["faceless"] else (
+            f"likeness {entry['identity_score']:.3f}" if entry["identity_score"] is not None else "not scored")
+        rank = f"#{entry['rank']}" if entry.get("rank") else "-"
+        print(f"{rank:>4}  {entry['image']:<40} {score}")
+    faceless = sum(e["faceless"] for e in results)
+    print(f"\n{len(results)} pictures, {faceless} without a face; results: {out / 'results.json'}, "
+          f"contact sheet: {out / 'contact_sheet.jpg'}")
+
+
+def _generate(args) -> int:
+    from .generate.run import GenerateSettings, generate
+
+    size = None
+    if args.size:
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            raise HeadshotError(f"--size {args.size}: write it as WIDTHxHEIGHT, e.g. 512x640", "bad_option") from None
+        size = (w, h)
+    sampler = _sampler(args)
+    settings = GenerateSettings(style=args.style, count=args.count, out_dir=args.out, loras=args.lora, seed=args.seed,
+                                size=size, steps=args.steps, top=args.top, detailer=args.detailer,
+                                style_dirs=args.styles, trigger=args.trigger, class_word=args.class_word)
+    results = generate(settings, sampler, _finishing(args, sampler), progress=_progress_printer())
+    _print_results(results, args.out)
+    return 0
+
+
+def _finish(args) -> int:
+    from .finish.results import finish_image, score_and_write
+    from .generate.sampler import LoraWeight
+    from .photos import PHOTO_EXTENSIONS, read_photo
+
+    source = Path(args.images)
+    paths = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.suffix.lower() in PHOTO_EXTENSIONS)
+    if not paths:
+        raise HeadshotError(f"no pictures in {source} (png, jpg, webp)", "no_images")
+    sampler = _sampler(args) if args.detailer else None
+    finishing = _finishing(args, sampler)
+    if args.detailer:
+        from .generate.run import lora_subject
+
+        trigger, class_word = lora_subject(args.lora[0]) if args.lora else (None, None)
+        subject = " ".join(t for t in (trigger, class_word) if t)
+        finishing.detail_prompt = (f"{subject}, detailed face, sharp focus".strip(", "), "blurry, deformed, lowres")
+        finishing.detail_loras = [LoraWeight(p, 0.8) for p in args.lora]
+        finishing.group = len(args.lora) > 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    entries, images = [], {}
+    show = _progress_printer()
+    for i, path in enumerate(paths):
+        show(i, len(paths), f"finishing {path.name}")
+        image, done = finish_image(read_photo(path).image, finishing, args.seed + i)
+        name = f"{path.stem}.png"
+        image.save(args.out / name)
+        images[name] = image
+        entries.append({"image": name, "source": str(path), "seed": args.seed + i, "style": None, **done})
+    _print_results(score_and_write(args.out, entries, images, finishing, args.top), args.out)
+    return 0
+
+
+def _styles(args) -> int:
+    from .generate.styles import load_styles
+
+    for style in load_styles(args.styles).values():
+        print(f"{style.name:<28} {style.category:<13} {style.title}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headshot", description="Headshot Studio: personalised headshots from selfies")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +326,23 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an identity LoRA (kohya format) from a prepared dataset")
     _add_train_options(train)
     train.set_defaults(run=_train)
+    styles = sub.add_parser("styles", help="list the style templates")
+    styles.add_argument("--styles", action="append", default=[], type=Path, metavar="DIR", help="your own style folder")
+    styles.set_defaults(run=_styles)
+    gen = sub.add_parser("generate", help="draw styled pictures with an identity LoRA, finished and ranked")
+    _add_finishing_options(gen)
+    gen.add_argument("--style", required=True, help="a style name (see `headshot styles`)")
+    gen.add_argument("--count", type=int, default=4)
+    gen.add_argument("--controlnet", help="OpenPose ControlNet (file or diffusers folder) to follow the style's pose")
+    gen.add_argument("--size", help="WIDTHxHEIGHT (default: the style's)")
+    gen.add_argument("--styles", action="append", default=[], type=Path, metavar="DIR", help="your own style folder")
+    gen.add_argument("--trigger", help="default: from the LoRA's metadata")
+    gen.add_argument("--class", dest="class_word", help="default: from the LoRA's metadata")
+    gen.set_defaults(run=_generate)
+    fin = sub.add_parser("finish", help="detail, restore and rank pictures you already have")
+    fin.add_argument("images", help="a picture or a folder of pictures")
+    _add_finishing_options(fin)
+    fin.set_defaults(run=_finish)
     return parser
 
 

@@ -1,0 +1,88 @@
+"""Ranking by likeness: score each image's face against the person, best first, faceless aside."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..dataset.screening import pick_subject
+from ..errors import HeadshotError
+from ..faces.framing import find_upright
+from ..photos import list_photos, read_photo
+
+
+@dataclass
+class Identity:
+    embedding: np.ndarray
+    backend: str
+    source: str
+
+
+@dataclass
+class Likeness:
+    faceless: bool
+    distance: float | None
+    score: float | None  # 1 = identical, 0.5 = at the same-person threshold, 0 = far away
+
+
+def load_identity(path: str | Path, analyzer) -> Identity:
+    """The reference `headshot train` saved beside the LoRA (<name>.identity.json)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        embedding = np.asarray(data["embedding"], np.float32)
+    except FileNotFoundError:
+        raise HeadshotError(f"identity file {path} not found; it is written beside the LoRA as <name>.identity.json, "
+                            "or pass --reference PHOTOS_DIR", "identity_missing") from None
+    except (ValueError, KeyError, TypeError):
+        raise HeadshotError(f"{path} is not an identity file (expected JSON with 'embedding' and 'backend')",
+                            "identity_unreadable") from None
+    if data.get("backend") != analyzer.name:
+        raise HeadshotError(f"{path.name} was made with the {data.get('backend')} face backend; rank with "
+                            f"--face-backend {data.get('backend')} (embeddings of different backends do not compare)",
+                            "identity_backend_mismatch")
+    return Identity(embedding, analyzer.name, str(path))
+
+
+def identity_from_photos(folder: str | Path, analyzer) -> Identity:
+    """Mean embedding of the faces in a folder of the person's photos."""
+    embeddings = []
+    for path in list_photos(folder):
+        try:
+            photo = read_photo(path)
+        except HeadshotError:
+            continue
+        upright = find_upright(photo.image, analyzer)
+        subject, _ = pick_subject(upright.faces)
+        if subject is not None:
+            embeddings.append(upright.embed(subject))
+    if not embeddings:
+        raise HeadshotError(f"no face found in the photos in {folder}; give clear photos of the person",
+                            "identity_no_faces")
+    return Identity(np.mean(np.stack(embeddings), axis=0), analyzer.name, str(folder))
+
+
+def likeness(image: Image.Image, analyzer, identity: Identity | None) -> Likeness:
+    upright = find_upright(image.convert("RGB"), analyzer)
+    subject, _ = pick_subject(upright.faces)
+    if subject is None:
+        return Likeness(True, None, None)
+    if identity is None:
+        return Likeness(False, None, None)
+    distance = analyzer.distance(upright.embed(subject), identity.embedding)
+    score = max(0.0, 1.0 - distance / (2 * analyzer.same_person_distance))
+    return Likeness(False, round(distance, 4), round(score, 4))
+
+
+def rank(entries: list[dict], top: int | None = None) -> tuple[list[dict], list[dict], list[dict]]:
+    """(kept best first, dropped below the top K, faceless) from results entries with
+    'identity_score' and 'faceless'. Entries without a score keep their order after scored ones."""
+    faced = [e for e in entries if not e["faceless"]]
+    faceless = [e for e in entries if e["faceless"]]
+    faced.sort(key=lambda e: -(e["identity_score"] if e["identity_score"] is not None else -1.0))
+    if top is not None:
+        return faced[:top], faced[top:], faceless
+    return faced, [], faceless

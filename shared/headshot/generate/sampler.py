@@ -1,0 +1,214 @@
+"""The `Sampler` protocol hosts implement with their own samplers, and a diffusers one for standalone use.
+
+ComfyUI and A1111 already hold the model, LoRAs and samplers a person chose; their adapters
+implement this protocol over them. Standalone, `DiffusersSampler` loads the base model with
+`headshot.train.models` (single file, diffusers folder or hub id), the LoRAs with diffusers'
+kohya-aware loader, and an optional OpenPose ControlNet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, runtime_checkable
+
+from PIL import Image
+
+from ..errors import HeadshotError
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class LoraWeight:
+    path: str
+    weight: float = 1.0
+
+
+@dataclass
+class TextToImage:
+    prompt: str
+    negative: str
+    width: int
+    height: int
+    steps: int
+    cfg: float
+    seed: int
+    sampler: str = "dpmpp_2m"
+    loras: list[LoraWeight] = field(default_factory=list)
+    control_image: Image.Image | None = None  # an OpenPose skeleton, used when the sampler has a ControlNet
+    control_strength: float = 1.0
+
+
+@dataclass
+class MaskedImageToImage:
+    """Repaint the white part of `mask` in `image`; `denoise` 0 keeps it, 1 repaints from noise."""
+
+    image: Image.Image
+    mask: Image.Image
+    prompt: str
+    negative: str
+    steps: int
+    cfg: float
+    seed: int
+    denoise: float = 0.4
+    sampler: str = "dpmpp_2m"
+    loras: list[LoraWeight] = field(default_factory=list)
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    family: str  # "sd1" | "sd2" | "sdxl": which style variant and sizes to use
+
+    def text_to_image(self, request: TextToImage, progress: Progress | None = None) -> Image.Image: ...
+
+    def masked_image_to_image(self, request: MaskedImageToImage, progress: Progress | None = None) -> Image.Image: ...
+
+
+def _scheduler_for(name: str, config):
+    """diffusers schedulers by our sampler names (the names ComfyUI's KSampler uses)."""
+    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                           EulerDiscreteScheduler, UniPCMultistepScheduler)
+
+    table = {
+        "euler": (EulerDiscreteScheduler, {}),
+        "euler_a": (EulerAncestralDiscreteScheduler, {}),
+        "euler_ancestral": (EulerAncestralDiscreteScheduler, {}),
+        "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
+        "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+        "ddim": (DDIMScheduler, {}),
+        "unipc": (UniPCMultistepScheduler, {}),
+    }
+    cls, extra = table.get(name, table["dpmpp_2m"])
+    return cls.from_config(config, steps_offset=1, **extra)
+
+
+class DiffusersSampler:
+    """Standalone sampling with diffusers over a base model, LoRAs and an optional ControlNet."""
+
+    def __init__(self, base_model: str, *, controlnet: str | None = None, tokenizer_dirs=(), device: str = "auto"):
+        import torch
+
+        from ..train.engine import autocast_dtype, pick_device
+        from ..train.models import load_base_model
+
+        self.device = pick_device(device)
+        dtype = autocast_dtype(self.device, "auto") or torch.float32
+        self.base = load_base_model(base_model, tokenizer_dirs=[Path(d) for d in tokenizer_dirs], dtype=dtype,
+                                    device=self.device)
+        self.family = self.base.family
+        self.dtype = dtype
+        self.controlnet = _load_controlnet(controlnet, self.base, dtype, self.device) if controlnet else None
+        self._loaded_loras: dict[str, str] = {}  # path -> adapter name
+        self._pipes: dict[str, object] = {}
+
+    # -- pipelines share the same modules; only the wrapper differs -------------------------------
+    def _components(self, sampler: str):
+        b = self.base
+        parts = dict(vae=b.vae, unet=b.unet, scheduler=_scheduler_for(sampler, b.noise_scheduler.config))
+        if self.family == "sdxl":
+            parts.update(text_encoder=b.text_encoders[0], text_encoder_2=b.text_encoders[1],
+                         tokenizer=b.tokenizers[0], tokenizer_2=b.tokenizers[1])
+        else:
+            parts.update(text_encoder=b.text_encoders[0], tokenizer=b.tokenizers[0], safety_checker=None,
+                         feature_extractor=None, requires_safety_checker=False)
+        return parts
+
+    def _pipe(self, kind: str, sampler: str):
+        import diffusers
+
+        names = {
+            ("sdxl", "txt"): "StableDiffusionXLPipeline", ("sdxl", "control"): "StableDiffusionXLControlNetPipeline",
+            ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline", ("sd", "txt"): "StableDiffusionPipeline",
+            ("sd", "control"): "StableDiffusionControlNetPipeline", ("sd", "inpaint"): "StableDiffusionInpaintPipeline",
+        }
+        key = (kind, sampler)
+        if key not in self._pipes:
+            cls = getattr(diffusers, names[("sdxl" if self.family == "sdxl" else "sd", kind)])
+            parts = self._components(sampler)
+            if kind == "control":
+                parts["controlnet"] = self.controlnet
+            pipe = cls(**parts)
+            pipe.set_progress_bar_config(disable=True)
+            self._pipes[key] = pipe
+        return self._pipes[key]
+
+    def _apply_loras(self, pipe, loras: list[LoraWeight]) -> None:
+        """Load each LoRA file once (kohya format, through diffusers' converter) and set the weights."""
+        for lora in loras:
+            if lora.path not in self._loaded_loras:
+                if not Path(lora.path).is_file():
+                    raise HeadshotError(f"LoRA {lora.path} not found; give the .safetensors file `headshot train` wrote",
+                                        "lora_missing")
+                name = f"lora{len(self._loaded_loras)}"
+                pipe.load_lora_weights(lora.path, adapter_name=name)
+                self._loaded_loras[lora.path] = name
+        if self._loaded_loras:
+            active = {self._loaded_loras[l.path]: l.weight for l in loras}
+            names = list(self._loaded_loras.values())
+            # every pipeline wraps the same UNet: switching adapters here switches them for all
+            pipe.set_adapters(names, [active.get(n, 0.0) for n in names])
+
+    def _callback(self, progress: Progress | None, total: int, what: str):
+        if progress is None:
+            return None
+
+        def on_step(pipe, step, timestep, kwargs):
+            progress(step + 1, total, what)
+            return kwargs
+
+        return on_step
+
+    def text_to_image(self, request: TextToImage, progress: Progress | None = None) -> Image.Image:
+        import torch
+
+        use_control = self.controlnet is not None and request.control_image is not None
+        pipe = self._pipe("control" if use_control else "txt", request.sampler)
+        self._apply_loras(pipe, request.loras)
+        extra = {}
+        if use_control:
+            extra = {"image": request.control_image.convert("RGB").resize((request.width, request.height)),
+                     "controlnet_conditioning_scale": request.control_strength}
+        with torch.no_grad():
+            return pipe(request.prompt, negative_prompt=request.negative, width=request.width, height=request.height,
+                        num_inference_steps=request.steps, guidance_scale=request.cfg,
+                        generator=torch.Generator().manual_seed(request.seed),
+                        callback_on_step_end=self._callback(progress, request.steps, "sampling"), **extra).images[0]
+
+    def masked_image_to_image(self, request: MaskedImageToImage, progress: Progress | None = None) -> Image.Image:
+        import torch
+
+        pipe = self._pipe("inpaint", request.sampler)
+        self._apply_loras(pipe, request.loras)
+        width, height = request.image.size
+        with torch.no_grad():
+            return pipe(request.prompt, negative_prompt=request.negative, image=request.image.convert("RGB"),
+                        mask_image=request.mask.convert("L"), width=width, height=height, strength=request.denoise,
+                        num_inference_steps=request.steps, guidance_scale=request.cfg,
+                        generator=torch.Generator().manual_seed(request.seed),
+                        callback_on_step_end=self._callback(progress, request.steps, "inpainting")).images[0]
+
+
+def _load_controlnet(path: str, base, dtype, device):
+    """An OpenPose ControlNet from a diffusers folder, or a single file using the base UNet's shape."""
+    from diffusers import ControlNetModel
+
+    source = Path(path)
+    if source.is_dir():
+        model = ControlNetModel.from_pretrained(str(source), torch_dtype=dtype, local_files_only=True)
+    elif source.is_file():
+        try:
+            model = ControlNetModel.from_single_file(str(source), torch_dtype=dtype, local_files_only=True)
+        except Exception as exc:
+            raise HeadshotError(
+                f"ControlNet {source.name} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                "give a diffusers ControlNet folder (config.json + weights) for the base model's family",
+                "controlnet_unreadable") from None
+    else:
+        raise HeadshotError(f"ControlNet {path} not found; give an OpenPose ControlNet file or diffusers folder",
+                            "controlnet_missing")
+    cross = model.config.cross_attention_dim
+    if cross != base.unet.config.cross_attention_dim:
+        raise HeadshotError(f"ControlNet {source.name} is for another model family (text width {cross}, the base "
+                            f"model has {base.unet.config.cross_attention_dim}); use the {base.family} OpenPose ControlNet",
+                            "controlnet_mismatch")
+    return model.to(device)
