@@ -7,6 +7,7 @@ kohya-aware loader, and an optional OpenPose ControlNet.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
@@ -180,10 +181,12 @@ class DiffusersSampler:
         pipe = self._pipe("inpaint", request.sampler)
         self._apply_loras(pipe, request.loras)
         width, height = request.image.size
+        # diffusers runs steps x denoise steps: keep at least one whatever the pair
+        steps = max(request.steps, math.ceil(1 / max(request.denoise, 1e-3)))
         with torch.no_grad():
             return pipe(request.prompt, negative_prompt=request.negative, image=request.image.convert("RGB"),
                         mask_image=request.mask.convert("L"), width=width, height=height, strength=request.denoise,
-                        num_inference_steps=request.steps, guidance_scale=request.cfg,
+                        num_inference_steps=steps, guidance_scale=request.cfg,
                         generator=torch.Generator().manual_seed(request.seed),
                         callback_on_step_end=self._callback(progress, request.steps, "inpainting")).images[0]
 
