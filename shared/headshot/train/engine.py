@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..errors import HeadshotError
 from . import lora_format
 from .caching import cache_text_embeddings, encode_latents, encode_prompt
-from .dataset import TrainingSet, epoch_order, load_training_set
+from .dataset import TrainingSet, caption_variants, epoch_order, load_training_set
 from .job import Cancelled, JobFolder
 from .settings import TrainSettings
 
@@ -312,8 +312,6 @@ class LoraTrainer:
             if self.text_cache is not None:
                 emb = self.text_cache[i][pick.randrange(len(self.text_cache[i]))]
             else:
-                from .dataset import caption_variants
-
                 text = caption_variants(images[i].caption, 2, s.seed + position)[-1] if s.shuffle_captions else images[i].caption
                 emb = encode_prompt(self._base, text, self.device, with_grad=True)
             hidden.append(emb.hidden)

@@ -512,31 +512,21 @@ def _child_env(env: Mapping[str, str | None] | None) -> dict:
 
 def _stop(proc: subprocess.Popen, grace: float) -> None:
     """Terminate the process (and its group on POSIX), then kill it if it outlives `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    try:
-        if os.name == "nt":
-            proc.terminate()
-        else:
-            os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
-    try:
-        proc.wait(timeout=grace)
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        if os.name == "nt":
-            proc.kill()
-        else:
-            os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
+    for hard in (False, True):
+        if proc.poll() is not None:
+            return
+        try:
+            if os.name == "nt":
+                proc.kill() if hard else proc.terminate()
+            else:
+                os.killpg(proc.pid, signal.SIGKILL if hard else signal.SIGTERM)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def _read_config(config) -> tuple[dict, Path | None]:
