@@ -30,6 +30,14 @@ class ScreeningSettings:
         return max(48, round(self.resolution * self.face_share / 2))
 
 
+def confident_faces(faces: list[Face]) -> list[Face]:
+    """Faces detected with at least RIVAL_SCORE_SHARE of the best score (the rest are likely patterns)."""
+    if not faces:
+        return []
+    best_score = max(f.score for f in faces)
+    return [f for f in faces if f.score >= RIVAL_SCORE_SHARE * best_score]
+
+
 def pick_subject(faces: list[Face]) -> tuple[Face | None, int]:
     """The face to use and how many faces rival it (0: the subject is clear).
 
@@ -38,8 +46,7 @@ def pick_subject(faces: list[Face]) -> tuple[Face | None, int]:
     """
     if not faces:
         return None, 0
-    best_score = max(f.score for f in faces)
-    confident = [f for f in faces if f.score >= RIVAL_SCORE_SHARE * best_score]
+    confident = confident_faces(faces)
     subject = max(confident, key=lambda f: f.width)
     rivals = [f for f in confident if f is not subject and f.width >= RIVAL_WIDTH_SHARE * subject.width]
     return subject, len(rivals)

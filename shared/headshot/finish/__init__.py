@@ -1,0 +1,1 @@
+"""Finishing generated headshots: face restoration and other last touches."""
