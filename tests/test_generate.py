@@ -34,7 +34,9 @@ def tiny_kit(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("kit")
     base = tiny_models.make_tiny_sd1(root / "sd1")
-    ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(base / "unet")).save_pretrained(root / "controlnet")
+    # the tiny VAE shrinks 2x, so the ControlNet's hint encoder must too (one stride-2 stage)
+    ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(base / "unet"),
+                              conditioning_embedding_out_channels=(16, 32)).save_pretrained(root / "controlnet")
     data = root / "data" / "img" / "10_ohwx woman"
     data.mkdir(parents=True)
     for i, name in enumerate(["astronaut.png", "astronaut_closeup.jpg"]):

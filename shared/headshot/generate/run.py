@@ -53,7 +53,7 @@ def lora_subject(path: str) -> tuple[str | None, str | None]:
 def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing, progress=None) -> list[dict]:
     from PIL import Image  # noqa: F401  (images come back from the sampler)
 
-    from .pose import POSE_PRESETS, render_openpose
+    from .pose import preset_pose, render_openpose
     from .styles import build_prompt, get_style
 
     if settings.count < 1:
@@ -78,7 +78,8 @@ def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing,
         finishing.detail_loras = first_pass
     width, height = settings.size or (style.width, style.height)
     steps = settings.steps or style.steps
-    control = render_openpose(POSE_PRESETS[pose_name], width, height) if pose_name else None
+    # fitted to the canvas: the presets are drawn for a square and would stretch on a portrait
+    control = render_openpose(preset_pose(pose_name, width, height), width, height) if pose_name else None
     if settings.detailer:
         finishing.detailer = finishing.detailer or DetailerSettings(steps=steps, cfg=style.cfg, sampler=style.sampler)
         finishing.detail_prompt = (positive, negative)

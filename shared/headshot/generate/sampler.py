@@ -66,21 +66,13 @@ class Sampler(Protocol):
 
 
 def _scheduler_for(name: str, config):
-    """diffusers schedulers by our sampler names (the names ComfyUI's KSampler uses)."""
-    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                           EulerDiscreteScheduler, UniPCMultistepScheduler)
+    """The diffusers scheduler for one of our sampler names (the table lives with the styles)."""
+    import diffusers
 
-    table = {
-        "euler": (EulerDiscreteScheduler, {}),
-        "euler_a": (EulerAncestralDiscreteScheduler, {}),
-        "euler_ancestral": (EulerAncestralDiscreteScheduler, {}),
-        "dpmpp_2m": (DPMSolverMultistepScheduler, {}),
-        "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
-        "ddim": (DDIMScheduler, {}),
-        "unipc": (UniPCMultistepScheduler, {}),
-    }
-    cls, extra = table.get(name, table["dpmpp_2m"])
-    return cls.from_config(config, steps_offset=1, **extra)
+    from .styles import sampler_spec
+
+    spec = sampler_spec(name)
+    return getattr(diffusers, spec.diffusers_scheduler).from_config(config, steps_offset=1, **dict(spec.diffusers_kwargs))
 
 
 class DiffusersSampler:

@@ -1,0 +1,1 @@
+"""Generate and finish: styles, poses, sampling, detailing, restoration, ranking."""

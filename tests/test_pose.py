@@ -1,0 +1,322 @@
+"""OpenPose skeleton images, pose presets and the detector wrapper.
+
+The renderer is checked pixel by pixel against the annotator convention it documents: limb i in
+colour i at 60 % over black (so 0.6 x colour), keypoint j in colour j, opaque.
+"""
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headshot.errors import BackendUnavailable, HeadshotError
+from headshot.generate.pose import (
+    COLORS,
+    KEYPOINT_NAMES,
+    L_EAR,
+    L_EYE,
+    LIMBS,
+    NECK,
+    NOSE,
+    POSE_PRESETS,
+    R_EAR,
+    R_ELBOW,
+    R_SHOULDER,
+    R_WRIST,
+    fit_pose,
+    mirror_pose,
+    pose_from_image,
+    preset_pose,
+    render_openpose,
+)
+
+# A spread-out figure: every limb's midpoint is far from every other limb and keypoint.
+SPREAD = [
+    (0.50, 0.20), (0.50, 0.40), (0.30, 0.42), (0.15, 0.55), (0.08, 0.75), (0.70, 0.42), (0.85, 0.55),
+    (0.92, 0.75), (0.38, 0.72), (0.30, 0.85), (0.25, 0.97), (0.62, 0.72), (0.70, 0.85), (0.75, 0.97),
+    (0.40, 0.12), (0.60, 0.12), (0.30, 0.16), (0.70, 0.16),
+]
+
+# the documented orders, written out by name
+EXPECTED_KEYPOINTS = [
+    "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip", "r_knee",
+    "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
+]
+EXPECTED_COLORS = [
+    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
+    (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
+    (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+]
+EXPECTED_LIMBS = [
+    ("neck", "r_shoulder"), ("neck", "l_shoulder"), ("r_shoulder", "r_elbow"), ("r_elbow", "r_wrist"),
+    ("l_shoulder", "l_elbow"), ("l_elbow", "l_wrist"), ("neck", "r_hip"), ("r_hip", "r_knee"),
+    ("r_knee", "r_ankle"), ("neck", "l_hip"), ("l_hip", "l_knee"), ("l_knee", "l_ankle"), ("neck", "nose"),
+    ("nose", "r_eye"), ("r_eye", "r_ear"), ("nose", "l_eye"), ("l_eye", "l_ear"),
+]
+
+
+def px(image: Image.Image, point) -> tuple:
+    x, y = point
+    return image.getpixel((int(round(x * image.width)), int(round(y * image.height))))
+
+
+def midpoint(a, b):
+    return ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+
+
+def blended(color, over=(0, 0, 0)) -> tuple:
+    return tuple(int(round(0.4 * o + 0.6 * c)) for o, c in zip(over, color))
+
+
+@pytest.fixture(scope="module")
+def spread_image() -> Image.Image:
+    return render_openpose([SPREAD], 1024, 1024)
+
+
+def test_convention_tables_are_the_openpose_body18_ones():
+    assert list(KEYPOINT_NAMES) == EXPECTED_KEYPOINTS
+    assert [(KEYPOINT_NAMES[a], KEYPOINT_NAMES[b]) for a, b in LIMBS] == EXPECTED_LIMBS
+    assert [tuple(c) for c in COLORS] == EXPECTED_COLORS
+
+
+def test_background_is_black_and_image_is_rgb(spread_image):
+    assert spread_image.mode == "RGB" and spread_image.size == (1024, 1024)
+    assert spread_image.getpixel((2, 2)) == (0, 0, 0)
+    assert spread_image.getpixel((512, 1020)) == (0, 0, 0)
+
+
+def test_each_limb_midpoint_has_its_own_colour_at_60_percent(spread_image):
+    for i, (a, b) in enumerate(EXPECTED_LIMBS):
+        a, b = EXPECTED_KEYPOINTS.index(a), EXPECTED_KEYPOINTS.index(b)
+        assert px(spread_image, midpoint(SPREAD[a], SPREAD[b])) == blended(COLORS[i]), EXPECTED_LIMBS[i]
+    # spelled out for the first and the face limbs
+    assert px(spread_image, midpoint(SPREAD[NECK], SPREAD[R_SHOULDER])) == (153, 0, 0)
+    assert px(spread_image, midpoint(SPREAD[NECK], SPREAD[NOSE])) == (0, 0, 153)
+    assert px(spread_image, midpoint(SPREAD[L_EYE], SPREAD[L_EAR])) == (153, 0, 102)
+
+
+def test_each_keypoint_has_its_exact_colour(spread_image):
+    for j, point in enumerate(SPREAD):
+        assert px(spread_image, point) == COLORS[j], KEYPOINT_NAMES[j]
+
+
+def test_keypoints_are_discs_of_radius_4():
+    image = render_openpose([[None, (0.5, 0.5)] + [None] * 16], 200, 200)
+    arr = np.asarray(image)
+    ys, xs = np.nonzero(arr.any(axis=2))
+    assert set(map(tuple, arr[ys, xs])) == {COLORS[NECK]}
+    assert xs.max() - xs.min() in (8, 9) and ys.max() - ys.min() in (8, 9)
+
+
+def test_limb_half_width_is_stick_width():
+    # a horizontal neck-r_shoulder limb across the middle of a 400 x 200 canvas
+    person = [None, (0.2, 0.5), (0.8, 0.5)] + [None] * 15
+    for stick in (4, 8):
+        image = render_openpose([person], 400, 200, stick_width=stick)
+        assert image.getpixel((200, 100 + stick - 1)) == (153, 0, 0)
+        assert image.getpixel((200, 100 - stick + 1)) == (153, 0, 0)
+        assert image.getpixel((200, 100 + stick + 2)) == (0, 0, 0)
+
+
+def test_a_later_limb_is_blended_over_an_earlier_one():
+    # person A: horizontal neck-r_shoulder (limb 0, red); person B: vertical neck-nose (limb 12, blue)
+    a = [None, (0.3, 0.5), (0.7, 0.5)] + [None] * 15
+    b = [(0.5, 0.3), (0.5, 0.7)] + [None] * 16
+    image = render_openpose([a, b], 400, 400)
+    assert image.getpixel((200, 200)) == blended(COLORS[12], over=blended(COLORS[0])) == (61, 0, 153)
+    # and the order does not depend on the order of the people
+    assert render_openpose([b, a], 400, 400).getpixel((200, 200)) == (61, 0, 153)
+
+
+def test_missing_points_skip_their_limbs_but_keep_the_other_points():
+    person = list(SPREAD)
+    person[R_ELBOW] = None
+    person[R_EAR] = (0.30, 0.16, 0.0)  # OpenPose JSON style: confidence 0 = not seen
+    image = render_openpose([person], 1024, 1024)
+    assert px(image, midpoint(SPREAD[R_SHOULDER], SPREAD[R_ELBOW])) == (0, 0, 0)
+    assert px(image, midpoint(SPREAD[R_ELBOW], SPREAD[R_WRIST])) == (0, 0, 0)
+    assert px(image, SPREAD[R_ELBOW]) == (0, 0, 0)
+    assert px(image, SPREAD[R_WRIST]) == COLORS[R_WRIST]  # the wrist is still seen
+    assert px(image, midpoint(SPREAD[14], SPREAD[R_EAR])) == (0, 0, 0)  # r_eye-r_ear skipped
+    assert px(image, midpoint(SPREAD[NECK], SPREAD[R_SHOULDER])) == (153, 0, 0)
+
+
+@pytest.mark.parametrize("size", [(512, 768), (1024, 1024)])
+def test_presets_render_at_any_size_with_exact_keypoints_and_kept_proportions(size):
+    w, h = size
+    for name in ("half_body_front", "headshot_front", "standing_full_body"):
+        people = preset_pose(name, w, h)
+        image = render_openpose(people, w, h)
+        assert image.size == (w, h)
+        drawn = [(j, p) for j, p in enumerate(people[0]) if p is not None]
+        assert len(drawn) == sum(p is not None for p in POSE_PRESETS[name][0])  # nothing pushed out
+        for j, p in drawn:
+            assert 0 <= p[0] <= 1 and 0 <= p[1] <= 1
+            assert px(image, p) == COLORS[j], (name, size, KEYPOINT_NAMES[j])
+        # no stretching: shoulder width / nose-to-neck height is the same as in the square preset
+        raw = POSE_PRESETS[name][0]
+        fitted = people[0]
+
+        def ratio(pts, sx, sy):
+            shoulders = abs(pts[5][0] - pts[2][0]) * sx
+            neck = abs(pts[NECK][1] - pts[NOSE][1]) * sy
+            return shoulders / neck
+
+        assert ratio(fitted, w, h) == pytest.approx(ratio(raw, 1, 1), rel=1e-6)
+
+
+def test_headshot_preset_leaves_headroom_and_keeps_both_shoulders_low_in_the_frame():
+    for w, h in ((512, 640), (512, 768), (1024, 1024), (832, 1216), (1216, 832)):
+        for name in ("headshot_front", "headshot_three_quarter_left", "headshot_three_quarter_right"):
+            person = preset_pose(name, w, h)[0]
+            eyes_y = person[14][1]
+            assert 0.2 < eyes_y < 0.45, (name, w, h)
+            for shoulder in (person[R_SHOULDER], person[5]):
+                assert shoulder is not None and shoulder[1] > 0.6, (name, w, h)
+                assert 0.015 < shoulder[0] < 0.985, (name, w, h)
+
+
+def test_two_person_preset_draws_two_skeletons():
+    people = preset_pose("two_people_side_by_side", 1024, 1024)
+    assert len(people) == 2
+    image = render_openpose(people, 1024, 1024)
+    arr = np.asarray(image)
+    neck_color = np.all(arr == COLORS[NECK], axis=2)
+    left, right = neck_color[:, :512].sum(), neck_color[:, 512:].sum()
+    assert left > 20 and right > 20  # a neck disc in each half
+    for person in people:
+        assert px(image, person[NECK]) == COLORS[NECK]
+        assert px(image, person[NOSE]) == COLORS[NOSE]
+    # one person alone leaves the other half empty of skeleton
+    alone = np.asarray(render_openpose(people[:1], 1024, 1024))
+    assert alone[:, 512:].sum() == 0 and arr[:, 512:].sum() > 0
+    assert len(POSE_PRESETS["three_people_group"]) == 3
+
+
+def test_every_preset_has_18_points_per_person_in_the_unit_square():
+    required = {"headshot_front", "headshot_three_quarter_left", "headshot_three_quarter_right", "half_body_front",
+                "arms_crossed", "standing_full_body", "two_people_side_by_side", "three_people_group"}
+    assert required <= set(POSE_PRESETS)
+    for name, people in POSE_PRESETS.items():
+        for person in people:
+            assert len(person) == 18, name
+            assert person[NECK] is not None and person[NOSE] is not None, name
+            for p in person:
+                assert p is None or (0 <= p[0] <= 1 and 0 <= p[1] <= 1), name
+
+
+def test_people_face_the_camera_so_their_right_side_is_on_the_image_left():
+    for name in ("headshot_front", "half_body_front", "standing_full_body"):
+        person = POSE_PRESETS[name][0]
+        assert person[R_SHOULDER][0] < person[NECK][0] < person[5][0], name
+        assert person[14][0] < person[15][0], name  # r_eye left of l_eye
+
+
+def test_three_quarter_presets_are_mirror_images_with_the_far_ear_hidden():
+    left = POSE_PRESETS["headshot_three_quarter_left"][0]
+    right = POSE_PRESETS["headshot_three_quarter_right"][0]
+    assert left[R_EAR] is None and left[L_EAR] is not None
+    assert right[L_EAR] is None and right[R_EAR] is not None
+    assert left[NOSE][0] < 0.5 < right[NOSE][0]
+    assert mirror_pose([left]) == [right]
+    assert mirror_pose(mirror_pose([left])) == [list(left)]
+
+
+def test_fit_pose_drops_points_that_leave_the_canvas():
+    # frame only the head at a large share: the hips fall off the bottom
+    people = fit_pose(POSE_PRESETS["half_body_front"], 512, 512, frame=(NOSE, 14, 15, 16, 17), fill=0.5)
+    person = people[0]
+    assert person[8] is None and person[11] is None  # hips
+    assert person[NOSE] is not None
+    kept = fit_pose(POSE_PRESETS["half_body_front"], 512, 512, frame=(NOSE,), fill=0.5, drop_outside=False)[0]
+    assert kept[8] is not None and kept[8][1] > 1
+
+
+def test_bad_people_are_refused_with_the_reason():
+    with pytest.raises(HeadshotError, match="17 points"):
+        render_openpose([[None] * 17], 64, 64)
+    with pytest.raises(HeadshotError, match="point 3"):
+        render_openpose([[None, None, None, "x"] + [None] * 14], 64, 64)
+    with pytest.raises(HeadshotError, match="Did you mean headshot_front"):
+        preset_pose("headshot_frnt", 512, 512)
+
+
+# --- detection ----------------------------------------------------------------------------------
+
+
+def test_pose_from_image_without_controlnet_aux_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "controlnet_aux", None)  # import fails
+    with pytest.raises(BackendUnavailable) as info:
+        pose_from_image(Image.new("RGB", (64, 64)), tmp_path)
+    message = str(info.value)
+    assert "pip install controlnet_aux" in message and "body_pose_model.pth" in message
+    assert info.value.code == "backend_unavailable"
+
+
+class _FakeBody:
+    """The annotator body model's interface: BGR uint8 in, (candidate, subset) out."""
+
+    def __init__(self):
+        self.seen = None
+
+    def __call__(self, bgr):
+        self.seen = bgr
+        # candidate rows: x, y, score, id (pixels of the array given); subset: 18 indices, score, count
+        candidate = np.array([[300, 50, 0.9, 0], [300, 100, 0.9, 1], [60, 40, 0.9, 2], [60, 90, 0.9, 3]],
+                             dtype=np.float64)
+        subset = -np.ones((2, 20))
+        subset[0, [0, 1]] = [0, 1]  # the right-hand person: nose, neck
+        subset[1, [0, 1]] = [2, 3]  # the left-hand person
+        return candidate, subset
+
+
+def _fake_controlnet_aux(monkeypatch, calls):
+    module = types.ModuleType("controlnet_aux")
+
+    class OpenposeDetector:
+        def __init__(self):
+            self.body_estimation = _FakeBody()
+
+        @classmethod
+        def from_pretrained(cls, path, *args, **kwargs):
+            calls.append(path)
+            return cls()
+
+    module.OpenposeDetector = OpenposeDetector
+    monkeypatch.setitem(sys.modules, "controlnet_aux", module)
+
+
+def test_pose_from_image_reads_a_local_annotator_folder_and_normalises(monkeypatch, tmp_path):
+    calls = []
+    _fake_controlnet_aux(monkeypatch, calls)
+    (tmp_path / "body_pose_model.pth").write_bytes(b"stand-in")
+    photo = Image.new("RGB", (400, 200), (255, 0, 0))
+    people = pose_from_image(photo, tmp_path)
+    assert calls == [str(tmp_path)]
+    assert len(people) == 2 and all(len(p) == 18 for p in people)
+    # sorted left to right, coordinates divided by the image size
+    assert people[0][NOSE] == pytest.approx((60 / 400, 40 / 200))
+    assert people[1][NECK] == pytest.approx((300 / 400, 100 / 200))
+    assert people[0][R_SHOULDER] is None
+    render_openpose(people, 400, 200)  # the result is drawable as is
+
+
+def test_pose_from_image_gives_the_detector_bgr_and_accepts_a_loaded_one():
+    detector = types.SimpleNamespace(body_estimation=_FakeBody())
+    pose_from_image(Image.new("RGB", (300, 200), (255, 0, 0)), detector=detector)
+    bgr = detector.body_estimation.seen
+    assert bgr.shape == (200, 300, 3) and bgr.dtype == np.uint8
+    assert tuple(bgr[0, 0]) == (0, 0, 255)
+
+
+def test_pose_from_image_never_asks_the_hub_for_a_missing_folder(monkeypatch, tmp_path):
+    calls = []
+    _fake_controlnet_aux(monkeypatch, calls)
+    with pytest.raises(BackendUnavailable, match="does not exist"):
+        pose_from_image(Image.new("RGB", (64, 64)), tmp_path / "lllyasviel" / "Annotators")
+    with pytest.raises(BackendUnavailable, match="body_pose_model.pth"):
+        pose_from_image(Image.new("RGB", (64, 64)), tmp_path)  # exists, but empty
+    assert calls == []
