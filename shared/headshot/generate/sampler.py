@@ -141,6 +141,12 @@ class DiffusersSampler:
             # every pipeline wraps the same UNet: switching adapters here switches them for all
             pipe.set_adapters(names, [active.get(n, 0.0) for n in names])
 
+    def _conditioning(self, prompt: str, negative: str) -> dict:
+        """Prompt embeddings read as the hosts read prompts: long ones chunked, (text:w) weighted."""
+        from .prompt_encoding import encode_prompts
+
+        return encode_prompts(self.base, prompt, negative, self.device)
+
     def _callback(self, progress: Progress | None, total: int, what: str):
         if progress is None:
             return None
@@ -162,8 +168,8 @@ class DiffusersSampler:
             extra = {"image": request.control_image.convert("RGB").resize((request.width, request.height)),
                      "controlnet_conditioning_scale": request.control_strength}
         with torch.no_grad():
-            return pipe(request.prompt, negative_prompt=request.negative, width=request.width, height=request.height,
-                        num_inference_steps=request.steps, guidance_scale=request.cfg,
+            return pipe(**self._conditioning(request.prompt, request.negative), width=request.width,
+                        height=request.height, num_inference_steps=request.steps, guidance_scale=request.cfg,
                         generator=torch.Generator().manual_seed(request.seed),
                         callback_on_step_end=self._callback(progress, request.steps, "sampling"), **extra).images[0]
 
@@ -176,7 +182,7 @@ class DiffusersSampler:
         # diffusers runs steps x denoise steps: keep at least one whatever the pair
         steps = max(request.steps, math.ceil(1 / max(request.denoise, 1e-3)))
         with torch.no_grad():
-            return pipe(request.prompt, negative_prompt=request.negative, image=request.image.convert("RGB"),
+            return pipe(**self._conditioning(request.prompt, request.negative), image=request.image.convert("RGB"),
                         mask_image=request.mask.convert("L"), width=width, height=height, strength=request.denoise,
                         num_inference_steps=steps, guidance_scale=request.cfg,
                         generator=torch.Generator().manual_seed(request.seed),
