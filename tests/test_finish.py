@@ -14,7 +14,6 @@ from PIL import Image
 
 import tiny_models
 from headshot.errors import HeadshotError
-from headshot.faces.framing import find_upright
 from headshot.finish.detailer import DetailerSettings, detail_faces, face_mask, paste_feathered
 from headshot.finish.ranking import identity_from_photos, load_identity, rank
 from headshot.finish.results import Finishing, score_and_write

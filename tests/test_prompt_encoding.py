@@ -6,7 +6,6 @@ encoder: it proves the chunking and weighting arithmetic, not text understanding
 from __future__ import annotations
 
 import pytest
-import torch
 
 import tiny_models
 from headshot.generate.prompt_encoding import CHUNK, encode_prompts, parse_weights

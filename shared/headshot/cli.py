@@ -65,7 +65,7 @@ def _prepare(args) -> int:
 
 def _print_summary(result) -> None:
     for photo in result.photos:
-        mark = "kept    " if photo.status == "kept" else f"rejected"
+        mark = "kept    " if photo.status == "kept" else "rejected"
         detail = photo.caption if photo.status == "kept" else f"{photo.reason}: {photo.message}"
         print(f"{mark}  {photo.source:<32} {detail}")
     for warning in result.warnings:
