@@ -161,6 +161,13 @@ def test_sdxl_from_single_file_trains_unet_and_both_text_encoders(sdxl_folder, d
     assert prefixes == {"lora_unet", "lora_te1", "lora_te2"}
     assert any(k.startswith("lora_unet_input_blocks_") for k in tensors)  # SGM naming for SDXL
     assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(sdxl_folder))
+    _no_key_warnings(_load_into(pipe, result["lora"]))
+    modules = {k.split(".")[0] for k in tensors}
+    loaded = sum(len(_lora_layers(m)) for m in (pipe.unet, pipe.text_encoder, pipe.text_encoder_2))
+    assert loaded == len(modules)
 
 
 def test_sd1_from_single_file_matches_training_from_the_folder(sd1_folder, dataset, tmp_path):
