@@ -6,7 +6,11 @@ _core = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shared")
 if _core not in sys.path:
     sys.path.insert(0, _core)  # the `headshot` core package, without a pip install into the host
 
-from .comfy_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+try:  # comfy_nodes drops single nodes itself; this only guards against the unforeseen
+    from .comfy_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+except Exception as _exc:  # never "IMPORT FAILED" for the whole pack
+    print(f"[Headshot Studio] no nodes loaded: {type(_exc).__name__}: {_exc}")
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 WEB_DIRECTORY = None
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,64 @@
+"""Small things every node module shares: the category, common inputs, the face analyzer."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from . import host
+
+CATEGORY = "Headshot Studio"
+FACE_BACKENDS = ["auto", "dlib", "insightface"]
+
+_analyzers: dict[str, object] = {}
+
+
+def face_backend_input() -> tuple:
+    return (FACE_BACKENDS, {
+        "default": "auto",
+        "tooltip": "Face detection and identity model. insightface needs the buffalo_l ONNX files in "
+                   "models/insightface/models/buffalo_l; dlib works offline out of the box; auto picks "
+                   "insightface when its files are there.",
+    })
+
+
+def face_analyzer(backend: str):
+    """The core's face analyzer for `backend`, searching ComfyUI's models/insightface (kept loaded)."""
+    from headshot.faces import load_face_analyzer
+
+    if backend not in _analyzers:
+        _analyzers[backend] = load_face_analyzer(backend, host.folder_dirs("insightface"))
+    return _analyzers[backend]
+
+
+def resolve_folder(text: str, what: str) -> Path:
+    """A folder a person typed: absolute, or relative to ComfyUI's input folder (then the cwd)."""
+    raw = (text or "").strip().strip('"')
+    if not raw:
+        raise ValueError(f"no {what} given: type the folder's path")
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        base = host.input_dir()
+        if base is not None and (base / path).is_dir():
+            path = base / path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {raw!r} is not a folder (relative paths are looked up in ComfyUI's "
+                                "input folder)")
+    return path.resolve()
+
+
+def fingerprint(*parts) -> str:
+    """A stable hash of JSON-able values (what IS_CHANGED returns and job folders are named by)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def folder_listing(folder: Path) -> list:
+    """(name, size, mtime) of every file in `folder`: changes when a photo is added, removed or edited."""
+    if not folder.is_dir():
+        return []
+    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()]
+
+
+def split_names(text: str) -> list[str]:
+    """File names from a comma- or line-separated text."""
+    return [n.strip() for n in (text or "").replace(",", "\n").splitlines() if n.strip()]

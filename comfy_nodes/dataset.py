@@ -1,0 +1,117 @@
+"""Prepare Dataset: the core's prepare (screening, framing, captions, kohya layout) as a node."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from . import host
+from .common import (CATEGORY, face_analyzer, face_backend_input, fingerprint, folder_listing, resolve_folder,
+                     split_names)
+from .images import no_images, pil_to_image_batch
+
+TAGGERS = ["auto", "wd14", "deepdanbooru", "none"]
+
+
+def dataset_dir(name: str) -> Path:
+    """Where the dataset called `name` is written: <headshot_jobs>/datasets/<name>."""
+    name = (name or "").strip()
+    if not re.fullmatch(r"[\w\-]+(\.[\w\-]+)*", name):
+        raise ValueError(f"dataset name {name!r}: use letters, digits, '-', '_' (and '.' between them)")
+    return host.jobs_root() / "datasets" / name
+
+
+def report_text(result) -> str:
+    """One line per photo (kept, or rejected with its reason), then the warnings."""
+    lines = [f"dataset: {result.out_dir}", f"kept {len(result.kept)} of {len(result.photos)} photos; "
+             f"class word: {result.class_word}"]
+    for photo in result.photos:
+        if photo.status == "kept":
+            lines.append(f"kept      {photo.source}: {photo.caption}")
+        else:
+            lines.append(f"rejected  {photo.source} [{photo.reason}]: {photo.message}")
+    lines += [f"warning: {w}" for w in result.warnings]
+    return "\n".join(lines)
+
+
+class HeadshotPrepareDataset:
+    DESCRIPTION = ("Screens the photos (face found, one person, sharp, not a duplicate, same identity), frames "
+                   "each face as a square headshot crop, captions it with the trigger word and writes the kohya "
+                   "dataset that Train Identity LoRA reads. Every rejected photo gets a reason in the report.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "photos_folder": ("STRING", {"default": "", "tooltip": "Folder of the person's photos: connect Load "
+                                             "Photos' photos_folder, or type a path (relative: ComfyUI's input "
+                                             "folder)."}),
+                "dataset_name": ("STRING", {"default": "my_identity", "tooltip": "Name of the dataset folder, "
+                                            "written under output/headshot_jobs/datasets/ (replaced when it "
+                                            "exists)."}),
+                "trigger": ("STRING", {"default": "ohwx", "tooltip": "The rare word that will stand for the person "
+                                       "in prompts (one word)."}),
+                "class_word": ("STRING", {"default": "", "tooltip": "man, woman, person…; empty: detected where "
+                                          "the face model can tell, else 'person'."}),
+                "resolution": ("INT", {"default": 512, "min": 256, "max": 2048, "step": 64, "tooltip": "Side of "
+                                       "the square crops: 512 for SD1.5, 768 for SD2, 1024 for SDXL."}),
+                "face_backend": face_backend_input(),
+                "tagger": (TAGGERS, {"default": "auto", "tooltip": "Caption tagger: WD14 or DeepDanbooru ONNX "
+                                     "folders in models/taggers; none (or auto without a model): captions are "
+                                     "the trigger and class only."}),
+            },
+            "optional": {
+                "keep": ("STRING", {"default": "", "tooltip": "File names to keep even when screening rejects "
+                                    "them (comma or line separated)."}),
+                "reference_photo": ("STRING", {"default": "", "tooltip": "Path of a photo that pins who the person "
+                                               "is when most of the set shows someone else."}),
+                "repeats": ("INT", {"default": 0, "min": 0, "max": 100, "tooltip": "kohya repeats per epoch; 0: "
+                                    "chosen from the photo count."}),
+            },
+        }
+
+    RETURN_TYPES = ("STRING", "IMAGE", "STRING", "IMAGE")
+    RETURN_NAMES = ("dataset_path", "kept_crops", "report", "contact_sheet")
+    OUTPUT_TOOLTIPS = ("The dataset folder (img/, dataset.toml, report.json): connect it to Train Identity LoRA.",
+                       "The kept headshot crops, as they will be trained.",
+                       "Each photo kept or rejected, with its reason.",
+                       "Every photo on one sheet: kept in green, rejected in red with the reason.")
+    FUNCTION = "prepare"
+    CATEGORY = f"{CATEGORY}/dataset"
+    OUTPUT_NODE = True  # it writes the dataset folder
+
+    @classmethod
+    def IS_CHANGED(cls, photos_folder=None, **settings):
+        # a linked folder arrives as None here; the upstream node's own IS_CHANGED covers it
+        listing = []
+        if photos_folder:
+            try:
+                listing = folder_listing(resolve_folder(photos_folder, "photo folder"))
+            except (ValueError, FileNotFoundError):
+                pass
+        return fingerprint(photos_folder, listing, settings)
+
+    def prepare(self, photos_folder: str, dataset_name: str, trigger: str, class_word: str, resolution: int,
+                face_backend: str, tagger: str, keep: str = "", reference_photo: str = "", repeats: int = 0):
+        from headshot.dataset.prepare import CONTACT_SHEET_NAME, PrepareSettings, prepare_dataset
+        from PIL import Image
+
+        source = resolve_folder(photos_folder, "photo folder")
+        out = dataset_dir(dataset_name)
+        settings = PrepareSettings(
+            trigger=trigger.strip(), class_word=class_word.strip() or None, resolution=resolution,
+            face_backend=face_backend, face_model_dirs=host.folder_dirs("insightface"), tagger=tagger,
+            tagger_dirs=host.folder_dirs("taggers"), repeats=repeats or None, keep=set(split_names(keep)),
+            reference=[Path(reference_photo.strip()).expanduser()] if reference_photo.strip() else [],
+        )
+        bar = host.Progress()
+
+        def progress(done: int, total: int, message: str) -> None:
+            host.raise_if_interrupted()
+            bar(done, total)
+
+        result = prepare_dataset(source, out, settings, analyzer=face_analyzer(face_backend), progress=progress)
+        crops = [photo.crop for photo in result.kept]
+        crops_batch = pil_to_image_batch(crops) if crops else no_images(resolution, resolution)
+        with Image.open(out / CONTACT_SHEET_NAME) as sheet:
+            sheet_batch = pil_to_image_batch([sheet.convert("RGB")])
+        return (str(out), crops_batch, report_text(result), sheet_batch)

@@ -1,0 +1,77 @@
+"""Load Photos: a folder of selfies (or an IMAGE batch from ComfyUI's loaders) into the graph."""
+from __future__ import annotations
+
+import hashlib
+
+from . import host
+from .common import CATEGORY, fingerprint, folder_listing, resolve_folder
+from .images import fit_batch, image_batch_to_pils, pil_to_image_batch
+
+
+class HeadshotLoadPhotos:
+    DESCRIPTION = ("The person's photos: every photo in a folder, read as prepare reads them (EXIF orientation, "
+                   "colour modes, size limits), or the images of a connected IMAGE batch. Photos that cannot be "
+                   "read are left out here; Prepare Dataset reports the reason for each.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "folder": ("STRING", {"default": "", "tooltip": "Folder holding 3-20 photos of one person. A "
+                                      "relative path is looked up in ComfyUI's input folder. Ignored when images "
+                                      "are connected."}),
+                "max_side": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
+                                     "tooltip": "Longest side of the photos in the IMAGE batch (preview only: "
+                                     "Prepare Dataset reads the original files at full size)."}),
+            },
+            "optional": {
+                "images": ("IMAGE", {"tooltip": "A batch from ComfyUI's image loaders, used instead of the folder; "
+                                     "the images are written to a temporary folder for Prepare Dataset."}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE", "STRING", "STRING")
+    RETURN_NAMES = ("images", "file_names", "photos_folder")
+    OUTPUT_TOOLTIPS = ("The photos as one batch, each fitted into max_side and centred on a common canvas.",
+                       "The file name of each image in the batch, one a line.",
+                       "The folder of the photos: connect it to Prepare Dataset.")
+    FUNCTION = "load"
+    CATEGORY = f"{CATEGORY}/photos"
+
+    @classmethod
+    def IS_CHANGED(cls, folder="", max_side=1024, images=None, **_):
+        try:
+            listing = folder_listing(resolve_folder(folder, "photo folder")) if folder else []
+        except (ValueError, FileNotFoundError):
+            listing = []
+        return fingerprint(folder, max_side, listing)
+
+    def load(self, folder: str, max_side: int, images=None):
+        from headshot.errors import PhotoRejected
+        from headshot.photos import list_photos, read_photo
+
+        if images is not None:
+            pils = image_batch_to_pils(images)
+            digest = hashlib.sha256(images.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+            path = host.temp_dir() / "headshot_photos" / digest
+            path.mkdir(parents=True, exist_ok=True)
+            names = []
+            for i, img in enumerate(pils):
+                name = f"photo_{i:03d}.png"
+                if not (path / name).is_file():
+                    img.save(path / name)
+                names.append(name)
+        else:
+            path = resolve_folder(folder, "photo folder")
+            pils, names = [], []
+            for file in list_photos(path):
+                try:
+                    photo = read_photo(file)
+                except PhotoRejected:
+                    continue
+                pils.append(photo.image)
+                names.append(file.name)
+            if not pils:
+                raise FileNotFoundError(f"{path} holds no readable photo (JPEG, PNG, WebP, BMP, TIFF)")
+        batch = pil_to_image_batch(fit_batch(pils, max_side))
+        return (batch, "\n".join(names), str(path))
