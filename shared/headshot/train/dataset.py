@@ -36,6 +36,15 @@ class TrainingSet:
             entry["img_count"] += 1
         return found
 
+    @property
+    def resolution(self) -> int | None:
+        """The crops' size rounded down to a multiple of 64 (prepare writes square crops)."""
+        from PIL import Image
+
+        with Image.open(self.images[0].path) as img:
+            side = min(img.size)
+        return side - side % 64 or None
+
     def tag_frequency(self) -> dict[str, dict[str, int]]:
         """kohya's ss_tag_frequency: per subset folder, how often each caption tag appears."""
         freq: dict[str, Counter] = {}

@@ -147,8 +147,7 @@ class LoraTrainer:
         self.training_set = training_set or load_training_set(settings.dataset_dir)
         self.device = pick_device(settings.device)
         images = self.training_set.images
-        dataset_resolution = _dataset_resolution(self.training_set)
-        self.settings = settings.resolved(len(images), images[0].repeats, dataset_resolution, self.device.type == "cuda")
+        self.settings = settings.resolved(len(images), images[0].repeats, self.training_set.resolution, self.device.type == "cuda")
         self.autocast = autocast_dtype(self.device, self.settings.mixed_precision)
         self._base = base
         self.progress = progress or (lambda done, total, message: None)
@@ -410,14 +409,6 @@ class LoraTrainer:
         lora_format.write_a1111_sidecar(out, activation_text=trigger, preferred_weight=0.8, sd_version=sd_version)
         identity = judge.save_reference(out.with_suffix(".identity.json"))
         return {"lora": str(out), "chosen_step": chosen["step"], "choice": chosen, "identity": identity}
-
-
-def _dataset_resolution(training_set: TrainingSet) -> int | None:
-    from PIL import Image
-
-    with Image.open(training_set.images[0].path) as img:
-        side = min(img.size)
-    return side - side % 64 or None
 
 
 def _free_device_memory(device: torch.device) -> None:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from ..errors import HeadshotError
 
@@ -150,6 +150,3 @@ def follow(job: JobFolder, process: subprocess.Popen | None, on_event: Callable[
                             "resume with --resume to continue from the last checkpoint")
     return record
 
-
-def iter_step_events(events: list[dict]) -> Iterator[dict]:
-    return (e for e in events if e.get("type") == "step")

@@ -6,8 +6,6 @@ import shutil
 import threading
 from pathlib import Path
 
-from PIL import Image
-
 from ..dataset import kohya
 from ..faces import load_face_analyzer
 from ..errors import HeadshotError
@@ -41,9 +39,7 @@ def run_sd_scripts_job(settings: TrainSettings, job: JobFolder) -> dict:
     training_set = load_training_set(settings.dataset_dir)
     family = base_model_family(settings.base_model)
     images = training_set.images
-    with Image.open(images[0].path) as first:
-        resolution = min(first.size) - min(first.size) % 64
-    s = settings.resolved(len(images), images[0].repeats, resolution, on_gpu=False)
+    s = settings.resolved(len(images), images[0].repeats, training_set.resolution, on_gpu=False)
     job.update(state="running", settings=s.to_dict(), total_steps=s.steps, backend="sd-scripts")
     work = job.path / "sd-scripts"
     work.mkdir(parents=True, exist_ok=True)
