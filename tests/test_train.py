@@ -348,3 +348,39 @@ class _NoProcess:
 
     def poll(self):
         return 0
+
+
+def _fixed_loss(base, trainer) -> float:
+    """The engine's own loss on fixed noise and timesteps over every cached image (deterministic)."""
+    from headshot.train.engine import diffusion_loss
+
+    generator = torch.Generator().manual_seed(321)
+    total = 0.0
+    with torch.no_grad():
+        for variants, embeddings in zip(trainer.latents, trainer.text_cache):
+            emb = embeddings[0]
+            pooled = None if emb.pooled is None else emb.pooled[None]
+            for _ in range(4):
+                total += diffusion_loss(base, variants[0][None], emb.hidden[None], pooled, trainer.settings,
+                                        generator, None).mean().item()
+    return total
+
+
+def test_sdxl_loss_falls_and_diffusers_output_changes_with_its_lora(sdxl_folder, dataset, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    trainer, result = _train(_settings(dataset, sdxl_folder, tmp_path / "out", steps=30, lr=2e-3))
+    before = _fixed_loss(load_base_model(sdxl_folder), trainer)
+    after = _fixed_loss(trainer._base, trainer)
+    assert after < before * 0.97, (before, after)
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(sdxl_folder))
+    torch.manual_seed(0)
+    sample = torch.randn(1, 4, 8, 8)
+    hidden = torch.randn(1, 77, pipe.unet.config.cross_attention_dim)
+    added = {"text_embeds": torch.randn(1, pipe.text_encoder_2.config.projection_dim), "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]])}
+    with torch.no_grad():
+        plain = pipe.unet(sample, 10, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
+    _load_into(pipe, result["lora"])
+    with torch.no_grad():
+        with_lora = pipe.unet(sample, 10, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
+    assert not torch.allclose(plain, with_lora)
