@@ -33,7 +33,7 @@ from diffusers import (  # noqa: E402
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from peft import LoraConfig, get_peft_model_state_dict  # noqa: E402
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model  # noqa: E402
 from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
 
@@ -152,7 +152,8 @@ def _train_like_engine(model, targets, seed):
     init_lora_weights=False gives lora_B random values (as after training), so the LoRA changes outputs.
     """
     torch.manual_seed(seed)
-    model.add_adapter(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=targets, init_lora_weights=False))
+    # peft's own injection, as the engine does: transformers' add_adapter is gated on the peft version
+    inject_adapter_in_model(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=targets, init_lora_weights=False), model)
     state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
     return state
 
@@ -264,8 +265,8 @@ def test_clip_text_encoder_target_counts():
 def test_targets_are_the_same_after_peft_injection():
     unet, te = _tiny_sd1()
     before_unet, before_te = kohya_unet_targets(unet), text_encoder_targets(te)
-    unet.add_adapter(LoraConfig(r=2, target_modules=before_unet))
-    te.add_adapter(LoraConfig(r=2, target_modules=before_te))
+    inject_adapter_in_model(LoraConfig(r=2, target_modules=before_unet), unet)
+    inject_adapter_in_model(LoraConfig(r=2, target_modules=before_te), te)
     assert kohya_unet_targets(unet) == before_unet
     assert text_encoder_targets(te) == before_te
 

@@ -2,8 +2,8 @@
 
 ComfyUI and A1111 already hold the model, LoRAs and samplers a person chose; their adapters
 implement this protocol over them. Standalone, `DiffusersSampler` loads the base model with
-`headshot.train.models` (single file, diffusers folder or hub id), the LoRAs with diffusers'
-kohya-aware loader, and an optional OpenPose ControlNet.
+`headshot.train.models` (single file, diffusers folder or hub id), the LoRAs as forward hooks
+(`lora_patch`, no adapter API version gates), and an optional OpenPose ControlNet.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class DiffusersSampler:
         self.family = self.base.family
         self.dtype = dtype
         self.controlnet = _load_controlnet(controlnet, self.base, dtype, self.device) if controlnet else None
-        self._loaded_loras: dict[str, str] = {}  # path -> adapter name
+        self._patches = None  # LoraPatches, made at the first LoRA
         self._pipes: dict[str, object] = {}
 
     # -- pipelines share the same modules; only the wrapper differs -------------------------------
@@ -126,20 +126,18 @@ class DiffusersSampler:
         return self._pipes[key]
 
     def _apply_loras(self, pipe, loras: list[LoraWeight]) -> None:
-        """Load each LoRA file once (kohya format, through diffusers' converter) and set the weights."""
+        """Load each LoRA file once (hooked into the shared UNet and text encoders) and set the weights."""
+        from .lora_patch import LoraPatches
+
+        if self._patches is None:
+            self._patches = LoraPatches(self.family, self.base.unet, list(self.base.text_encoders))
         for lora in loras:
-            if lora.path not in self._loaded_loras:
-                if not Path(lora.path).is_file():
-                    raise HeadshotError(f"LoRA {lora.path} not found; give the .safetensors file `headshot train` wrote",
-                                        "lora_missing")
-                name = f"lora{len(self._loaded_loras)}"
-                pipe.load_lora_weights(lora.path, adapter_name=name)
-                self._loaded_loras[lora.path] = name
-        if self._loaded_loras:
-            active = {self._loaded_loras[l.path]: l.weight for l in loras}
-            names = list(self._loaded_loras.values())
-            # every pipeline wraps the same UNet: switching adapters here switches them for all
-            pipe.set_adapters(names, [active.get(n, 0.0) for n in names])
+            if not Path(lora.path).is_file():
+                raise HeadshotError(f"LoRA {lora.path} not found; give the .safetensors file `headshot train` wrote",
+                                    "lora_missing")
+            self._patches.load(lora.path)
+        # every pipeline wraps the same modules: the weights set here hold for all of them
+        self._patches.set_weights({l.path: l.weight for l in loras})
 
     def _conditioning(self, prompt: str, negative: str) -> dict:
         """Prompt embeddings read as the hosts read prompts: long ones chunked, (text:w) weighted."""
