@@ -7,6 +7,7 @@ a traceback) and writes a .safetensors file.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import textwrap
@@ -24,42 +25,13 @@ except ImportError:  # Python 3.10
 from headshot.errors import BackendUnavailable, HeadshotError
 from headshot.train import sd_scripts
 from headshot.train.sd_scripts import SdScriptsSetup
+from sd_scripts_standin import FAKE_TRAINER, _fake_checkout  # noqa: F401  (test_train imports them from here)
 
-# Option names (names only) from the argparse parsers of kohya-ss/sd-scripts at commit
-# 48d368fa557731ad0488c07304dfeba8c07910eb (main, 2026-02-16). train_network.py's setup_parser() adds:
-SD_SCRIPTS_OPTIONS = {
-    # library/train_util.py: add_sd_models_arguments, add_optimizer_arguments, add_training_arguments,
-    # add_dataset_arguments
-    "v2", "v_parameterization", "pretrained_model_name_or_path", "tokenizer_cache_dir", "optimizer_type",
-    "use_8bit_adam", "use_lion_optimizer", "learning_rate", "max_grad_norm", "optimizer_args",
-    "lr_scheduler_type", "lr_scheduler_args", "lr_scheduler", "lr_warmup_steps", "lr_decay_steps",
-    "lr_scheduler_num_cycles", "lr_scheduler_power", "output_dir", "output_name", "save_precision",
-    "save_every_n_epochs", "save_every_n_steps", "save_last_n_steps", "save_state", "resume",
-    "train_batch_size", "max_token_length", "mem_eff_attn", "xformers", "sdpa", "vae", "max_train_steps",
-    "max_train_epochs", "max_data_loader_n_workers", "persistent_data_loader_workers", "seed",
-    "gradient_checkpointing", "gradient_accumulation_steps", "mixed_precision", "full_fp16", "full_bf16",
-    "clip_skip", "logging_dir", "log_with", "noise_offset", "multires_noise_iterations",
-    "adaptive_noise_scale", "zero_terminal_snr", "min_timestep", "max_timestep", "loss_type",
-    "sample_every_n_steps", "sample_prompts", "sample_sampler", "config_file", "output_config",
-    "prior_loss_weight", "train_data_dir", "shuffle_caption", "caption_extension", "keep_tokens",
-    "color_aug", "flip_aug", "random_crop", "resolution", "cache_latents", "vae_batch_size",
-    "cache_latents_to_disk", "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_no_upscale",
-    "caption_dropout_rate", "reg_data_dir", "in_json", "dataset_repeats",
-    # train_network.py: setup_parser
-    "no_metadata", "save_model_as", "unet_lr", "text_encoder_lr", "network_weights", "network_module",
-    "network_dim", "network_alpha", "network_dropout", "network_args", "network_train_unet_only",
-    "network_train_text_encoder_only", "training_comment", "dim_from_weights", "scale_weight_norms",
-    "base_weights", "base_weights_multiplier", "no_half_vae",
-    # library/config_util.py: add_config_arguments
-    "dataset_config",
-    # library/custom_train_functions.py: add_custom_train_arguments
-    "min_snr_gamma", "scale_v_pred_loss_like_noise_pred", "v_pred_like_loss", "debiased_estimation_loss",
-    "weighted_captions",
-    # library/utils.py: add_logging_arguments
-    "console_log_level", "console_log_file", "console_log_simple",
-}
-# sdxl_train_network.py's setup_parser() adds library/sdxl_train_util.py add_sdxl_training_arguments:
-SDXL_EXTRA_OPTIONS = {"cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk", "disable_mmap_load_safetensors"}
+# Option names recorded from sd-scripts' own argparse and config_util by tools/record_sd_scripts_options.py
+# (the commit is in the file; rerun the tool against a newer checkout to update it)
+RECORDED = json.loads((Path(__file__).with_name("sd_scripts_options.json")).read_text(encoding="utf-8"))
+SD_SCRIPTS_OPTIONS = set(RECORDED["scripts"]["train_network.py"])
+SDXL_OPTIONS = set(RECORDED["scripts"]["sdxl_train_network.py"])
 
 
 def _config(tmp_path: Path, family: str = "sd1", **over) -> dict:
@@ -105,7 +77,7 @@ def test_config_round_trips_and_uses_only_real_option_names(tmp_path, family):
     config = _config(tmp_path, family)
     loaded = _roundtrip(config, tmp_path / "cfg.toml")
     assert loaded == config
-    known = SD_SCRIPTS_OPTIONS | (SDXL_EXTRA_OPTIONS if family == "sdxl" else set())
+    known = SDXL_OPTIONS if family == "sdxl" else SD_SCRIPTS_OPTIONS
     assert set(loaded) <= known, sorted(set(loaded) - known)
 
     assert loaded["caption_extension"] == ".txt"
@@ -232,14 +204,6 @@ def test_parse_progress_traceback():
 
 # --- locate / command ----------------------------------------------------------------------------
 
-def _fake_checkout(tmp_path: Path, body: str) -> Path:
-    repo = tmp_path / "sd-scripts"
-    repo.mkdir()
-    (repo / "train_network.py").write_text(textwrap.dedent(body), encoding="utf-8")
-    (repo / "sdxl_train_network.py").write_text(textwrap.dedent(body), encoding="utf-8")
-    return repo
-
-
 def test_locate_errors_and_venv(tmp_path):
     with pytest.raises(BackendUnavailable, match="not found"):
         sd_scripts.locate(tmp_path / "nope")
@@ -283,50 +247,6 @@ def test_locate_errors_and_venv(tmp_path):
 
 # --- run -----------------------------------------------------------------------------------------
 
-FAKE_TRAINER = r'''
-import os, signal, sys, time
-try:
-    import tomllib
-except ImportError:
-    import tomli as tomllib
-cfg_path = sys.argv[sys.argv.index("--config_file") + 1]
-with open(cfg_path, "rb") as fh:
-    cfg = tomllib.load(fh)
-out, name, total = cfg["output_dir"], cfg["output_name"], cfg["max_train_steps"]
-mode = os.environ.get("FAKE_MODE", "ok")
-with open(os.path.join(out, "pid"), "w") as fh:
-    fh.write(str(os.getpid()))
-print("Loading settings from " + cfg_path + "...")
-print("cwd " + os.getcwd())
-print("\nepoch 1/1\n")
-err = sys.stderr
-err.write("\rsteps:   0%%|          | 0/%d [00:00<?, ?it/s]" % total)
-err.flush()
-if mode in ("hang", "stubborn"):
-    if mode == "stubborn":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    time.sleep(0.3)
-    err.write("\rsteps:  %d%%|#         | 1/%d [00:01<00:09,  1.00s/it, avr_loss=0.5]" % (100 // total, total))
-    err.flush()
-    time.sleep(60)
-for step in range(1, total + 1):
-    time.sleep(0.02)
-    err.write("\rsteps: %3d%%|#         | %d/%d [00:0%d<00:00,  2.00it/s, avr_loss=%.3f]" % (100 * step // total, step, total, step, 1.0 / step))
-    err.flush()
-    if mode == "fail" and step == 2:
-        err.write("\n")
-        raise ValueError("boom at step 2")
-    if step % 2 == 0 and step < total:
-        path = os.path.join(out, "%s-step%08d.safetensors" % (name, step))
-        print("\nsaving checkpoint: " + path, flush=True)
-        open(path, "wb").write(b"x")
-err.write("\n")
-path = os.path.join(out, name + ".safetensors")
-print("\nsaving checkpoint: " + path, flush=True)
-if mode != "nofile":
-    open(path, "wb").write(b"fake lora")
-print("model saved.")
-'''
 
 
 @pytest.fixture

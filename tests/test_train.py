@@ -269,12 +269,12 @@ def test_balanced_steps_are_photos_times_200_clamped(images, expected):
     assert planned_steps(PRESETS["balanced"], images) == expected
 
 
-def test_a_second_job_in_the_same_folder_is_refused(sd1_folder, dataset, tmp_path):
-    settings = _settings(dataset, sd1_folder, tmp_path / "out")
-    create_job(settings)
+def test_a_second_job_in_a_folder_with_saved_steps_is_refused(sd1_folder, dataset, tmp_path):
+    settings = _settings(dataset, sd1_folder, tmp_path / "out", steps=2, checkpoint_every=2)
+    _train(settings)  # in this process: the record stays "running", as after a crash
     with pytest.raises(HeadshotError) as caught:
         create_job(settings)
-    assert "--resume" in str(caught.value)
+    assert "--resume" in str(caught.value) and "2 steps saved" in str(caught.value)
 
 
 def test_cli_train_writes_the_lora_and_job_record(sd1_folder, dataset, tmp_path):

@@ -6,22 +6,24 @@ so the engine runs as fast as a bare PyTorch loop over the same model.
 """
 from __future__ import annotations
 
-import math
+import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import HeadshotError
+from ..outputs import OutputManifest
 from . import lora_format
 from .caching import cache_text_embeddings, encode_latents, encode_prompt
+from .checkpoint_state import load_state, save_checkpoint
 from .dataset import TrainingSet, caption_variants, epoch_order, load_training_set
 from .job import Cancelled, JobFolder
+from .loss_curve import draw_loss_curve, trim_loss_log
+from .optimizers import make_lr_schedule, make_optimizer
 from .settings import TrainSettings
 
 #: the text-encoder components of each family, in kohya's naming
@@ -65,42 +67,6 @@ def add_lora(model, targets: list[str], rank: int, alpha: float, seed: int) -> l
         else:
             param.requires_grad_(False)
     return params
-
-
-def make_optimizer(name: str, params, lr: float):
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    if name == "adamw8bit":
-        try:
-            import bitsandbytes as bnb
-        except ImportError:
-            raise HeadshotError("optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes, CUDA only); "
-                                "or use --optimizer adamw", "missing_optimizer") from None
-        return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=1e-2)
-    if name == "prodigy":
-        try:
-            from prodigyopt import Prodigy
-        except ImportError:
-            raise HeadshotError("optimizer prodigy needs prodigyopt (pip install prodigyopt); "
-                                "or use --optimizer adamw", "missing_optimizer") from None
-        return Prodigy(params, lr=lr, weight_decay=1e-2, safeguard_warmup=True, use_bias_correction=True)
-    raise HeadshotError(f"unknown optimizer {name!r}", "bad_option")
-
-
-def make_lr_schedule(name: str, optimizer, warmup: int, total: int):
-    """LambdaLR so its state is a plain step count that resumes exactly."""
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup and name != "constant":
-            return (step + 1) / warmup
-        if name in ("constant", "constant_with_warmup"):
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        if name == "linear":
-            return max(0.0, 1.0 - progress)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))  # cosine
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float, v_prediction: bool) -> torch.Tensor:
@@ -257,43 +223,36 @@ class LoraTrainer:
 
     def save_checkpoint(self, step: int, generator: torch.Generator) -> Path:
         folder = self.job.checkpoint_dir(step)
-        folder.mkdir(parents=True, exist_ok=True)
-        lora_format.save_lora(folder / "lora.safetensors", self.lora_tensors(), self.metadata(step))
-        state = {
-            "step": step,
-            "lora": [p.detach().cpu() for p in self.trainable],
-            "optimizer": self.optimizer.state_dict(),
-            "lr_schedule": self.lr_schedule.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "generator": generator.get_state(),
-            "python_random": random.getstate(),
-        }
-        tmp = folder / "state.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(folder / "state.pt")  # written last: its presence marks the checkpoint whole
+        save_checkpoint(folder, lambda path: lora_format.save_lora(path, self.lora_tensors(), self.metadata(step)),
+                        step=step, trainable=self.trainable, optimizer=self.optimizer, lr_schedule=self.lr_schedule,
+                        scaler=self.scaler, generator=generator)
         self.job.emit("checkpoint", step=step, path=str(folder / "lora.safetensors"))
         return folder
 
     def _restore(self, generator: torch.Generator) -> int:
-        checkpoints = self.job.checkpoints()
+        """The step to go on from: the newest complete checkpoint's, its state loaded (0 when there is none)."""
+        checkpoints, legacy = self.job.checkpoints(), self.job.legacy_checkpoints()
         if not checkpoints:
+            if legacy:
+                raise HeadshotError(f"checkpoint {legacy[-1][1]} was written by an older version and is not loaded "
+                                    "for safety; start a new job in another --out folder", "legacy_checkpoint")
+            trim_loss_log(self.job.path / "loss.csv", 0)
             return 0
         step, folder = checkpoints[-1]
-        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
-        if len(state["lora"]) != len(self.trainable):
-            raise HeadshotError(f"checkpoint {folder} was made with other settings (rank or targets); "
-                                "start a new job in another --out folder", "checkpoint_mismatch")
-        with torch.no_grad():
-            for param, saved in zip(self.trainable, state["lora"]):
-                param.copy_(saved.to(param.device))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_schedule.load_state_dict(state["lr_schedule"])
-        if self.scaler and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        generator.set_state(state["generator"])
-        random.setstate(state["python_random"])
+        if legacy and legacy[-1][0] > step:
+            self.job.emit("status", message=f"checkpoints after step {step} were written by an older version and are "
+                          f"not loaded for safety; resuming from step {step}")
+        load_state(folder, step, trainable=self.trainable, optimizer=self.optimizer, lr_schedule=self.lr_schedule,
+                   scaler=self.scaler, generator=generator)
+        trim_loss_log(self.job.path / "loss.csv", step)
         self.job.emit("resumed", step=step, checkpoint=str(folder))
         return step
+
+    def _stop_if_asked(self) -> None:
+        """Between set-up phases (before any step): stop now, nothing new to save, when a stop was asked for."""
+        if self.job.cancel_requested():
+            checkpoints = self.job.checkpoints()
+            raise Cancelled(checkpoints[-1][0] if checkpoints else 0)
 
     # -- the loop -------------------------------------------------------------------------------
     def _batch(self, step: int):
@@ -326,9 +285,13 @@ class LoraTrainer:
         from .selection import CheckpointJudge
 
         s = self.settings
-        self.job.update(state="running", settings=s.to_dict(), total_steps=s.steps, device=str(self.device))
+        self.job.update(state="running", settings=s.to_dict(), total_steps=s.steps, device=str(self.device),
+                        worker_pid=os.getpid())
+        self._claim_outputs()
         base = self._load()
+        self._stop_if_asked()
         self._cache(base)
+        self._stop_if_asked()
         self._inject(base)
         generator = torch.Generator().manual_seed(s.seed)
         random.seed(s.seed)
@@ -340,11 +303,12 @@ class LoraTrainer:
         if loss_log.tell() == 0:
             loss_log.write("step,loss,lr\n")
         started, done_here = time.monotonic(), 0
-        step = start
+        step = saved = start
         try:
             while step < s.steps:
                 if self.job.cancel_requested():
-                    self.save_checkpoint(step, generator)
+                    if step != saved:  # else the newest checkpoint already holds this state
+                        self.save_checkpoint(step, generator)
                     raise Cancelled(step)
                 latents, hidden, pooled = self._batch(step)
                 loss = diffusion_loss(base, latents, hidden, pooled, s, generator, self.autocast).mean()
@@ -366,6 +330,7 @@ class LoraTrainer:
                 self.job.update(steps_done=step)
                 if step % s.checkpoint_every == 0 or step == s.steps:
                     self.save_checkpoint(step, generator)
+                    saved = step
                     judge.judge(step)
                     draw_loss_curve(self.job.path / "loss.csv", self.job.path / "loss.png")
         finally:
@@ -396,13 +361,21 @@ class LoraTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.lr_schedule.step()
 
+    def _claim_outputs(self) -> None:
+        """Before any training: the LoRA and its sidecars must not take the name of a file that is not ours."""
+        manifest = OutputManifest(self.job.path)
+        lora = manifest.claim(self.job.path / f"{self.settings.output_name}.safetensors")
+        for suffix in (".json", ".identity.json"):
+            manifest.claim(lora.with_suffix(suffix))
+        manifest.save()
+
     def export(self, judge) -> dict:
         """Copy the chosen checkpoint's LoRA into the output folder with full metadata and sidecars."""
         s = self.settings
         chosen = judge.choose()
         source = self.job.checkpoint_dir(chosen["step"]) / "lora.safetensors"
         tensors, _ = lora_format.load_lora(source)
-        out = Path(s.out_dir) / f"{s.output_name}.safetensors"
+        out = self.job.path / f"{s.output_name}.safetensors"
         lora_format.save_lora(out, tensors, self.metadata(s.steps, chosen_step=chosen["step"]))
         trigger = " ".join(t for t in (self.training_set.trigger, self.training_set.class_word) if t)
         sd_version = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}[self._base.family]
@@ -417,35 +390,3 @@ def _free_device_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def draw_loss_curve(csv_path: Path, png_path: Path, size=(640, 320)) -> None:
-    """The loss curve (raw and smoothed) as a PNG, drawn with PIL: no plotting library needed."""
-    from PIL import Image, ImageDraw
-
-    rows = [line.split(",") for line in csv_path.read_text().splitlines()[1:] if line]
-    if len(rows) < 2:
-        return
-    steps = np.array([float(r[0]) for r in rows])
-    losses = np.array([float(r[1]) for r in rows])
-    window = max(1, len(losses) // 20)
-    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    left, top, right, bottom = 50, 20, size[0] - 10, size[1] - 30
-    lo, hi = float(losses.min()), float(losses.max()) or 1.0
-    span = (hi - lo) or 1.0
-
-    def xy(step, value):
-        x = left + (step - steps[0]) / max(1.0, steps[-1] - steps[0]) * (right - left)
-        return x, bottom - (value - lo) / span * (bottom - top)
-
-    draw.rectangle((left, top, right, bottom), outline=(180, 180, 180))
-    draw.line([xy(s, v) for s, v in zip(steps, losses)], fill=(170, 200, 240), width=1)
-    draw.line([xy(s, v) for s, v in zip(steps[window - 1:], smooth)], fill=(30, 90, 200), width=2)
-    draw.text((left, 4), f"loss  (step {int(steps[-1])}, last {losses[-1]:.4f})", fill="black")
-    draw.text((4, top), f"{hi:.3f}", fill="black")
-    draw.text((4, bottom - 10), f"{lo:.3f}", fill="black")
-    tmp = png_path.with_suffix(".tmp.png")
-    img.save(tmp)
-    shutil.move(tmp, png_path)

@@ -6,9 +6,14 @@ A job folder alone tells what happened:
   events.jsonl      one JSON event a line: step, checkpoint, sample, validation, error, done …
   loss.csv          step,loss,lr
   loss.png          the loss curve, redrawn as training goes
-  checkpoints/      step-NNNNNN/ with lora.safetensors (usable as is) and state.pt (to resume)
+  checkpoints/      step-NNNNNN/ with lora.safetensors (usable as is), state.safetensors and
+                    state.json (to resume; data only, see checkpoint_state)
   worker.log        the worker's own output
   CANCEL            present when a cancel was asked for
+  .headshot.lock    held by the one process writing the folder (the worker, or whoever creates it)
+
+job.json is data: paths are derived from where the folder is now and from the caller, never
+followed from the file.
 """
 from __future__ import annotations
 
@@ -16,13 +21,21 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from ..errors import HeadshotError
+from ..outputs import FolderBusy, FolderLock, OutputManifest, atomic_write_json, pid_alive
+from . import checkpoint_state
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
+#: what a job writes at its top level and in each checkpoint; a failed start removes these and nothing else
+OWN_FILES = ("job.json", "events.jsonl", "loss.csv", "loss.png", "worker.log", "validation.json", "CANCEL")
+OWN_CHECKPOINT_FILES = ("lora.safetensors", checkpoint_state.TENSORS_NAME, checkpoint_state.STATE_NAME,
+                        checkpoint_state.LEGACY_NAME)
+OWN_SD_SCRIPTS_FILES = ("dataset.toml", "sd-scripts.toml", "sd-scripts.log")
 
 
 class Cancelled(Exception):
@@ -32,6 +45,10 @@ class Cancelled(Exception):
 class JobFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.stop_reason: str | None = None  # set in the worker by a signal or a vanished parent
+
+    def lock(self) -> FolderLock:
+        return FolderLock(self.path, "training job")
 
     # -- the record -----------------------------------------------------------------------------
     @property
@@ -43,16 +60,19 @@ class JobFolder:
 
     def read(self) -> dict:
         try:
-            return json.loads(self.record_path.read_text(encoding="utf-8"))
+            record = json.loads(self.record_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise HeadshotError(f"{self.path} holds no training job (no job.json)", "no_job") from None
+        except (ValueError, OSError) as exc:
+            raise HeadshotError(f"{self.record_path} is damaged ({exc}); choose another --out folder",
+                                "job_damaged") from None
+        if not isinstance(record, dict):
+            raise HeadshotError(f"{self.record_path} is not a job record; choose another --out folder", "job_damaged")
+        return record
 
     def write(self, record: dict) -> None:
         """Atomic: a reader (or a kill mid-write) never sees half a file."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.record_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.record_path)
+        atomic_write_json(self.record_path, record)
 
     def update(self, **fields) -> dict:
         record = self.read()
@@ -91,8 +111,63 @@ class JobFolder:
     def request_cancel(self) -> None:
         self.cancel_path.touch()
 
+    def request_stop(self, reason: str) -> None:
+        """In this process only (safe in a signal handler): stop after saving, like a cancel."""
+        self.stop_reason = self.stop_reason or reason
+
     def cancel_requested(self) -> bool:
-        return self.cancel_path.exists()
+        return self.stop_reason is not None or self.cancel_path.exists()
+
+    # -- liveness -------------------------------------------------------------------------------
+    def busy(self, holding_lock: bool = False) -> bool:
+        """Some other live process writes this folder: it holds the lock, or its worker is starting
+        (the starter hands the lock to the worker). `holding_lock`: the caller holds it itself."""
+        if not holding_lock:
+            lock = self.lock()
+            try:
+                lock.acquire()
+            except FolderBusy:
+                return True
+            lock.release()
+        record = self.read() if self.exists() else {}
+        pid = record.get("worker_pid")
+        return (record.get("state") in ("queued", "running") and pid != os.getpid()
+                and isinstance(pid, int) and pid_alive(pid))
+
+    def status(self, holding_lock: bool = False) -> dict:
+        """The record, with a job left queued/running by a process that is gone repaired to a resumable failure."""
+        record = self.read()
+        if record.get("state") not in ("queued", "running") or self.busy(holding_lock):
+            return record
+        checkpoints = self.checkpoints()
+        hint = (f"resume with --resume to continue from step {checkpoints[-1][0]}" if checkpoints
+                else "start it again (no step was saved)")
+        return self.update(state="failed", error_code="interrupted",
+                           error=f"the training process (pid {record.get('worker_pid') or '?'}) stopped without "
+                                 f"finishing; {hint}")
+
+    def lora_path(self, record: dict) -> Path | None:
+        """The finished LoRA, found in this folder wherever it has moved (the record's path is not followed)."""
+        name = Path(str(record.get("lora") or "")).name
+        return self.path / name if name.endswith(".safetensors") else None
+
+    def remove_own_files(self) -> None:
+        """Clear what a job wrote (a failed start), leaving anything else in the folder alone."""
+        for name in OWN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+            for tmp in self.path.glob(f".{Path(name).stem}.*.tmp*"):
+                tmp.unlink(missing_ok=True)  # an atomic write of it cut short
+        for folder, names in [(d, OWN_CHECKPOINT_FILES) for d in self._step_dirs()] + \
+                             [(self.path / "sd-scripts", OWN_SD_SCRIPTS_FILES)]:
+            for name in names:
+                (folder / name).unlink(missing_ok=True)
+            for tmp in folder.glob(".*.tmp*") if folder.is_dir() else []:
+                tmp.unlink(missing_ok=True)  # an atomic write cut short
+            _remove_if_empty(folder)
+        _remove_if_empty(self.checkpoints_dir)
+        manifest = OutputManifest(self.path)  # names claimed for outputs never written: free them again
+        manifest.forget_missing()
+        manifest.save() if manifest.files else manifest.path.unlink(missing_ok=True)
 
     # -- checkpoints ----------------------------------------------------------------------------
     @property
@@ -102,30 +177,80 @@ class JobFolder:
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints_dir / f"step-{step:06d}"
 
-    def checkpoints(self) -> list[tuple[int, Path]]:
-        """Complete checkpoints (a state file written last marks them whole), oldest first."""
+    def _step_dirs(self) -> list[Path]:
         if not self.checkpoints_dir.is_dir():
             return []
-        found = []
-        for d in self.checkpoints_dir.iterdir():
-            if d.name.startswith("step-") and (d / "state.pt").is_file() and (d / "lora.safetensors").is_file():
-                found.append((int(d.name[5:]), d))
-        return sorted(found)
+        return [d for d in self.checkpoints_dir.iterdir() if d.name.startswith("step-") and d.name[5:].isdigit()]
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints (state.json, written last, marks them whole), oldest first."""
+        return sorted((int(d.name[5:]), d) for d in self._step_dirs()
+                      if checkpoint_state.is_complete(d) and (d / "lora.safetensors").is_file())
+
+    def legacy_checkpoints(self) -> list[tuple[int, Path]]:
+        """Checkpoints of an older version (a pickled state.pt): never loaded, only reported."""
+        return sorted((int(d.name[5:]), d) for d in self._step_dirs() if checkpoint_state.is_legacy(d))
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # absent, or holds something that is not ours
 
 
 def start_worker(job: JobFolder, python: str | None = None) -> subprocess.Popen:
-    """Run the training worker for `job` in its own process; output goes to worker.log."""
-    log = open(job.path / "worker.log", "ab")
+    """Run the training worker for `job` in its own process; output goes to worker.log.
+
+    Its stdin is a pipe we never write to: when this process ends, however it ends, the worker reads
+    end-of-file, saves a checkpoint and exits (no orphan trains on). A pipe, not PR_SET_PDEATHSIG, because
+    that fires when the starting *thread* ends, and hosts start training from worker threads.
+    """
     env = dict(os.environ)
     core = str(Path(__file__).resolve().parents[2])  # shared/, so a host's Python finds `headshot`
     env["PYTHONPATH"] = core + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    return subprocess.Popen(
-        [python or sys.executable, "-m", "headshot.train.worker", str(job.path)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    env[PARENT_PIPE_ENV] = "1"
+    with open(job.path / "worker.log", "ab") as log:
+        return subprocess.Popen(
+            [python or sys.executable, "-m", "headshot.train.worker", str(job.path)],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+PARENT_PIPE_ENV = "HEADSHOT_WORKER_PARENT_PIPE"
+
+
+def watch_parent(job: JobFolder) -> None:
+    """In the worker: ask for a stop (checkpoint, then exit) once the starting process has gone."""
+    if os.environ.get(PARENT_PIPE_ENV) != "1":
+        return
+
+    def wait_for_eof():
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        job.request_stop("the command that started training has ended")
+
+    threading.Thread(target=wait_for_eof, name="parent-watch", daemon=True).start()
+
+
+def hold_lock(job: JobFolder, wait: float = 30.0) -> FolderLock:
+    """The worker's lock on its folder, for its whole life. The starting process releases it just after
+    the worker starts, so wait a little; someone else holding it longer is another writer."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return job.lock().acquire()
+        except FolderBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def follow(job: JobFolder, process: subprocess.Popen | None, on_event: Callable[[dict], None], poll: float = 0.5) -> dict:
@@ -140,11 +265,11 @@ def follow(job: JobFolder, process: subprocess.Popen | None, on_event: Callable[
             for event in events:
                 on_event(event)
             break
-        if process is None and job.read().get("state") not in ("queued", "running"):
+        if process is None and job.status().get("state") not in ("queued", "running"):
             break
         time.sleep(poll)
     record = job.read()
-    if process is not None and process.returncode != 0 and record.get("state") == "running":
+    if process is not None and process.returncode != 0 and record.get("state") in ("queued", "running"):
         # killed from outside (OOM killer, kill -9): say so, the last checkpoint stays resumable
         record = job.update(state="failed", error=f"the worker process stopped (exit code {process.returncode}); "
                             "resume with --resume to continue from the last checkpoint")

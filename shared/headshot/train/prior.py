@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import HeadshotError
+from ..outputs import atomic_save
 from .dataset import IMAGE_SUFFIXES, TrainingImage
 
 
@@ -54,9 +55,8 @@ def class_images(settings, base, class_word: str | None, emit) -> list[TrainingI
             with torch.no_grad():
                 image = pipe(prompt, num_inference_steps=settings.validation_steps, height=settings.resolution,
                              width=settings.resolution, generator=torch.Generator().manual_seed(settings.seed + i)).images[0]
-            tmp = folder / f"class-{i:04d}.tmp.png"
-            image.save(tmp)
-            tmp.replace(folder / f"class-{i:04d}.png")  # a killed run leaves no half image in the cache
+            # a killed run leaves no half image in the cache; two jobs filling it never share a temporary file
+            atomic_save(folder / f"class-{i:04d}.png", lambda tmp: image.save(tmp, format="PNG"))
             emit("status", message=f"class image {i + 1}/{count}")
         existing = sorted(folder.glob("class-*.png"))
     return [TrainingImage(p, prompt, 1, "class") for p in existing[:count]]

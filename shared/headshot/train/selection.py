@@ -16,6 +16,7 @@ from PIL import Image
 from ..faces import load_face_analyzer
 from ..faces.framing import find_upright
 from ..dataset.screening import pick_subject
+from ..outputs import atomic_write_json
 
 NEGATIVE_PROMPT = "blurry, lowres, deformed, cartoon, text, watermark"
 
@@ -36,12 +37,12 @@ def write_identity_reference(path: Path, analyzer, embedding: np.ndarray | None,
     """The reference saved beside the LoRA, for ranking generated images by likeness later."""
     if embedding is None:
         return None
-    path.write_text(json.dumps({
+    atomic_write_json(path, {
         "backend": analyzer.name,
         "embedding": [round(float(v), 6) for v in embedding],
         "images": count,
         "same_person_distance": analyzer.same_person_distance,
-    }) + "\n")
+    })
     return str(path)
 
 
@@ -102,7 +103,7 @@ class CheckpointJudge:
         data = {"reference_images": getattr(self, "reference_count", 0), "checkpoints": self.records}
         if choice:
             data["choice"] = choice
-        (self.trainer.job.path / "validation.json").write_text(json.dumps(data, indent=2) + "\n")
+        atomic_write_json(self.trainer.job.path / "validation.json", data)
 
     def _render_and_score(self, step: int) -> list[dict]:
         s, ts = self.settings, self.trainer.training_set

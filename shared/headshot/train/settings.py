@@ -2,13 +2,39 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from ..errors import HeadshotError
+from ..outputs import safe_name
 from .presets import PRESETS, planned_steps
 
 OPTIMIZERS = ("adamw", "adamw8bit", "prodigy")
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 BACKENDS = ("builtin", "sd-scripts")
+MAX_RESOLUTION = 2048  # beyond it the latents alone take gigabytes: a typo, not a wish
+MAX_SEED = 2 ** 32 - 1
+
+#: how people name each setting (the CLI's options; hosts show the same words)
+OPTION = {
+    "dataset_dir": "dataset folder", "base_model": "--base-model", "out_dir": "--out", "output_name": "--name",
+    "preset": "--preset", "backend": "--backend", "steps": "--steps", "resolution": "--resolution", "rank": "--rank",
+    "alpha": "--alpha", "lr": "--lr", "text_encoder_lr": "--text-encoder-lr", "optimizer": "--optimizer",
+    "scheduler": "--scheduler", "warmup_steps": "--warmup-steps", "batch_size": "batch size",
+    "gradient_checkpointing": "gradient checkpointing", "min_snr_gamma": "min-SNR gamma", "noise_offset": "noise offset",
+    "flip": "--no-flip", "shuffle_captions": "caption shuffling", "caption_variants": "caption variants",
+    "seed": "--seed", "checkpoint_every": "--checkpoint-every", "mixed_precision": "--mixed-precision",
+    "device": "--device", "validation_images": "--validation-images", "validation_steps": "validation steps",
+    "validation_prompt": "--validation-prompt", "face_backend": "--face-backend", "face_model_dirs": "--face-models",
+    "tokenizer_dirs": "--tokenizer", "class_images_dir": "--class-images", "class_image_count": "--class-image-count",
+    "prior_loss_weight": "--prior-loss-weight", "class_prompt": "class prompt", "sd_scripts_repo": "--sd-scripts",
+    "sd_scripts_python": "--sd-scripts-python",
+}
+#: what a resumed job may take from the caller: these do not change what the saved steps were trained for
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "mixed_precision", "device", "gradient_checkpointing",
+                     "validation_images", "validation_steps", "validation_prompt", "face_backend", "face_model_dirs",
+                     "tokenizer_dirs", "output_name")
+#: paths: always the caller's, never followed from job.json (a job folder is data)
+CALLER_PATHS = ("dataset_dir", "base_model", "class_images_dir", "sd_scripts_repo", "sd_scripts_python")
 
 
 @dataclass
@@ -66,12 +92,11 @@ class TrainSettings:
 
     def resolved(self, image_count: int, repeats: int, dataset_resolution: int | None, on_gpu: bool) -> "TrainSettings":
         """A copy with every None filled from the preset, validated."""
-        if self.preset not in PRESETS:
-            raise HeadshotError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}", "bad_option")
+        self.validate()
         preset = PRESETS[self.preset]
         out = TrainSettings.from_dict(self.to_dict())
-        out.steps = self.steps or planned_steps(preset, image_count)
-        out.resolution = self.resolution or dataset_resolution or 512
+        out.steps = self.steps if self.steps is not None else planned_steps(preset, image_count)
+        out.resolution = self.resolution if self.resolution is not None else dataset_resolution or 512
         for name in ("rank", "alpha", "lr", "optimizer", "scheduler", "min_snr_gamma", "noise_offset", "gradient_checkpointing"):
             if getattr(out, name) is None:
                 setattr(out, name, preset.value(name))
@@ -85,22 +110,82 @@ class TrainSettings:
         return out
 
     def validate(self) -> None:
-        def bad(message: str):
-            raise HeadshotError(message, "bad_option")
+        """Every value a person (or a job.json) can get wrong, checked before anything loads; one line each."""
+        def bad(name: str, why: str):
+            raise HeadshotError(f"{OPTION[name]} {getattr(self, name)!r}: {why}", "bad_option")
 
-        if self.backend not in BACKENDS:
-            bad(f"unknown backend {self.backend!r}; choose builtin or sd-scripts")
-        if self.optimizer not in OPTIMIZERS:
-            bad(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.scheduler not in SCHEDULERS:
-            bad(f"unknown learning-rate schedule {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-        if self.steps is not None and self.steps < 1:
-            bad("steps must be at least 1")
-        if self.rank is not None and not 1 <= self.rank <= 1024:
-            bad(f"rank {self.rank} is out of range (1–1024)")
-        if self.resolution is not None and (self.resolution % 8 or self.resolution < 32):
-            bad(f"resolution {self.resolution} must be a multiple of 8 (64 for SD models) and at least 32")
-        if self.lr is not None and not 0 < self.lr <= 10:
-            bad(f"learning rate {self.lr} is out of range")
-        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
-            bad("mixed precision must be auto, no, fp16 or bf16")
+        def number(name: str, low=None, high=None, integer=False, low_open=False):
+            value = getattr(self, name)
+            if value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+                bad(name, "must be a whole number" if integer else "must be a number")
+            if value != value or (low is not None and (value <= low if low_open else value < low)) or \
+                    (high is not None and value > high):
+                bad(name, f"must be {'above' if low_open else 'at least'} {low}"
+                          + (f" and at most {high}" if high is not None else ""))
+
+        for name, choices in (("backend", BACKENDS), ("preset", tuple(PRESETS)), ("optimizer", OPTIMIZERS),
+                              ("scheduler", SCHEDULERS), ("mixed_precision", ("auto", "no", "fp16", "bf16"))):
+            value = getattr(self, name)
+            if value is not None and value not in choices:
+                bad(name, f"choose one of {', '.join(choices)}")
+        safe_name(self.output_name, "--name")
+        for name in ("dataset_dir", "base_model", "out_dir"):
+            if not str(getattr(self, name) or "").strip():
+                bad(name, "must be given")
+        for name in ("steps", "checkpoint_every", "batch_size", "caption_variants", "validation_steps"):
+            number(name, 1, integer=True)
+        for name in ("warmup_steps", "class_image_count", "validation_images"):
+            number(name, 0, integer=True)
+        number("seed", 0, MAX_SEED, integer=True)
+        number("rank", 1, 1024, integer=True)
+        number("resolution", 32, MAX_RESOLUTION, integer=True)
+        if self.resolution is not None and self.resolution % 8:
+            bad("resolution", f"must be a multiple of 8 (try {self.resolution // 8 * 8})")
+        number("alpha", 0, low_open=True)
+        number("lr", 0, 10, low_open=True)
+        number("text_encoder_lr", 0, 10, low_open=True)
+        for name in ("min_snr_gamma", "noise_offset", "prior_loss_weight"):
+            number(name, 0)
+        for name in ("face_model_dirs", "tokenizer_dirs"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                bad(name, "must be a list of folders")
+
+
+def resume_settings(recorded: dict, requested: TrainSettings, given: set[str] | None, out_dir: str,
+                    steps_done: int) -> TrainSettings:
+    """The settings a resumed job runs with: what was recorded, plus what the caller may change now.
+
+    `given`: the fields the caller chose (None: all of them; a None value always means "not chosen").
+    Paths come from the caller and `out_dir` (where the job folder is now). A change to anything that
+    shapes what the saved steps learned is refused, naming each option.
+    """
+    base = TrainSettings.from_dict({**asdict(requested), **{k: v for k, v in recorded.items()
+                                                            if k not in CALLER_PATHS}})
+    chosen = {f.name for f in fields(TrainSettings)} if given is None else set(given)
+    differ = []
+    for f in fields(TrainSettings):
+        name, new, old = f.name, getattr(requested, f.name), recorded.get(f.name)
+        if name in CALLER_PATHS or name == "out_dir":
+            setattr(base, name, new)
+        elif name in chosen and new is not None and new != old:
+            if name in RESUMABLE_CHANGES or old is None:  # None: never resolved, nothing was trained with it
+                setattr(base, name, new)
+            else:
+                differ.append(f"{OPTION[name]} (was {old!r}, now {new!r})")
+    recorded_class_images = recorded.get("class_images_dir")
+    if (recorded_class_images or None) != (requested.class_images_dir or None) and not (
+            recorded_class_images and requested.class_images_dir
+            and Path(recorded_class_images).resolve() == Path(requested.class_images_dir).resolve()):
+        differ.append(f"--class-images (was {recorded_class_images!r}, now {requested.class_images_dir!r})")
+    if differ:
+        raise HeadshotError("the job cannot resume with other " + "; ".join(differ) + ": run it with the options it "
+                            "started with, or start a new job in another --out folder", "resume_mismatch")
+    base.out_dir = out_dir
+    if base.steps is not None and base.steps < steps_done:
+        raise HeadshotError(f"--steps {base.steps}: this job has already trained {steps_done} steps; ask for at least "
+                            "that many", "bad_option")
+    base.validate()
+    return base

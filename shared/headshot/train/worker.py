@@ -1,7 +1,9 @@
 """The training worker process: `python -m headshot.train.worker JOB_DIR`.
 
-It reads the settings from JOB_DIR/job.json, trains, and records everything in the job folder.
-SIGTERM (or a CANCEL file) stops it after saving a checkpoint.
+It reads the settings from JOB_DIR/job.json, trains, and records everything in the job folder,
+holding the folder's lock for its whole life. SIGINT (Ctrl-C reaches the whole process group),
+SIGTERM, SIGHUP, a CANCEL file, or the end of the process that started it: each stops it after
+saving a checkpoint.
 """
 from __future__ import annotations
 
@@ -10,13 +12,17 @@ import sys
 import traceback
 
 from ..errors import HeadshotError
-from .job import Cancelled, JobFolder
+from .job import Cancelled, JobFolder, hold_lock, watch_parent
 from .settings import TrainSettings
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def run_job(job: JobFolder) -> int:
-    settings = TrainSettings.from_dict(job.read()["settings"])
     try:
+        # the folder is where it is now: out_dir is never followed from job.json
+        settings = TrainSettings.from_dict({**job.read()["settings"], "out_dir": str(job.path)})
+        settings.validate()
         if settings.backend == "sd-scripts":
             from .sd_scripts_job import run_sd_scripts_job
 
@@ -27,8 +33,9 @@ def run_job(job: JobFolder) -> int:
             result = LoraTrainer(settings, job).run()
     except Cancelled as exc:
         step = exc.args[0] if exc.args else None
-        job.update(state="cancelled", steps_done=step)
-        job.emit("cancelled", step=step, message=f"stopped at step {step}; the last checkpoint is usable")
+        why = job.stop_reason or "cancel requested"
+        job.update(state="cancelled", steps_done=step, stopped_because=why)
+        job.emit("cancelled", step=step, message=f"stopped at step {step} ({why}); the last checkpoint is usable")
         return 0
     except HeadshotError as exc:
         job.update(state="failed", error=str(exc), error_code=exc.code)
@@ -62,8 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m headshot.train.worker JOB_DIR", file=sys.stderr)
         return 2
     job = JobFolder(argv[0])
-    signal.signal(signal.SIGTERM, lambda *_: job.request_cancel())
-    return run_job(job)
+    for sig in STOP_SIGNALS:  # first thing: a Ctrl-C must save, not raise KeyboardInterrupt mid-step
+        signal.signal(sig, lambda signum, frame: job.request_stop(f"{signal.Signals(signum).name} received"))
+    watch_parent(job)
+    try:
+        lock = hold_lock(job)
+    except HeadshotError as exc:
+        print(f"error ({exc.code}): {exc}", file=sys.stderr)  # another writer has the folder: touch nothing
+        return 1
+    try:
+        return run_job(job)
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":

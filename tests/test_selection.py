@@ -1,0 +1,94 @@
+"""The likeness-scored checkpoint choice on real face photos, with the dlib backend.
+
+A tiny diffusion model draws no faces, so the renderer is the one stand-in here: for each checkpoint
+it returns real photos (the astronaut, or other people from the insightface wheel), as a LoRA that
+had learnt, or not learnt, the person would draw them. Face finding, embedding, distances and the
+rule itself are the real code.
+"""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from headshot.samples import GROUP_MEMBERS, astronaut_shots, insightface_image
+from headshot.train.job import JobFolder
+from headshot.train.selection import CheckpointJudge
+from headshot.train.settings import TrainSettings
+
+
+@pytest.fixture(scope="module")
+def photos():
+    shots = astronaut_shots()
+    group = insightface_image("t1.jpg")
+    strangers = [group.crop(box).resize((480, 480), Image.LANCZOS) for box in GROUP_MEMBERS.values()]
+    hanks = insightface_image("Tom_Hanks_54745.png").resize((448, 448), Image.LANCZOS)
+    noise = Image.fromarray((np.random.default_rng(0).random((400, 400, 3)) * 255).astype(np.uint8))
+    return {"training": [shots["astronaut.png"], shots["astronaut_mirrored.jpg"], shots["astronaut_wide.jpg"]],
+            "likeness": [shots["astronaut_closeup.jpg"], shots["astronaut_tilted.jpg"]],
+            "strangers": strangers, "others": [hanks, strangers[0]], "half_faceless": [shots["astronaut.png"], noise]}
+
+
+class Renderer:
+    """Stands in for the pipeline: the photos the checkpoint under judgement 'draws', one per call."""
+
+    def __init__(self):
+        self.queue: list[Image.Image] = []
+
+    def __call__(self, prompt, **kwargs):
+        assert "ohwx woman" in prompt and kwargs["height"] == kwargs["width"] == 256
+        return SimpleNamespace(images=[self.queue.pop(0)])
+
+
+def _judge(tmp_path, photos) -> tuple[CheckpointJudge, Renderer]:
+    images = []
+    for i, photo in enumerate(photos["training"]):
+        photo.convert("RGB").save(tmp_path / f"{i}.png")
+        images.append(SimpleNamespace(path=tmp_path / f"{i}.png"))
+    job = JobFolder(tmp_path / "job")
+    job.path.mkdir()
+    settings = TrainSettings(dataset_dir=str(tmp_path), base_model="unused", out_dir=str(job.path), steps=400,
+                             resolution=256, validation_images=2, validation_steps=2, face_backend="dlib")
+    trainer = SimpleNamespace(settings=settings, job=job,
+                              training_set=SimpleNamespace(images=images, trigger="ohwx", class_word="woman"))
+    judge = CheckpointJudge(trainer, SimpleNamespace(unet=torch.nn.Linear(1, 1)))
+    renderer = Renderer()
+    judge._pipeline = renderer
+    judge.prepare_reference()
+    assert judge.reference_count == 3
+    return judge, renderer
+
+
+def test_the_checkpoint_whose_renders_look_like_the_person_is_chosen(tmp_path, photos):
+    judge, renderer = _judge(tmp_path, photos)
+    for step, shown in [(100, "strangers"), (200, "likeness"), (300, "others"), (400, "half_faceless")]:
+        renderer.queue = list(photos[shown])
+        judge.judge(step)
+    records = {r["step"]: r for r in judge.records}
+    same = judge.analyzer.same_person_distance
+    assert records[200]["faces"] == 2 and records[200]["mean_distance"] < same
+    for step in (100, 300):
+        assert records[step]["faces"] == 2 and records[step]["mean_distance"] > same
+    # the exact training photo is closest of all, but a render without a face counts against step 400
+    assert records[400]["faces"] == 1 and records[400]["mean_distance"] < records[200]["mean_distance"]
+
+    choice = judge.choose()
+    assert choice["step"] == 200 and choice["mean_distance"] == records[200]["mean_distance"]
+    saved = json.loads((judge.trainer.job.path / "validation.json").read_text())
+    assert saved["choice"]["step"] == 200 and saved["reference_images"] == 3
+    assert [im["faceless"] for im in records[400]["images"]] == [False, True]
+    assert all((judge.trainer.job.path / "samples" / f"step-{s:06d}").is_dir() for s in (100, 200, 300, 400))
+
+
+def test_without_a_face_in_any_render_the_last_checkpoint_is_kept(tmp_path, photos):
+    judge, renderer = _judge(tmp_path, photos)
+    noise = photos["half_faceless"][1]
+    for step in (100, 200):
+        renderer.queue = [noise, noise]
+        judge.judge(step)
+    choice = judge.choose()
+    assert choice["step"] == 200 and "none of the 4 validation images had a face" in choice["reason"]
