@@ -1,6 +1,10 @@
 """Reading photos: orientation, colour modes and broken files, each with its outcome and reason."""
 from __future__ import annotations
 
+import os
+import signal
+import tracemalloc
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -106,3 +110,59 @@ def test_downscaled_keeps_aspect_and_reports_factor(astronaut_img):
     wide = astronaut_img.resize((4000, 3000))
     small, factor = photos.downscaled(wide, 1000)
     assert small.size == (1000, 750) and factor == pytest.approx(4.0)
+
+
+def test_sixteen_bit_scan_is_converted_without_a_float64_copy(tmp_path):
+    """A 9400x9400 16-bit PNG took 2.3 GB as one float64 array; bands of integers need ~1 byte a pixel."""
+    side = 2000
+    ramp = (np.arange(side, dtype=np.uint32) * 65535 // (side - 1)).astype(np.uint16)
+    Image.fromarray(np.tile(ramp, (side, 1))).save(tmp_path / "scan16.png")
+    with Image.open(tmp_path / "scan16.png") as img:
+        img.load()
+        assert img.mode == "I;16"
+        tracemalloc.start()
+        try:
+            rgb = photos._to_rgb(img)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert rgb.mode == "RGB" and np.asarray(rgb).dtype == np.uint8
+    assert list(np.asarray(rgb)[0, [0, side // 2, side - 1], 0]) == [0, 128, 255]
+    assert peak < 4 * side * side, f"{peak / side / side:.1f} bytes per pixel"
+
+
+def test_a_fifo_is_refused_without_being_opened(tmp_path):
+    """Opening a FIFO blocks until someone writes to it: the check must look, never open."""
+    os.mkfifo(tmp_path / "pipe.jpg")
+
+    def expired(signum, frame):
+        raise TimeoutError("read_photo blocked on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, 5)
+    try:
+        with pytest.raises(PhotoRejected) as caught:
+            read_photo(tmp_path / "pipe.jpg")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert caught.value.code == "not_a_file" and "pipe" in str(caught.value)
+
+
+def test_a_missing_photo_is_not_found_rather_than_damaged(tmp_path):
+    with pytest.raises(PhotoRejected) as caught:
+        read_photo(tmp_path / "gone.jpg")
+    assert caught.value.code == "not_found"
+    assert "not found" in str(caught.value) and "damaged" not in str(caught.value)
+
+
+def test_folder_scan_names_odd_entries_instead_of_skipping_them(tmp_path, astronaut_img):
+    astronaut_img.save(tmp_path / "fine.jpg")
+    astronaut_img.save(tmp_path / os.fsdecode(b"caf\xe9.jpg"))
+    os.symlink("loop.jpg", tmp_path / "loop.jpg")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "sub").mkdir()  # folders are not photos and not news
+    (tmp_path / ".hidden.jpg").write_bytes(b"")
+    found = {e.name: (e.problem.code if e.problem else None) for e in photos.scan_folder(tmp_path)}
+    assert found == {"fine.jpg": None, "caf\ufffd.jpg": "bad_file_name", "loop.jpg": "symlink_loop",
+                     "pipe.jpg": "not_a_file"}

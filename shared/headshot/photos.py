@@ -1,7 +1,10 @@
 """Reading people's photos safely: orientation, colour modes, size caps, broken files."""
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import PhotoRejected
+from .errors import HeadshotError, PhotoRejected
 
 #: the formats prepare accepts; HEIC/HEIF only when pillow-heif is installed
 PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
@@ -46,20 +49,39 @@ class Photo:
         return self.image.size
 
 
+#: rows converted at a time from 16/32-bit or float greyscale: bounds the working memory of huge scans
+_BAND_ROWS = 256
+
+
+def _grey_to_8bit(img: Image.Image) -> Image.Image:
+    """8-bit L from 16/32-bit integer or float greyscale, scaled by the data's own range.
+
+    A band of rows at a time, in integers (float32 for "F"): a 9400x9400 16-bit scan converted as
+    one float64 array took 2.3 GB; this needs the decoded image plus one byte per pixel.
+    """
+    _, top_value = img.getextrema()
+    if img.mode == "F":
+        top = 1.0 if top_value <= 1.0 else 255.0
+    else:
+        top = 65535 if top_value > 255 else 255  # 8-bit data stored in a 16-bit file stays as it is
+    out = np.empty((img.height, img.width), np.uint8)
+    for y in range(0, img.height, _BAND_ROWS):
+        band = np.asarray(img.crop((0, y, img.width, min(img.height, y + _BAND_ROWS))))
+        if img.mode == "F":
+            scaled = np.clip(band.astype(np.float32) * np.float32(255.0 / top), 0, 255)
+        else:
+            scaled = (np.clip(band, 0, top).astype(np.uint32) * 255 + top // 2) // top  # rounded
+        out[y:y + band.shape[0]] = scaled
+    return Image.fromarray(out)
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """8-bit RGB from any mode people's photos come in."""
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit greyscale: scale to 8 bits by the data's own range rather than clipping to white
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if arr.max() > 255 else 255.0
-        return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-    if mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 1.0 if arr.max() <= 1.0 else 255.0
-        return Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)).convert("RGB")
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _grey_to_8bit(img).convert("RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         # transparent areas over white: black there reads as hair or a backdrop to detectors and trainers
         rgba = img.convert("RGBA")
@@ -83,6 +105,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def read_photo(path: str | Path) -> Photo:
     """Open one photo, upright by EXIF, as 8-bit RGB; raise PhotoRejected with a reason otherwise."""
     path = Path(path)
+    problem = file_problem(path)
+    if problem is not None:  # never open a pipe or device: reading it would block or never end
+        code, what = problem
+        raise PhotoRejected(f"{display_name(path.name)}: {what}", code=code)
     if path.suffix.lower() in (".heic", ".heif") and not _register_heif():
         raise PhotoRejected(
             f"{path.name}: HEIC photos need pillow-heif (pip install pillow-heif), or export the photo as JPEG",
@@ -125,12 +151,80 @@ def read_photo(path: str | Path) -> Photo:
     return Photo(_to_rgb(img), path, exif_rotated=exif_orientation not in (1, None), original_mode=original_mode)
 
 
-def list_photos(folder: str | Path) -> list[Path]:
-    """Every regular file in `folder` (not hidden), sorted: prepare judges each, images or not."""
+def display_name(name: str) -> str:
+    """`name` as text for reports and terminals: bytes that are not UTF-8 shown as \ufffd."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def file_problem(path: Path) -> tuple[str, str] | None:
+    """(code, what it is) when `path` is not a regular file that can be read as a photo; None when it is.
+
+    Looks with stat() only, so a FIFO is never opened (opening one blocks until a writer comes).
+    """
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink_loop", "a symbolic link that leads back to itself (a loop); remove it"
+        if os.path.islink(path):
+            return "broken_link", "a symbolic link to a file that does not exist; remove it or copy the photo in"
+        if exc.errno == errno.ENOENT:
+            return "not_found", "not found"
+        return "unreadable", f"cannot be read ({exc.strerror})"
+    mode = info.st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "folder", "a folder, not a photo"
+    if stat.S_ISFIFO(mode):
+        return "not_a_file", "a named pipe (FIFO), not a photo file"
+    if stat.S_ISSOCK(mode):
+        return "not_a_file", "a socket, not a photo file"
+    return "not_a_file", "a device, not a photo file"
+
+
+@dataclass
+class FolderEntry:
+    """One thing in a photo folder: a regular file to judge, or something else with the reason it is not one."""
+
+    path: Path
+    name: str  # for people: undecodable bytes shown as \ufffd
+    problem: PhotoRejected | None = None
+
+
+def scan_folder(folder: str | Path, skip: set[str] | frozenset[str] = frozenset()) -> list[FolderEntry]:
+    """Every entry in `folder` except hidden ones, sub-folders and the names in `skip`, sorted.
+
+    Symlink loops, broken links, FIFOs, sockets, devices and names that are not UTF-8 come back
+    with a `problem`, so a report can say why each is not used instead of leaving it out.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder; give the folder that holds the photos")
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise HeadshotError(f"{folder} cannot be read ({exc.strerror}); check its permissions", "unreadable_folder") \
+            from None
+    entries = []
+    for name in names:
+        if name.startswith(".") or name in skip:
+            continue
+        path, shown = folder / name, display_name(name)
+        problem = file_problem(path)
+        if problem is not None and problem[0] == "folder":
+            continue
+        rejected = PhotoRejected(f"{shown}: {problem[1]}", code=problem[0]) if problem else None
+        if rejected is None and shown != name:
+            rejected = PhotoRejected(f"{shown}: the file name is not valid UTF-8 text; rename the file "
+                                     "(for example photo1.jpg)", code="bad_file_name")
+        entries.append(FolderEntry(path, shown, rejected))
+    return entries
+
+
+def list_photos(folder: str | Path) -> list[Path]:
+    """Every regular file in `folder` (not hidden), sorted: prepare judges each, images or not."""
+    return [e.path for e in scan_folder(folder) if e.problem is None or e.problem.code == "bad_file_name"]
 
 
 def downscaled(img: Image.Image, max_side: int) -> tuple[Image.Image, float]:

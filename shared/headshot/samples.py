@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import BackendUnavailable
+from .outputs import OutputManifest, atomic_save, atomic_write_text
 
 # Faces in insightface's t1.jpg (x0, y0, x1, y1): two of the six people in the group photo.
 GROUP_MEMBERS = {"stranger_left.jpg": (20, 210, 260, 450), "stranger_right.jpg": (1060, 210, 1280, 430)}
@@ -60,27 +61,27 @@ def astronaut_shots() -> dict[str, Image.Image]:
 
 
 def write_sample_photos(folder: str | Path) -> list[Path]:
-    """A mixed folder: the astronaut several times, other people, a group photo and junk."""
+    """A mixed folder: the astronaut several times, other people, a group photo and junk.
+
+    Writes only files that are new or that an earlier call wrote (its manifest): a photo of the
+    user's that happens to share a name is refused, not overwritten.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, img in astronaut_shots().items():
-        img.save(folder / name, quality=95)
-        written.append(folder / name)
     group = insightface_image("t1.jpg")
-    group.save(folder / "group_photo.jpg", quality=95)
-    written.append(folder / "group_photo.jpg")
-    for name, box in GROUP_MEMBERS.items():
-        group.crop(box).resize((480, 480), Image.LANCZOS).save(folder / name, quality=95)
-        written.append(folder / name)
     hanks = insightface_image("Tom_Hanks_54745.png").resize((448, 448), Image.LANCZOS)
-    hanks.save(folder / "other_person.png")
-    written.append(folder / "other_person.png")
-    insightface_image("mask_white.jpg").save(folder / "masked.jpg", quality=95)
-    written.append(folder / "masked.jpg")
-    (folder / "notes.txt").write_text("not a photo\n")
-    written.append(folder / "notes.txt")
     noise = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
-    Image.fromarray(noise).save(folder / "no_face.png")
-    written.append(folder / "no_face.png")
-    return written
+    images = dict(astronaut_shots())
+    images["group_photo.jpg"] = group
+    for name, box in GROUP_MEMBERS.items():
+        images[name] = group.crop(box).resize((480, 480), Image.LANCZOS)
+    images["other_person.png"] = hanks
+    images["masked.jpg"] = insightface_image("mask_white.jpg")
+    images["no_face.png"] = Image.fromarray(noise)
+    manifest = OutputManifest(folder)
+    paths = [manifest.claim(folder / name) for name in [*images, "notes.txt"]]  # all refused before any is written
+    manifest.save()
+    for name, img in images.items():
+        fmt = {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP"}[Path(name).suffix]
+        atomic_save(folder / name, lambda tmp, img=img, fmt=fmt: img.save(tmp, format=fmt, quality=95))
+    atomic_write_text(folder / "notes.txt", "not a photo\n")
+    return paths

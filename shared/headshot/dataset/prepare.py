@@ -1,9 +1,7 @@
 """Prepare: from a folder of selfies to a screened, captioned kohya dataset with a report."""
 from __future__ import annotations
 
-import json
 import re
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,17 +13,21 @@ from PIL import Image
 from ..errors import HeadshotError, PhotoRejected
 from ..faces import FaceAnalyzer, load_face_analyzer
 from ..faces.framing import find_upright, frame_headshot
-from ..photos import list_photos, read_photo
-from . import kohya
+from ..outputs import FolderLock, check_writable, safe_name
+from ..photos import FolderEntry, Photo, read_photo, scan_folder
 from .captions import build_caption, clean_tags, load_tag_rules
-from .contact_sheet import contact_sheet
+from .output_folder import (CONTACT_SHEET_NAME, DATASET_TOML_NAME, REPORT_NAME, DatasetFolder, our_files_beside,
+                            write_dataset)
 from .screening import ScreeningSettings, difference_hash, face_sharpness, hamming, identity_consensus, pick_subject
 from .tagging import find_tagger
 
-REPORT_NAME = "report.json"
-CONTACT_SHEET_NAME = "contact_sheet.jpg"
-DATASET_TOML_NAME = "dataset.toml"
+__all__ = ["CONTACT_SHEET_NAME", "DATASET_TOML_NAME", "REPORT_NAME", "PrepareSettings", "prepare_dataset"]
+
 DEFAULT_CLASS = "person"
+#: the face's share of the crop width that framing can make (faces.framing.frame_headshot's range)
+FACE_SHARE_RANGE = (0.05, 0.9)
+#: contact-sheet tiles are 192 px: this is all of a photo that stays in memory once its crop is on disk
+THUMB_SIDE = 184
 
 Progress = Callable[[int, int, str], None]
 
@@ -48,12 +50,32 @@ class PrepareSettings:
     detect_side: int = 1024
 
     def validate(self) -> None:
+        """Every option checked before any photo is read or model loaded; the error names the option."""
+        def bad(message: str, code: str = "bad_option") -> HeadshotError:
+            return HeadshotError(message, code)
+
+        safe_name(self.trigger, "--trigger")  # it becomes part of the kohya folder name
         if not re.fullmatch(r"[\w\-]+", self.trigger):
-            raise HeadshotError(f"trigger word {self.trigger!r} must be one word (letters, digits, - or _)", "bad_option")
-        if self.resolution % 64 or not 256 <= self.resolution <= 2048:
-            raise HeadshotError(f"resolution {self.resolution} must be a multiple of 64 between 256 and 2048", "bad_option")
-        if self.class_word is not None and not self.class_word.strip():
-            raise HeadshotError("class word is empty; give one such as man, woman or person", "bad_option")
+            raise bad(f"--trigger {self.trigger!r} must be one word (letters, digits, - or _)")
+        if self.class_word is not None:
+            safe_name(self.class_word, "--class")
+        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) \
+                or self.resolution % 64 or not 256 <= self.resolution <= 2048:
+            raise bad(f"--resolution {self.resolution} must be a multiple of 64 between 256 and 2048")
+        low, high = FACE_SHARE_RANGE
+        if not low <= self.face_share <= high:  # also refuses NaN
+            raise bad(f"--face-share {self.face_share} must be between {low} and {high} (the face's width as a "
+                      "share of the crop; 1/3 is a classic headshot)")
+        if self.repeats is not None and self.repeats < 1:
+            raise bad(f"--repeats {self.repeats} must be at least 1 (or leave it out to choose from the photo count)")
+        if self.min_face_px is not None and self.min_face_px < 1:
+            raise bad(f"--min-face {self.min_face_px} must be at least 1 pixel")
+        for reference in self.reference:
+            reference = Path(reference)
+            if not reference.exists():
+                raise bad(f"--reference {reference}: not found; give the path of a photo of the person", "not_found")
+            if reference.is_dir():
+                raise bad(f"--reference {reference} is a folder; give one photo (repeat --reference for more)")
 
 
 @dataclass
@@ -65,10 +87,19 @@ class PhotoOutcome:
     image: str | None = None
     caption: str | None = None
     details: dict = field(default_factory=dict)
-    # working state, not reported
-    crop: Image.Image | None = None
+    # working state, not reported: the crop waits on disk, only a thumbnail stays in memory
+    crop_path: Path | None = None
+    thumb: Image.Image | None = None
     embedding: np.ndarray | None = None
     overridden: dict | None = None
+
+    @property
+    def crop(self) -> Image.Image | None:
+        """The full-size crop, read back from disk (kept photos: the dataset image)."""
+        if self.crop_path is None:
+            return None
+        with Image.open(self.crop_path) as img:
+            return img.convert("RGB")
 
     def reject(self, code: str, message: str) -> None:
         self.status, self.reason, self.message = "rejected", code, message
@@ -108,50 +139,38 @@ def prepare_dataset(
     """Screen, frame and caption every photo in `input_dir`; write the dataset to `out_dir`.
 
     Writes the report even when no photo is kept, then raises HeadshotError("no_photos_kept").
-    Nothing in `input_dir` is modified.
+    Nothing in `input_dir` is modified, and in `out_dir` only files an earlier prepare wrote are replaced.
     """
     settings = settings or PrepareSettings()
     settings.validate()
     input_dir, out_dir = Path(input_dir), Path(out_dir)
-    files = list_photos(input_dir)
-    if not files:
+    # everything that can fail fast does, before the folder is touched or a model loads
+    entries = scan_folder(input_dir, skip=our_files_beside(input_dir, out_dir))
+    if not entries:
         raise HeadshotError(f"{input_dir} holds no files; put 3–20 photos of one person in it", "no_photos")
-    # models and rules first: a missing model file fails in a second, not after the screening
-    analyzer = analyzer or load_face_analyzer(settings.face_backend, settings.face_model_dirs)
-    warnings: list[str] = []
-    if tagger is None and settings.tagger != "none":
-        tagger = find_tagger(settings.tagger, settings.tagger_dirs)
-        if tagger is None:
-            warnings.append("no tagger model found (WD14 or DeepDanbooru): captions are the trigger and class only")
+    _check_keep(settings.keep, entries, input_dir)
+    references = [_read_reference(path) for path in settings.reference]
     rules = load_tag_rules(settings.tag_rules)
-    screen = ScreeningSettings(settings.resolution, settings.face_share, settings.min_face_px)
-    report = progress or (lambda done, total, message: None)
-
-    outcomes: list[PhotoOutcome] = []
-    hashes: list[tuple[np.ndarray, PhotoOutcome]] = []
-    for index, path in enumerate(files):
-        report(index, len(files), f"screening {path.name}")
-        outcome = PhotoOutcome(path.name)
-        outcomes.append(outcome)
-        _screen_photo(path, outcome, analyzer, screen, settings, hashes)
-    report(len(files), len(files), "screening done")
-
-    reference = _reference_embeddings(settings.reference, analyzer, settings.detect_side)
-    _screen_identity(outcomes, analyzer, reference, warnings)
+    check_writable(out_dir, "--out")
+    with FolderLock(out_dir, "dataset folder"), DatasetFolder(out_dir) as folder:
+        folder.check_ownership()
+        analyzer = analyzer or load_face_analyzer(settings.face_backend, settings.face_model_dirs)
+        warnings: list[str] = []
+        if tagger is None and settings.tagger != "none":
+            tagger = find_tagger(settings.tagger, settings.tagger_dirs)
+            if tagger is None:
+                warnings.append("no tagger model found (WD14 or DeepDanbooru): captions are the trigger and class only")
+        outcomes = _screen_all(entries, folder, analyzer, settings, progress)
+        reference = _reference_embeddings(references, analyzer, settings.detect_side)
+        _screen_identity(outcomes, analyzer, reference, warnings)
+        _apply_keep(outcomes, settings.keep, warnings)
+        kept = [o for o in outcomes if o.status == "kept"]
+        class_word = settings.class_word or _detect_class(kept, analyzer, warnings)
+        _caption(kept, settings, class_word, tagger, rules, progress or _quiet)
+        subset_dir = write_dataset(folder, outcomes, settings, class_word, warnings)
     for outcome in outcomes:
-        if outcome.status == "rejected" and outcome.source in settings.keep and outcome.crop is not None:
-            outcome.overridden = {"reason": outcome.reason, "message": outcome.message}
-            outcome.status, outcome.reason, outcome.message = "kept", None, "kept at your request despite screening"
-    for name in settings.keep - {o.source for o in outcomes}:
-        warnings.append(f"--keep {name}: no such photo in {input_dir}")
-    for outcome in outcomes:
-        if outcome.source in settings.keep and outcome.status == "rejected":
-            warnings.append(f"{outcome.source} cannot be kept: {outcome.message}")
-
-    kept = [o for o in outcomes if o.status == "kept"]
-    class_word = settings.class_word or _detect_class(kept, analyzer, warnings)
-    _caption(kept, settings, class_word, tagger, rules, report)
-    subset_dir = _write_dataset(out_dir, outcomes, settings, class_word, warnings)
+        if outcome.status != "kept":
+            outcome.crop_path = None  # its staged crop went with the staging folder
     result = PrepareResult(out_dir, outcomes, class_word, subset_dir, warnings)
     if not kept:
         reasons = Counter(o.reason for o in outcomes)
@@ -163,7 +182,61 @@ def prepare_dataset(
     return result
 
 
-def _screen_photo(path, outcome, analyzer, screen: ScreeningSettings, settings: PrepareSettings, hashes) -> None:
+def _quiet(done: int, total: int, message: str) -> None:
+    pass
+
+
+def _check_keep(keep: set[str], entries: list[FolderEntry], input_dir: Path) -> None:
+    missing = sorted(keep - {e.name for e in entries})
+    if missing:
+        raise HeadshotError(f"--keep {missing[0]}: no such file in {input_dir}; give a file name from that folder "
+                            "as it is written there (e.g. IMG_0001.jpg)", "bad_option")
+
+
+def _read_reference(path: Path) -> Photo:
+    try:
+        return read_photo(path)
+    except PhotoRejected as exc:
+        raise HeadshotError(f"--reference photo {exc}", "bad_reference") from None
+
+
+def _screen_all(entries, folder: DatasetFolder, analyzer, settings: PrepareSettings, progress) -> list[PhotoOutcome]:
+    report = progress or _quiet
+    screen = ScreeningSettings(settings.resolution, settings.face_share, settings.min_face_px)
+    outcomes: list[PhotoOutcome] = []
+    hashes: list[tuple[np.ndarray, PhotoOutcome]] = []
+    for index, entry in enumerate(entries):
+        report(index, len(entries), f"screening {entry.name}")
+        outcome = PhotoOutcome(entry.name)
+        outcomes.append(outcome)
+        if entry.problem is not None:
+            outcome.reject(entry.problem.code, str(entry.problem))
+            continue
+        made: list[Image.Image] = []
+        _screen_photo(entry.path, outcome, analyzer, screen, settings, hashes, made.append)
+        if made:  # the crop goes to disk (only one that may still be used) and leaves memory
+            outcome.thumb = made[0].copy()
+            outcome.thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+            if outcome.status == "kept" or outcome.source in settings.keep:
+                outcome.crop_path = folder.stage(made[0], index)
+            made.clear()
+    report(len(entries), len(entries), "screening done")
+    return outcomes
+
+
+def _apply_keep(outcomes: list[PhotoOutcome], keep: set[str], warnings: list[str]) -> None:
+    for outcome in outcomes:
+        if outcome.source not in keep or outcome.status != "rejected":
+            continue
+        if outcome.crop_path is None:
+            warnings.append(f"{outcome.source} cannot be kept: {outcome.message}")
+            continue
+        outcome.overridden = {"reason": outcome.reason, "message": outcome.message}
+        outcome.status, outcome.reason, outcome.message = "kept", None, "kept at your request despite screening"
+
+
+def _screen_photo(path, outcome, analyzer, screen: ScreeningSettings, settings: PrepareSettings, hashes,
+                  hold_crop) -> None:
     try:
         photo = read_photo(path)
     except PhotoRejected as exc:
@@ -172,15 +245,16 @@ def _screen_photo(path, outcome, analyzer, screen: ScreeningSettings, settings: 
     upright = find_upright(photo.image, analyzer, settings.detect_side)
     outcome.details["turned_degrees"] = upright.turned_degrees
     outcome.details["exif_rotated"] = photo.exif_rotated
+    del photo  # the upright copy is all that is needed from here
     photo_hash = difference_hash(upright.image)
     subject, rivals = pick_subject(upright.faces)
     if subject is None:
-        outcome.crop = _centre_square(upright.image, settings.resolution)  # only for --keep and the sheet
-        outcome.reject("no_face", f"{path.name}: no face found; use a photo where the face is clearly visible")
+        hold_crop(_centre_square(upright.image, settings.resolution))  # only for --keep and the sheet
+        outcome.reject("no_face", f"{outcome.source}: no face found; use a photo where the face is clearly visible")
         return
     outcome.embedding = upright.embed(subject)
     crop, framing = frame_headshot(upright.image, subject, settings.resolution, settings.face_share)
-    outcome.crop = crop
+    hold_crop(crop)
     outcome.details.update(
         face_box=[round(v, 1) for v in subject.box],
         face_width_px=round(subject.width),
@@ -190,14 +264,14 @@ def _screen_photo(path, outcome, analyzer, screen: ScreeningSettings, settings: 
     if rivals:
         outcome.reject(
             "multiple_faces",
-            f"{path.name}: {rivals + 1} faces of similar size; use a photo of the person alone "
+            f"{outcome.source}: {rivals + 1} faces of similar size; use a photo of the person alone "
             "(or crop it so their face is clearly the largest)",
         )
         return
     if subject.width < screen.min_face:
         outcome.reject(
             "face_too_small",
-            f"{path.name}: face too small: {subject.width:.0f} px wide, need at least {screen.min_face} px; "
+            f"{outcome.source}: face too small: {subject.width:.0f} px wide, need at least {screen.min_face} px; "
             "use a closer or higher-resolution photo",
         )
         return
@@ -206,29 +280,26 @@ def _screen_photo(path, outcome, analyzer, screen: ScreeningSettings, settings: 
     if score < screen.min_sharpness:
         outcome.reject(
             "blurry",
-            f"{path.name}: the face is blurry (sharpness {score:.3f}, need {screen.min_sharpness:.3f}); "
+            f"{outcome.source}: the face is blurry (sharpness {score:.3f}, need {screen.min_sharpness:.3f}); "
             "use a photo in focus",
         )
         return
     for other_hash, other in hashes:
         if hamming(photo_hash, other_hash) <= screen.duplicate_bits:
-            outcome.reject("duplicate", f"{path.name}: the same photo as {other.source}; one copy is enough")
+            outcome.reject("duplicate", f"{outcome.source}: the same photo as {other.source}; one copy is enough")
             return
     hashes.append((photo_hash, outcome))
     outcome.status, outcome.message = "kept", "kept"
 
 
-def _reference_embeddings(paths: list[Path], analyzer, detect_side: int) -> list[np.ndarray]:
+def _reference_embeddings(photos: list[Photo], analyzer, detect_side: int) -> list[np.ndarray]:
     embeddings = []
-    for path in paths:
-        try:
-            photo = read_photo(path)
-        except PhotoRejected as exc:
-            raise HeadshotError(f"reference photo {exc}", "bad_reference") from None
+    for photo in photos:
         upright = find_upright(photo.image, analyzer, detect_side)
         subject, _ = pick_subject(upright.faces)
         if subject is None:
-            raise HeadshotError(f"reference photo {Path(path).name}: no face found; pin a clear photo of the person", "bad_reference")
+            raise HeadshotError(f"--reference photo {photo.source.name}: no face found; pin a clear photo of the "
+                                "person", "bad_reference")
         embeddings.append(upright.embed(subject))
     return embeddings
 
@@ -286,49 +357,6 @@ def _caption(kept, settings: PrepareSettings, class_word: str, tagger, rules, re
             outcome.details["tags_removed"] = [{"tag": t, "reason": r} for t, r in removed]
         outcome.caption = build_caption(settings.trigger, class_word, kept_tags)
         outcome.details["tagger"] = tagger.name if tagger is not None else "none"
-
-
-def _write_dataset(out_dir: Path, outcomes, settings: PrepareSettings, class_word: str, warnings) -> Path | None:
-    """Write images, captions, TOML, report and sheet; earlier prepare output in out_dir is replaced."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    image_root = out_dir / kohya.IMAGE_ROOT
-    if image_root.exists():
-        shutil.rmtree(image_root)
-    kept = [o for o in outcomes if o.status == "kept"]
-    subset_dir = None
-    if kept:
-        repeats = settings.repeats or kohya.default_repeats(len(kept))
-        subset_dir = image_root / kohya.subset_folder_name(repeats, settings.trigger, class_word)
-        subset_dir.mkdir(parents=True)
-        for number, outcome in enumerate(kept, 1):
-            stem = re.sub(r"[^\w\-]+", "_", Path(outcome.source).stem)[:60] or "photo"
-            image_path = subset_dir / f"{number:02d}_{stem}.png"
-            outcome.crop.save(image_path)
-            image_path.with_suffix(kohya.CAPTION_EXTENSION).write_text(outcome.caption + "\n", encoding="utf-8")
-            outcome.image = image_path.relative_to(out_dir).as_posix()
-        toml = kohya.dataset_toml(subset_dir, f"{settings.trigger} {class_word}", repeats, settings.resolution)
-        (out_dir / DATASET_TOML_NAME).write_text(toml, encoding="utf-8")
-    elif (out_dir / DATASET_TOML_NAME).exists():
-        (out_dir / DATASET_TOML_NAME).unlink()
-    report = {
-        "photos": [o.as_report() for o in outcomes],
-        "summary": {
-            "kept": len(kept),
-            "rejected": len(outcomes) - len(kept),
-            "reasons": dict(Counter(o.reason for o in outcomes if o.status == "rejected")),
-        },
-        "trigger": settings.trigger,
-        "class": class_word,
-        "resolution": settings.resolution,
-        "dataset_dir": subset_dir.relative_to(out_dir).as_posix() if subset_dir else None,
-        "dataset_toml": DATASET_TOML_NAME if kept else None,
-        "warnings": warnings,
-    }
-    (out_dir / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    notes = [o.caption if o.status == "kept" else o.message.removeprefix(f"{o.source}: ") for o in outcomes]
-    sheet = contact_sheet([(o.crop, o.source, o.status == "kept", note or "") for o, note in zip(outcomes, notes)])
-    sheet.save(out_dir / CONTACT_SHEET_NAME, quality=90)
-    return subset_dir
 
 
 def _centre_square(img: Image.Image, resolution: int) -> Image.Image:
