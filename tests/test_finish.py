@@ -10,13 +10,14 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 import tiny_models
 from headshot.errors import HeadshotError
 from headshot.finish.detailer import DetailerSettings, detail_faces, face_mask, paste_feathered
 from headshot.finish.ranking import identity_from_photos, load_identity, rank
-from headshot.finish.results import Finishing, score_and_write
+from headshot.finish.batch import finish_pictures
+from headshot.finish.results import Batch, Finishing
 from headshot.samples import astronaut_shots, insightface_image
 
 
@@ -37,6 +38,28 @@ def test_detailer_changes_only_the_dilated_face_region(astronaut_img, dlib_analy
     assert np.array_equal(before[outside], after[outside])
     assert (before[~outside] != after[~outside]).any(), "the face itself must be repainted"
     assert len(done) == 1 and result.size == astronaut_img.size
+
+
+def test_finish_repaints_the_face_of_a_real_photo_and_nothing_else(astronaut_img, dlib_analyzer, tiny_sampler,
+                                                                   tmp_path):
+    """The finish path (read, detail, save, rank) over a real face: the saved picture differs from the
+    photo inside the face box and is bit-identical outside the detailer's dilated mask."""
+    source = tmp_path / "in" / "astronaut.png"
+    source.parent.mkdir()
+    astronaut_img.save(source)
+    settings = DetailerSettings(guide_size=64, steps=3, denoise=0.6)
+    finishing = Finishing(analyzer=dlib_analyzer, detailer=settings, sampler=tiny_sampler,
+                          detail_prompt=("ohwx woman, detailed face", ""))
+    [entry] = finish_pictures([source], tmp_path / "out", finishing, seed=1)
+    assert entry["detailed_faces"] == 1
+    before = np.asarray(astronaut_img.convert("RGB"))
+    after = np.asarray(Image.open(tmp_path / "out" / entry["image"]).convert("RGB"))
+    face = dlib_analyzer.detect(before)[0]
+    x0, y0, x1, y1 = (int(round(v)) for v in face.box)
+    inside = (before[y0:y1, x0:x1] != after[y0:y1, x0:x1]).any(axis=-1)
+    assert inside.mean() > 0.5, f"only {inside.mean():.0%} of the face box was repainted"
+    outside = np.asarray(face_mask(astronaut_img.size, face, settings.dilation)) == 0
+    assert np.array_equal(before[outside], after[outside])
 
 
 def test_feathered_paste_has_zero_weight_outside_the_mask():
@@ -77,11 +100,10 @@ def _candidates():
 
 def test_ranking_puts_the_persons_photos_first_and_sets_faceless_aside(reference_dir, dlib_analyzer, tmp_path):
     identity = identity_from_photos(reference_dir, dlib_analyzer)
-    images = _candidates()
-    for name, img in images.items():
-        img.save(tmp_path / name)
-    entries = [{"image": name, "seed": i, "style": None} for i, name in enumerate(images)]
-    results = score_and_write(tmp_path, entries, images, Finishing(analyzer=dlib_analyzer, identity=identity), top=3)
+    batch = Batch(tmp_path, Finishing(analyzer=dlib_analyzer, identity=identity))
+    for i, (name, img) in enumerate(_candidates().items()):
+        batch.add(name.removesuffix(".png"), img, {"seed": i, "style": None})
+    results = batch.write(top=3)
     assert {Path_name(e) for e in results if e["rank"]} == {"same_mirrored.png", "same_tilted.png", "same_wide.png"}
     faceless = [e for e in results if e["faceless"]]
     assert [Path_name(e) for e in faceless] == ["noise.png"] and faceless[0]["image"] == "faceless/noise.png"
@@ -90,7 +112,29 @@ def test_ranking_puts_the_persons_photos_first_and_sets_faceless_aside(reference
     assert scores == sorted(scores, reverse=True)
     written = json.loads((tmp_path / "results.json").read_text())
     assert all({"image", "seed", "style", "identity_score", "faceless"} <= set(e) for e in written)
-    assert (tmp_path / "contact_sheet.jpg").is_file()
+    assert all((tmp_path / e["image"]).is_file() for e in written)
+    _assert_sheet_shows(tmp_path / "contact_sheet.jpg", [Image.open(tmp_path / e["image"]) for e in written])
+
+
+def _assert_sheet_shows(sheet_path, pictures, tile=192, caption=58, pad=8):
+    """The sheet has one tile per picture, in order, and each tile shows its own picture."""
+    sheet = Image.open(sheet_path).convert("RGB")
+    columns = min(5, len(pictures))
+    rows = -(-len(pictures) // columns)
+    assert sheet.size == (columns * (tile + pad) + pad, rows * (tile + caption + pad) + pad)
+    tiles = []
+    for i in range(len(pictures)):
+        x, y = pad + (i % columns) * (tile + pad) + 4, pad + (i // columns) * (tile + caption + pad) + 4
+        tiles.append(np.asarray(sheet.crop((x, y, x + tile - 8, y + tile - 8)), np.float32))
+    expected = [np.asarray(ImageOps.pad(p.convert("RGB"), (tile - 8, tile - 8), color=(230, 230, 230)), np.float32)
+                for p in pictures]
+    def coarse(a):  # 8x8 block means: JPEG's error (large on noise) averages out, the picture stays
+        return a.reshape(23, 8, 23, 8, 3).mean(axis=(1, 3))
+
+    for i, shown in enumerate(tiles):
+        errors = [np.abs(coarse(shown) - coarse(e)).mean() for e in expected]
+        assert errors[i] < 6, f"tile {i} does not show its picture (mean error {errors[i]:.1f})"
+        assert int(np.argmin(errors)) == i, f"tile {i} looks more like picture {int(np.argmin(errors))}"
 
 
 def Path_name(entry):

@@ -26,17 +26,13 @@ from headshot.samples import astronaut_shots, insightface_image
 @pytest.fixture(scope="module")
 def tiny_kit(tmp_path_factory):
     """A tiny SD1 folder, an OpenPose-shaped ControlNet for it, and an identity LoRA trained on it."""
-    from diffusers import ControlNetModel, UNet2DConditionModel
-
     from headshot.train.api import create_job
     from headshot.train.engine import LoraTrainer
     from headshot.train.settings import TrainSettings
 
     root = tmp_path_factory.mktemp("kit")
     base = tiny_models.make_tiny_sd1(root / "sd1")
-    # the tiny VAE shrinks 2x, so the ControlNet's hint encoder must too (one stride-2 stage)
-    ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(base / "unet"),
-                              conditioning_embedding_out_channels=(16, 32)).save_pretrained(root / "controlnet")
+    _tiny_controlnet(base, root / "controlnet")
     data = root / "data" / "img" / "10_ohwx woman"
     data.mkdir(parents=True)
     for i, name in enumerate(["astronaut.png", "astronaut_closeup.jpg"]):
@@ -47,6 +43,27 @@ def tiny_kit(tmp_path_factory):
                              face_backend="dlib", device="cpu", gradient_checkpointing=False)
     LoraTrainer(settings, create_job(settings)).run()
     return {"base": base, "controlnet": root / "controlnet", "lora": root / "lora" / "jane.safetensors"}
+
+
+def _tiny_controlnet(base, folder):
+    """An OpenPose-shaped ControlNet for the tiny base whose pose really steers the UNet.
+
+    from_unet zero-initialises the output convolutions (so training starts from no effect); a
+    trained ControlNet's are not zero, and with zeros no test could tell whether the pose arrived.
+    """
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    torch.manual_seed(5)  # the hint encoder is initialised at random: the same ControlNet in every run
+    # the tiny VAE shrinks 2x, so the ControlNet's hint encoder must too (one stride-2 stage)
+    controlnet = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(base / "unet"),
+                                           conditioning_embedding_out_channels=(16, 32))
+    with torch.no_grad():
+        for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                     controlnet.controlnet_cond_embedding.conv_out]:
+            conv.weight.normal_(0, 1.0)
+    controlnet.save_pretrained(folder)
+    return folder
 
 
 def _headshot(*args):
@@ -134,3 +151,56 @@ def test_finish_ranks_existing_pictures_against_reference_photos(tmp_path):
     assert results[0]["image"] == "a_same.png" and results[0]["rank"] == 1
     assert results[1]["image"] == "below_top/b_other.png"
     assert results[2]["image"] == "faceless/c_blank.png" and results[2]["faceless"]
+
+
+@pytest.fixture(scope="module")
+def control_sampler(tiny_kit):
+    from headshot.generate.sampler import DiffusersSampler
+
+    return DiffusersSampler(str(tiny_kit["base"]), controlnet=str(tiny_kit["controlnet"]), device="cpu")
+
+
+def test_generate_hands_the_styles_pose_to_the_controlnet(control_sampler, dlib_analyzer, tmp_path):
+    """The ControlNet's own forward receives the skeleton of the style's pose, drawn for the canvas."""
+    import torch
+
+    from headshot.generate.pose import preset_pose, render_openpose
+    from headshot.generate.run import GenerateSettings, generate
+    from headshot.generate.styles import get_style
+
+    seen = []
+
+    def spy(module, args, kwargs):
+        seen.append(kwargs["controlnet_cond"].detach().float().cpu())
+
+    hook = control_sampler.controlnet.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        results = generate(GenerateSettings(style="linkedin_corporate", count=1, out_dir=tmp_path, size=(64, 64),
+                                            steps=2), control_sampler, Finishing(analyzer=dlib_analyzer))
+    finally:
+        hook.remove()
+    pose = get_style("linkedin_corporate").pose
+    assert results[0]["pose"] == pose and len(seen) == 2  # once per step
+    expected = torch.from_numpy(np.asarray(render_openpose(preset_pose(pose, 64, 64), 64, 64).convert("RGB"),
+                                           np.float32) / 255).permute(2, 0, 1)
+    assert expected.std() > 0.1  # a skeleton, not a blank picture
+    for cond in seen:
+        assert torch.allclose(cond[0], expected, atol=1e-3)
+
+
+def test_the_pose_image_changes_the_picture(control_sampler):
+    """Real computation: two different skeletons give different pictures, the same one the same picture."""
+    from headshot.generate.pose import preset_pose, render_openpose
+    from headshot.generate.sampler import TextToImage
+
+    def draw(pose):
+        control = render_openpose(pose, 64, 64)
+        return np.asarray(control_sampler.text_to_image(TextToImage(
+            prompt="ohwx woman", negative="", width=64, height=64, steps=2, cfg=5.0, seed=3,
+            control_image=control)), np.int16)
+
+    front = draw(preset_pose("headshot_front", 64, 64))
+    assert np.array_equal(front, draw(preset_pose("headshot_front", 64, 64)))
+    difference = np.abs(front - draw(preset_pose("two_people_side_by_side", 64, 64))).mean()
+    print(f"mean difference between the two poses' pictures: {difference:.2f} of 255")
+    assert difference > 1.0  # 3.0 with this seeded ControlNet; 0 when the pose never reaches it

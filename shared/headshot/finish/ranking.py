@@ -48,9 +48,12 @@ def load_identity(path: str | Path, analyzer) -> Identity:
 
 
 def identity_from_photos(folder: str | Path, analyzer) -> Identity:
-    """Mean embedding of the faces in a folder of the person's photos."""
+    """Mean embedding of the faces in a folder of the person's photos (or in one photo)."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise HeadshotError(f"reference {folder} not found; give a folder of the person's photos", "not_found")
     embeddings = []
-    for path in list_photos(folder):
+    for path in [folder] if folder.is_file() else list_photos(folder):
         try:
             photo = read_photo(path)
         except HeadshotError:

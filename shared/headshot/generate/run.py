@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import HeadshotError
 from ..finish.detailer import DetailerSettings
-from ..finish.results import Finishing, finish_image, score_and_write
+from ..finish.results import Batch, Finishing, finish_image
 from .sampler import LoraWeight, Sampler, TextToImage
 
 GROUP_POSES = {2: "two_people_side_by_side", 3: "three_people_group"}
@@ -51,13 +51,16 @@ def lora_subject(path: str) -> tuple[str | None, str | None]:
 
 
 def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing, progress=None) -> list[dict]:
-    from PIL import Image  # noqa: F401  (images come back from the sampler)
-
     from .pose import preset_pose, render_openpose
+    from .preflight import check_generate_options, check_loras_fit, parse_size
     from .styles import build_prompt, get_style
 
-    if settings.count < 1:
-        raise HeadshotError("--count must be at least 1", "bad_option")
+    check_generate_options(style=settings.style, style_dirs=settings.style_dirs, count=settings.count,
+                           seed=settings.seed, steps=settings.steps, trigger=settings.trigger,
+                           class_word=settings.class_word, loras=settings.loras)
+    if settings.size:
+        parse_size("x".join(map(str, settings.size)))
+    check_loras_fit(settings.loras, sampler.family)
     style = get_style(settings.style, settings.style_dirs).for_family(sampler.family)
     subjects = [lora_subject(p) for p in settings.loras]
     trigger = settings.trigger or (subjects[0][0] if subjects else None) or "ohwx"
@@ -84,9 +87,7 @@ def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing,
         finishing.detailer = finishing.detailer or DetailerSettings(steps=steps, cfg=style.cfg, sampler=style.sampler)
         finishing.detail_prompt = (positive, negative)
         finishing.sampler = sampler
-    out = Path(settings.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    entries, images = [], {}
+    batch = Batch(settings.out_dir, finishing)
     for i in range(settings.count):
         seed = settings.seed + i
         if progress:
@@ -95,10 +96,8 @@ def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing,
             prompt=positive, negative=negative, width=width, height=height, steps=steps, cfg=style.cfg, seed=seed,
             sampler=style.sampler, loras=first_pass, control_image=control))
         image, done = finish_image(image, finishing, seed)
-        name = f"{style.name}_{seed:06d}.png"
-        image.save(out / name)
-        images[name] = image
-        entries.append({"image": name, "seed": seed, "style": style.name, "prompt": positive, "negative": negative,
-                        "width": width, "height": height, "steps": steps, "cfg": style.cfg, "sampler": style.sampler,
-                        "pose": pose_name, "loras": [l.path for l in first_pass], **done})
-    return score_and_write(out, entries, images, finishing, settings.top)
+        batch.add(f"{style.name}_{seed:06d}", image, {
+            "seed": seed, "style": style.name, "prompt": positive, "negative": negative, "width": width,
+            "height": height, "steps": steps, "cfg": style.cfg, "sampler": style.sampler, "pose": pose_name,
+            "loras": [l.path for l in first_pass], **done})
+    return batch.write(settings.top)
