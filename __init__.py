@@ -1,4 +1,5 @@
 """ComfyUI entry point for Headshot Studio: re-exports comfy_nodes' mappings, nothing else."""
+import logging
 import os
 import sys
 
@@ -8,8 +9,9 @@ if _core not in sys.path:
 
 try:  # comfy_nodes drops single nodes itself; this only guards against the unforeseen
     from .comfy_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
-except Exception as _exc:  # never "IMPORT FAILED" for the whole pack
-    print(f"[Headshot Studio] no nodes loaded: {type(_exc).__name__}: {_exc}")
+except Exception:  # ComfyUI keeps running, but a pack with zero nodes must never be silent
+    logging.error("[Headshot Studio] the pack failed to load, so none of its nodes are available; "
+                  "please report this traceback:", exc_info=True)
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 WEB_DIRECTORY = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 
 #: module -> ({class name: display name}, [(module it needs, what to pip install)])
 NODES = {
@@ -59,6 +60,8 @@ def _load() -> None:
             for display in nodes.values():
                 DISABLED[display] = reason
             _say(f"node(s) {names} disabled: {reason}")
+            if not isinstance(exc, ImportError):  # a bug, not a missing package: show where
+                logging.error("[Headshot Studio] %s failed to import:", module_name, exc_info=True)
             continue
         NODE_CLASS_MAPPINGS.update(classes)
         NODE_DISPLAY_NAME_MAPPINGS.update(nodes)

@@ -31,20 +31,11 @@ def face_analyzer(backend: str):
     return _analyzers[backend]
 
 
-def resolve_folder(text: str, what: str) -> Path:
-    """A folder a person typed: absolute, or relative to ComfyUI's input folder (then the cwd)."""
-    raw = (text or "").strip().strip('"')
-    if not raw:
-        raise ValueError(f"no {what} given: type the folder's path")
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        base = host.input_dir()
-        if base is not None and (base / path).is_dir():
-            path = base / path
-    if not path.is_dir():
-        raise FileNotFoundError(f"{what} {raw!r} is not a folder (relative paths are looked up in ComfyUI's "
-                                "input folder)")
-    return path.resolve()
+def resolve_folder(text: str, widget: str) -> Path:
+    """The folder a widget names, checked against the folders the pack may use (see paths.py)."""
+    from .paths import user_path
+
+    return user_path(text, widget, "folder")
 
 
 def fingerprint(*parts) -> str:

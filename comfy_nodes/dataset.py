@@ -1,23 +1,24 @@
 """Prepare Dataset: the core's prepare (screening, framing, captions, kohya layout) as a node."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
+
+from headshot.errors import HeadshotError
+from headshot.outputs import safe_name
 
 from . import host
 from .common import (CATEGORY, face_analyzer, face_backend_input, fingerprint, folder_listing, resolve_folder,
                      split_names)
 from .images import no_images, pil_to_image_batch
+from .paths import RULE, allowed_path, user_path
 
 TAGGERS = ["auto", "wd14", "deepdanbooru", "none"]
 
 
 def dataset_dir(name: str) -> Path:
-    """Where the dataset called `name` is written: <headshot_jobs>/datasets/<name>."""
-    name = (name or "").strip()
-    if not re.fullmatch(r"[\w\-]+(\.[\w\-]+)*", name):
-        raise ValueError(f"dataset name {name!r}: use letters, digits, '-', '_' (and '.' between them)")
-    return host.jobs_root() / "datasets" / name
+    """Where the dataset called `name` is written: <headshot_jobs>/datasets/<name> (never a link out of it)."""
+    name = safe_name((name or "").strip(), "Prepare Dataset dataset_name")
+    return allowed_path(host.jobs_root() / "datasets" / name, "Prepare Dataset dataset_name")
 
 
 def report_text(result) -> str:
@@ -44,14 +45,16 @@ class HeadshotPrepareDataset:
             "required": {
                 "photos_folder": ("STRING", {"default": "", "tooltip": "Folder of the person's photos: connect Load "
                                              "Photos' photos_folder, or type a path (relative: ComfyUI's input "
-                                             "folder)."}),
+                                             "folder)." + RULE}),
                 "dataset_name": ("STRING", {"default": "my_identity", "tooltip": "Name of the dataset folder, "
-                                            "written under output/headshot_jobs/datasets/ (replaced when it "
-                                            "exists)."}),
+                                            "written under output/headshot_jobs/datasets/ (a re-run replaces "
+                                            "only the files it wrote there). No '/', '\\' or '..'."}),
                 "trigger": ("STRING", {"default": "ohwx", "tooltip": "The rare word that will stand for the person "
-                                       "in prompts (one word)."}),
+                                       "in prompts (one word; it names the kohya image folder, so no '/', "
+                                       "'\\' or '..')."}),
                 "class_word": ("STRING", {"default": "", "tooltip": "man, woman, person…; empty: detected where "
-                                          "the face model can tell, else 'person'."}),
+                                          "the face model can tell, else 'person'. It names the kohya image "
+                                          "folder, so no '/', '\\' or '..'."}),
                 "resolution": ("INT", {"default": 512, "min": 256, "max": 2048, "step": 64, "tooltip": "Side of "
                                        "the square crops: 512 for SD1.5, 768 for SD2, 1024 for SDXL."}),
                 "face_backend": face_backend_input(),
@@ -63,7 +66,7 @@ class HeadshotPrepareDataset:
                 "keep": ("STRING", {"default": "", "tooltip": "File names to keep even when screening rejects "
                                     "them (comma or line separated)."}),
                 "reference_photo": ("STRING", {"default": "", "tooltip": "Path of a photo that pins who the person "
-                                               "is when most of the set shows someone else."}),
+                                               "is when most of the set shows someone else." + RULE}),
                 "repeats": ("INT", {"default": 0, "min": 0, "max": 100, "tooltip": "kohya repeats per epoch; 0: "
                                     "chosen from the photo count."}),
             },
@@ -85,8 +88,8 @@ class HeadshotPrepareDataset:
         listing = []
         if photos_folder:
             try:
-                listing = folder_listing(resolve_folder(photos_folder, "photo folder"))
-            except (ValueError, FileNotFoundError):
+                listing = folder_listing(resolve_folder(photos_folder, "photos_folder"))
+            except HeadshotError:  # prepare() says why
                 pass
         return fingerprint(photos_folder, listing, settings)
 
@@ -95,13 +98,17 @@ class HeadshotPrepareDataset:
         from headshot.dataset.prepare import CONTACT_SHEET_NAME, PrepareSettings, prepare_dataset
         from PIL import Image
 
-        source = resolve_folder(photos_folder, "photo folder")
+        source = resolve_folder(photos_folder, "Prepare Dataset photos_folder")
         out = dataset_dir(dataset_name)
+        trigger = safe_name(trigger.strip(), "Prepare Dataset trigger")  # both name the kohya image folder
+        class_word = safe_name(class_word.strip(), "Prepare Dataset class_word") if class_word.strip() else None
+        reference = [user_path(reference_photo, "Prepare Dataset reference_photo", "file")] \
+            if reference_photo.strip() else []
         settings = PrepareSettings(
-            trigger=trigger.strip(), class_word=class_word.strip() or None, resolution=resolution,
+            trigger=trigger, class_word=class_word, resolution=resolution,
             face_backend=face_backend, face_model_dirs=host.folder_dirs("insightface"), tagger=tagger,
             tagger_dirs=host.folder_dirs("taggers"), repeats=repeats or None, keep=set(split_names(keep)),
-            reference=[Path(reference_photo.strip()).expanduser()] if reference_photo.strip() else [],
+            reference=reference,
         )
         bar = host.Progress()
 

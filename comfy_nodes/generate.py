@@ -123,8 +123,10 @@ class HeadshotStyleTemplate:
         from headshot.generate.pose import preset_pose, render_openpose
         from headshot.generate.run import GROUP_POSES, lora_subject
         from headshot.generate.styles import build_prompt, comfy_sampler, get_style
+        from headshot.outputs import safe_name
 
-        chosen = get_style(style, style_dirs()).for_family(model_family)
+        # a style name is looked up as a file in the style folders: a name, never a path
+        chosen = get_style(safe_name(style, "Style Template style"), style_dirs()).for_family(model_family)
         trigger, class_word = trigger.strip(), class_word.strip()
         if lora_name and lora_name != "none" and not (trigger and class_word):
             recorded = lora_subject(str(host.full_path("loras", lora_name)))

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import hashlib
 
+from headshot.errors import HeadshotError
+
 from . import host
 from .common import CATEGORY, fingerprint, folder_listing, resolve_folder
 from .images import fit_batch, image_batch_to_pils, pil_to_image_batch
+from .paths import RULE
 
 
 class HeadshotLoadPhotos:
@@ -19,7 +22,7 @@ class HeadshotLoadPhotos:
             "required": {
                 "folder": ("STRING", {"default": "", "tooltip": "Folder holding 3-20 photos of one person. A "
                                       "relative path is looked up in ComfyUI's input folder. Ignored when images "
-                                      "are connected."}),
+                                      "are connected." + RULE}),
                 "max_side": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
                                      "tooltip": "Longest side of the photos in the IMAGE batch (preview only: "
                                      "Prepare Dataset reads the original files at full size)."}),
@@ -40,9 +43,10 @@ class HeadshotLoadPhotos:
 
     @classmethod
     def IS_CHANGED(cls, folder="", max_side=1024, images=None, **_):
+        # a folder outside the allowed ones is not even listed; load() then says why
         try:
-            listing = folder_listing(resolve_folder(folder, "photo folder")) if folder else []
-        except (ValueError, FileNotFoundError):
+            listing = folder_listing(resolve_folder(folder, "folder")) if folder else []
+        except HeadshotError:
             listing = []
         return fingerprint(folder, max_side, listing)
 
@@ -62,7 +66,7 @@ class HeadshotLoadPhotos:
                     img.save(path / name)
                 names.append(name)
         else:
-            path = resolve_folder(folder, "photo folder")
+            path = resolve_folder(folder, "Load Photos folder")
             pils, names = [], []
             for file in list_photos(path):
                 try:

@@ -8,6 +8,7 @@ from pathlib import Path
 from . import host
 from .common import CATEGORY, FACE_BACKENDS, face_backend_input, face_analyzer, resolve_folder
 from .images import image_batch_to_pils, no_images, pil_to_image_batch
+from .paths import RULE, user_path
 
 
 def identity_inputs() -> dict:
@@ -16,8 +17,8 @@ def identity_inputs() -> dict:
         "lora_name": (["none"] + host.file_list("loras"), {"default": "none", "tooltip": "An identity LoRA trained "
                       "here: its <name>.identity.json (written beside it) is the person's face."}),
         "reference_images": ("IMAGE", {"tooltip": "Photos of the person (e.g. Load Photos' images)."}),
-        "reference_folder": ("STRING", {"default": "", "tooltip": "A folder of photos of the person."}),
-        "identity_file": ("STRING", {"default": "", "tooltip": "Path of an .identity.json file."}),
+        "reference_folder": ("STRING", {"default": "", "tooltip": "A folder of photos of the person." + RULE}),
+        "identity_file": ("STRING", {"default": "", "tooltip": "Path of an .identity.json file." + RULE}),
     }
 
 
@@ -28,7 +29,7 @@ def resolve_identity(face_backend: str, lora_name: str = "none", reference_image
 
     path = None
     if identity_file.strip():
-        path = Path(identity_file.strip()).expanduser()
+        path = user_path(identity_file, "identity_file", "file")
     elif lora_name and lora_name != "none":
         path = host.full_path("loras", lora_name).with_suffix(".identity.json")
     if path is not None:
@@ -47,7 +48,7 @@ def resolve_identity(face_backend: str, lora_name: str = "none", reference_image
             img.save(folder / f"reference_{i:03d}.png")
         return analyzer, identity_from_photos(folder, analyzer), "reference images"
     if reference_folder.strip():
-        folder = resolve_folder(reference_folder, "reference folder")
+        folder = resolve_folder(reference_folder, "reference_folder")
         return analyzer, identity_from_photos(folder, analyzer), str(folder)
     return analyzer, None, None
 
@@ -127,7 +128,8 @@ def clip_scores(pictures, prompt: str, model_dir: Path) -> list[float]:
     from headshot.train.models import find_clip_tokenizer
     from transformers import CLIPImageProcessor, CLIPModel
 
-    model = CLIPModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+    # safetensors only: a pickled pytorch_model.bin in a shared folder could run code
+    model = CLIPModel.from_pretrained(str(model_dir), local_files_only=True, use_safetensors=True).eval()
     tokenizer = find_clip_tokenizer([model_dir])
     if (model_dir / "preprocessor_config.json").is_file():
         processor = CLIPImageProcessor.from_pretrained(str(model_dir), local_files_only=True)
@@ -162,8 +164,8 @@ class HeadshotEvaluateLikeness:
             "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "Text for the CLIP score (e.g. the "
                                   "positive prompt)."}),
             "clip_model_dir": ("STRING", {"default": "", "tooltip": "A Hugging Face CLIP model folder (config.json, "
-                                          "weights, tokenizer), e.g. clip-vit-large-patch14; empty: the CLIP score "
-                                          "is not computed."}),
+                                          "safetensors weights, tokenizer), e.g. clip-vit-large-patch14; empty: the "
+                                          "CLIP score is not computed." + RULE}),
         })
         return {
             "required": {
@@ -201,7 +203,7 @@ class HeadshotEvaluateLikeness:
         elif not prompt.strip():
             report["clip_score"] = {"computed": False, "reason": "no prompt given to compare the pictures with"}
         else:
-            folder = Path(clip_model_dir.strip()).expanduser()
+            folder = user_path(clip_model_dir, "clip_model_dir")
             scores = clip_scores(pictures, prompt, folder)
             report["clip_score"] = {"computed": True, "model": str(folder), "prompt": prompt,
                                     "mean": round(sum(scores) / len(scores), 3), "per_image": scores}

@@ -2,7 +2,7 @@
 
 GET  /headshot/jobs                -> {"jobs": [{"name", "state", "steps_done", "lora"}, ...]}
 GET  /headshot/jobs/{name}         -> {"name", "job": <job.json>, "events": [the last `events` events]}
-                                      (?events=N, default 50, at most 1000)
+                                      (?events=N, default 50, clamped to 0..1000)
 POST /headshot/jobs/{name}/cancel  -> {"name", "cancel_requested": true, "state"}; the worker saves a
                                       checkpoint and stops, and the job resumes when run again
                                       (cancel_requested false, with a message, when it is not running)
@@ -10,11 +10,10 @@ A job's name is its folder name under <headshot_jobs>/jobs/ (Train Identity LoRA
 """
 from __future__ import annotations
 
-import re
-
 from . import host
 
-_NAME = re.compile(r"[\w\-]+(\.[\w\-]+)*")
+DEFAULT_EVENTS = 50
+MAX_EVENTS = 1000
 
 
 class JobNotFound(LookupError):
@@ -27,11 +26,18 @@ def jobs_dir():
 
 def job_folder(name: str):
     """The job called `name`; ValueError for a name that is not a plain folder name."""
+    from headshot.errors import HeadshotError
+    from headshot.outputs import safe_name
     from headshot.train.job import JobFolder
 
-    if not _NAME.fullmatch(name or ""):
-        raise ValueError(f"{name!r} is not a job name (letters, digits, '-', '_' and inner dots)")
-    job = JobFolder(jobs_dir() / name)
+    try:
+        safe_name(name, "job name")
+    except HeadshotError as exc:
+        raise ValueError(str(exc)) from None
+    folder = jobs_dir() / name
+    if folder.is_symlink():  # a link planted under jobs/ must not expose another folder
+        raise JobNotFound(f"no training job called {name!r}")
+    job = JobFolder(folder)
     if not job.exists():
         raise JobNotFound(f"no training job called {name!r}")
     return job
@@ -42,7 +48,7 @@ def list_jobs() -> dict:
 
     jobs = []
     if jobs_dir().is_dir():
-        for folder in sorted(p for p in jobs_dir().iterdir() if p.is_dir()):
+        for folder in sorted(p for p in jobs_dir().iterdir() if p.is_dir() and not p.is_symlink()):
             job = JobFolder(folder)
             if job.exists():
                 record = job.read()
@@ -51,10 +57,20 @@ def list_jobs() -> dict:
     return {"jobs": jobs}
 
 
-def job_status(name: str, events: int = 50) -> dict:
+def event_count(value) -> int:
+    """?events=N as a count in 0..MAX_EVENTS (negative: none; not a number: the default)."""
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        return DEFAULT_EVENTS
+    return max(0, min(count, MAX_EVENTS))
+
+
+def job_status(name: str, events: int = DEFAULT_EVENTS) -> dict:
     job = job_folder(name)
+    count = event_count(events)
     found, _ = job.events(0)
-    return {"name": name, "job": job.read(), "events": found[-max(0, min(events, 1000)):] if events else []}
+    return {"name": name, "job": job.read(), "events": found[-count:] if count else []}
 
 
 def cancel_job(name: str) -> dict:
@@ -93,10 +109,7 @@ def register_routes() -> bool:
 
     @routes.get("/headshot/jobs/{name}")
     async def get_job(request):
-        try:
-            count = int(request.rel_url.query.get("events", 50))
-        except ValueError:
-            count = 50
+        count = event_count(request.rel_url.query.get("events", DEFAULT_EVENTS))
         return answer(job_status, request.match_info["name"], count)
 
     @routes.post("/headshot/jobs/{name}/cancel")

@@ -10,15 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+from headshot.errors import HeadshotError
+from headshot.outputs import safe_name
+
 from . import host
 from .common import CATEGORY, face_backend_input, fingerprint
 from .images import fit_batch, note_image, pil_to_image_batch
+from .paths import RULE, allowed_path, user_path
 
 PRESETS = ["fast", "balanced", "quality"]
 LORA_SUBFOLDER = "headshot"
@@ -49,15 +52,23 @@ def checkpoint_identity(path: Path) -> list:
 def choices(output_name, preset, steps, rank, learning_rate, resolution, seed, validation_images, face_backend,
             sd_scripts_path="") -> dict:
     """The person's choices as TrainSettings fields (0 / -1 / empty mean: from the preset)."""
-    if not re.fullmatch(r"[\w\-]+", output_name or ""):
-        raise ValueError(f"output name {output_name!r}: use letters, digits, '-' or '_' (it names the LoRA file)")
+    safe_name(output_name, "Train Identity LoRA output_name")  # it names the LoRA file and the job folder
+    sd_scripts = str(user_path(sd_scripts_path, "Train Identity LoRA sd_scripts_path")) if sd_scripts_path.strip() \
+        else None  # code that runs: never from a folder a shared workflow picked
     return {
         "output_name": output_name, "preset": preset, "steps": steps or None, "rank": rank or None,
         "lr": learning_rate or None, "resolution": resolution or None, "seed": seed,
         "validation_images": None if validation_images < 0 else validation_images, "face_backend": face_backend,
-        "backend": "sd-scripts" if sd_scripts_path.strip() else "builtin",
-        "sd_scripts_repo": sd_scripts_path.strip() or None,
+        "backend": "sd-scripts" if sd_scripts else "builtin",
+        "sd_scripts_repo": sd_scripts,
     }
+
+
+def job_dir_for(chosen: dict, dataset: Path, checkpoint: Path) -> Path:
+    """The job folder for these choices: named after what decides the result, so a re-run finds it."""
+    key = fingerprint(chosen, dataset_digest(dataset), checkpoint_identity(checkpoint))[:12]
+    folder = host.jobs_root() / "jobs" / f"{chosen['output_name']}-{key}"
+    return allowed_path(folder, "Train Identity LoRA output_name")
 
 
 def install_lora(lora: Path, output_name: str) -> str:
@@ -85,14 +96,18 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def chosen_samples(job_dir: Path, chosen_step) -> list[Path]:
-    """The validation samples of the chosen checkpoint (all samples when the choice names none)."""
+    """The validation samples of the chosen checkpoint (all samples when the choice names none).
+
+    validation.json is data: a path in it is shown only when it lies inside the job folder.
+    """
     record_path = job_dir / "validation.json"
     if record_path.is_file():
         data = json.loads(record_path.read_text())
+        inside = Path(os.path.realpath(job_dir))
         for checkpoint in data.get("checkpoints", []):
             if checkpoint.get("step") == chosen_step:
-                paths = [Path(image["path"]) for image in checkpoint.get("images", [])]
-                return [p for p in paths if p.is_file()]
+                paths = [Path(os.path.realpath(image["path"])) for image in checkpoint.get("images", [])]
+                return [p for p in paths if p.is_relative_to(inside) and p.is_file()]
     return sorted((job_dir / "samples").rglob("*.png")) if (job_dir / "samples").is_dir() else []
 
 
@@ -145,11 +160,12 @@ class HeadshotTrainLora:
         return {
             "required": {
                 "dataset_path": ("STRING", {"default": "", "tooltip": "The prepared dataset folder: connect Prepare "
-                                            "Dataset's dataset_path, or type its path."}),
+                                            "Dataset's dataset_path, or type its path." + RULE}),
                 "ckpt_name": (host.file_list("checkpoints"), {"tooltip": "Base model from models/checkpoints "
                               "(SD1.x, SD2.x or SDXL; told apart from the weights)."}),
                 "output_name": ("STRING", {"default": "headshot_lora", "tooltip": "File name of the LoRA: it "
-                                           "appears in LoraLoader as headshot/<name>.safetensors."}),
+                                           "appears in LoraLoader as headshot/<name>.safetensors (no '/', '\\' "
+                                           "or '..')."}),
                 "preset": (PRESETS, {"default": "balanced", "tooltip": "Defaults for steps, rank, learning rate "
                                      "and schedule; the fields below override them."}),
                 "steps": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Training steps; 0: from the "
@@ -169,7 +185,7 @@ class HeadshotTrainLora:
             },
             "optional": {
                 "sd_scripts_path": ("STRING", {"default": "", "tooltip": "A kohya sd-scripts checkout to train "
-                                               "with instead of the builtin engine; empty: builtin."}),
+                                               "with instead of the builtin engine; empty: builtin." + RULE}),
             },
         }
 
@@ -187,8 +203,11 @@ class HeadshotTrainLora:
     def IS_CHANGED(cls, dataset_path=None, ckpt_name=None, **settings):
         # a linked dataset_path arrives as None: then the upstream Prepare Dataset's state decides
         parts = [settings, ckpt_name]
-        if dataset_path and Path(dataset_path).is_dir():
-            parts.append(dataset_digest(Path(dataset_path)))
+        if dataset_path:
+            try:  # only a folder the node may read is hashed (never a home folder); train() says why not
+                parts.append(dataset_digest(user_path(dataset_path, "dataset_path")))
+            except HeadshotError:
+                pass
         try:
             parts.append(checkpoint_identity(host.full_path("checkpoints", ckpt_name)))
         except (FileNotFoundError, TypeError):
@@ -198,21 +217,16 @@ class HeadshotTrainLora:
     def train(self, dataset_path: str, ckpt_name: str, output_name: str, preset: str, steps: int, rank: int,
               learning_rate: float, resolution: int, training_seed: int, validation_images: int, face_backend: str,
               sd_scripts_path: str = ""):
-        from headshot.errors import HeadshotError
         from headshot.train.api import start_training
         from headshot.train.job import JobFolder
         from headshot.train.settings import TrainSettings
         from PIL import Image
 
-        dataset = Path((dataset_path or "").strip()).expanduser()
-        if not dataset.is_dir():
-            raise FileNotFoundError(f"dataset folder {dataset_path!r} not found; connect Prepare Dataset's "
-                                    "dataset_path")
+        dataset = user_path(dataset_path, "Train Identity LoRA dataset_path")
         checkpoint = host.full_path("checkpoints", ckpt_name)
         chosen = choices(output_name.strip(), preset, steps, rank, learning_rate, resolution, training_seed,
                          validation_images, face_backend, sd_scripts_path)
-        key = fingerprint(chosen, dataset_digest(dataset), checkpoint_identity(checkpoint))[:12]
-        job_dir = host.jobs_root() / "jobs" / f"{chosen['output_name']}-{key}"
+        job_dir = job_dir_for(chosen, dataset, checkpoint)
         device = host.torch_device()  # ComfyUI's own device: --cpu trains on the CPU too
         if device.split(":")[0] not in ("cuda", "cpu", "mps"):
             device = "auto"  # one a new process cannot name (DirectML): the worker picks its own
@@ -223,16 +237,21 @@ class HeadshotTrainLora:
         job = JobFolder(job_dir)
         record = job.read() if job.exists() else None
         reused = bool(record and record.get("state") == "done")
-        if reused and not Path(record.get("lora") or "").is_file():
-            raise HeadshotError(f"the finished job in {job_dir} has lost its LoRA file; delete that folder to "
-                                "train again", "lora_missing")
+        # job.json is data: the LoRA is the job folder's own file, never a path the record names
+        lora = job_dir / f"{chosen['output_name']}.safetensors"
+        if reused and not lora.is_file():
+            raise HeadshotError(f"the finished job in {job_dir} has lost its LoRA file {lora}; delete that folder "
+                                "to train again", "lora_missing")
         if not reused:
+            # resuming is the core's (its checkpoint format, its checks); nothing of the job is loaded here
             run = start_training(settings, resume=record is not None, free_host_models=host.free_models)
             record = follow(run)
         if record.get("state") != "done":
             raise HeadshotError(f"training {record.get('state')}: {record.get('error') or 'see worker.log'} "
                                 f"(job folder {job_dir})", record.get("error_code") or "training_failed")
-        lora_name = install_lora(Path(record["lora"]), chosen["output_name"])
+        if not lora.is_file():
+            raise HeadshotError(f"training finished but {lora} is missing (job folder {job_dir})", "lora_missing")
+        lora_name = install_lora(lora, chosen["output_name"])
 
         loss_png = job_dir / "loss.png"
         if loss_png.is_file():
@@ -248,13 +267,13 @@ class HeadshotTrainLora:
             samples = [note_image("No validation samples: validation_images was 0 (the default on the CPU),\n"
                                   "so the last checkpoint was kept. Set validation_images to render some.")]
         return (lora_name, pil_to_image_batch([loss]), pil_to_image_batch(fit_batch(samples)),
-                summary_text(record, lora_name, job_dir, reused))
+                summary_text(record, lora, lora_name, job_dir, reused))
 
 
-def summary_text(record: dict, lora_name: str, job_dir: Path, reused: bool) -> str:
+def summary_text(record: dict, lora: Path, lora_name: str, job_dir: Path, reused: bool) -> str:
     choice = record.get("choice") or {}
     trigger = ""
-    sidecar = Path(record["lora"]).with_suffix(".json")
+    sidecar = lora.with_suffix(".json")
     if sidecar.is_file():
         trigger = json.loads(sidecar.read_text()).get("activation text", "")
     lines = [

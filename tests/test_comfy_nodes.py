@@ -168,7 +168,10 @@ def test_declared_inputs_and_outputs_match_the_function(name):
     assert cls.CATEGORY.startswith("Headshot Studio/")
     assert name.startswith("Headshot") and NODE_DISPLAY_NAME_MAPPINGS[name]
     if hasattr(cls, "IS_CHANGED"):  # ComfyUI passes constants, and None for linked inputs
-        cls.IS_CHANGED(**{k: None for k in {**required, **optional}})
+        linked = {k: None for k in {**required, **optional}}
+        first = cls.IS_CHANGED(**linked)
+        # a hash that stays put while nothing changes (NaN or a new value would re-run the node every time)
+        assert isinstance(first, str) and len(first) == 64 and cls.IS_CHANGED(**linked) == first, name
 
 
 def test_the_nine_nodes_load_with_their_display_names():
@@ -306,8 +309,16 @@ def test_load_photos_from_a_folder_and_from_an_image_batch(comfy_host, tmp_path)
     assert batch.shape[0] == 3 and max(batch.shape[1:3]) == 640
     assert Path(photos_folder) == folder.resolve()
     first = cls.IS_CHANGED(folder="selfies", max_side=640)
+    assert cls.IS_CHANGED(folder="selfies", max_side=640) == first  # nothing changed: ComfyUI reuses the output
+    assert cls.IS_CHANGED(folder="selfies", max_side=512) != first
     shots["astronaut_closeup.jpg"].save(folder / "astronaut_closeup.jpg")
-    assert cls.IS_CHANGED(folder="selfies", max_side=640) != first
+    added = cls.IS_CHANGED(folder="selfies", max_side=640)
+    assert added != first
+    shots["astronaut_mirrored.jpg"].save(folder / "astronaut.png", format="PNG")  # a photo edited in place
+    edited = cls.IS_CHANGED(folder="selfies", max_side=640)
+    assert edited not in (first, added)
+    (folder / "astronaut_closeup.jpg").unlink()
+    assert cls.IS_CHANGED(folder="selfies", max_side=640) not in (first, added, edited)
 
     given = pil_to_image_batch([shots["astronaut.png"], shots["astronaut_mirrored.jpg"]])
     batch, names, photos_folder = cls().load("", 1024, images=given)
@@ -403,27 +414,47 @@ def test_evaluate_likeness_reports_distances_faceless_and_no_clip_score(comfy_ho
     assert report["clip_score"]["computed"] is False and "CLIP score: not computed" in text
 
 
-def test_evaluate_likeness_computes_a_clip_score_with_a_local_clip_model(comfy_host, tmp_path):
-    """A tiny randomly initialised CLIP model (the real architecture) and CLIP's real tokenizer
-    files: proves the wiring (images and prompt in, a score per image out), not its meaning."""
+def test_evaluate_likeness_clip_score_matches_a_reference_computation(comfy_host):
+    """A tiny randomly initialised CLIP (the real architecture) and CLIP's real tokenizer files.
+
+    The reference is computed apart from the node: PIL bicubic resize and CLIP's normalisation by
+    hand, open_clip's own tokenizer, transformers' get_image_features / get_text_features, and the
+    cosine in numpy. Seed 5 gives clearly positive, distinct cosines (seed 0 gives only negative
+    ones, which the floor at 0 turns into all zeros: a comparison that would prove nothing).
+    """
+    open_clip = pytest.importorskip("open_clip")
     from transformers import CLIPConfig, CLIPModel
 
     from headshot.train.models import write_clip_tokenizer_files
 
-    folder = tmp_path / "tiny_clip"
+    folder = comfy_host.base / "models" / "clip" / "tiny_clip"  # clip_model_dir must lie in ComfyUI's folders
     config = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                          num_attention_heads=2, vocab_size=49408),
                         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                            num_attention_heads=2, image_size=32, patch_size=8), projection_dim=16)
-    torch.manual_seed(0)
+    torch.manual_seed(5)
     CLIPModel(config).save_pretrained(folder)
     write_clip_tokenizer_files(folder)
-    _, batch = _ranking_batch()
+    pictures, batch = _ranking_batch()
+    prompt = "corporate headshot of a woman"
     _, report_json, _, _ = NODE_CLASS_MAPPINGS["HeadshotEvaluateLikeness"]().evaluate(
-        batch, "dlib", prompt="corporate headshot of a woman", clip_model_dir=str(folder))
+        batch, "dlib", prompt=prompt, clip_model_dir=str(folder))
     clip = json.loads(report_json)["clip_score"]
-    assert clip["computed"] and len(clip["per_image"]) == 4
-    assert all(0.0 <= s <= 100.0 for s in clip["per_image"])
+
+    model = CLIPModel.from_pretrained(str(folder)).eval()
+    mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
+    pixels = np.stack([(np.asarray(p.resize((32, 32), Image.BICUBIC), dtype=np.float64) / 255 - mean) / std
+                       for p in pictures])  # the pictures are square: CLIP's resize + centre crop is a resize
+    with torch.no_grad():
+        image = model.get_image_features(pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2).float())
+        text = model.get_text_features(input_ids=open_clip.tokenize([prompt]))
+    image = getattr(image, "pooler_output", image).numpy().astype(np.float64)
+    text = getattr(text, "pooler_output", text).numpy().astype(np.float64)[0]
+    cosine = image @ text / (np.linalg.norm(image, axis=1) * np.linalg.norm(text))
+    expected = [100.0 * max(0.0, c) for c in cosine]
+    assert min(expected) > 5 and max(expected) - min(expected) > 5  # the comparison can tell scores apart
+    assert clip["computed"] and clip["per_image"] == pytest.approx(expected, abs=0.05)
+    assert clip["mean"] == pytest.approx(sum(expected) / 4, abs=0.05)
 
 
 def test_face_restore_from_facerestore_models(comfy_host):
@@ -543,8 +574,8 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture
-def tiny_dataset(tmp_path):
-    root = tmp_path / "dataset"
+def tiny_dataset(comfy_host):
+    root = comfy_host.base / "output" / "my_datasets" / "dataset"  # path widgets reach only ComfyUI's folders
     subset = root / "img" / "10_ohwx woman"
     subset.mkdir(parents=True)
     for i, name in enumerate(["astronaut.png", "astronaut_closeup.jpg", "astronaut_mirrored.jpg"]):
