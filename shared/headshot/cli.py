@@ -40,10 +40,10 @@ def _add_prepare_options(p: argparse.ArgumentParser) -> None:
                    help="a photo that defines who the person is (repeatable)")
 
 
-def _prepare(args) -> int:
-    from .dataset.prepare import PrepareSettings, prepare_dataset
+def _prepare_settings(args):
+    from .dataset.prepare import PrepareSettings
 
-    settings = PrepareSettings(
+    return PrepareSettings(
         trigger=args.trigger,
         class_word=args.class_word,
         resolution=args.resolution,
@@ -58,7 +58,12 @@ def _prepare(args) -> int:
         reference=args.reference,
         min_face_px=args.min_face,
     )
-    result = prepare_dataset(args.input_dir, args.out, settings, progress=_progress_printer())
+
+
+def _prepare(args) -> int:
+    from .dataset.prepare import prepare_dataset
+
+    result = prepare_dataset(args.input_dir, args.out, _prepare_settings(args), progress=_progress_printer())
     _print_summary(result)
     return 0
 
@@ -80,6 +85,7 @@ def _print_summary(result) -> None:
 def _demo(args) -> int:
     from .samples import write_sample_photos
 
+    _prepare_settings(args).validate()  # a bad option fails before the sample photos are written
     photos_dir = args.out / "photos"
     written = write_sample_photos(photos_dir)
     print(f"wrote {len(written)} sample photos to {photos_dir} (astronaut variants, other people, a group, junk)")
@@ -97,11 +103,12 @@ def _demo(args) -> int:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
+    # defaults are None ("not given") and filled in _train, so --resume can tell what the person changed
     p.add_argument("dataset_dir", type=Path, help="what `headshot prepare` wrote (or any kohya train_data_dir)")
     p.add_argument("--base-model", required=True, help="a .safetensors/.ckpt checkpoint, a diffusers folder, or a hub id")
     p.add_argument("--out", required=True, type=Path, help="job folder; the LoRA is written here")
-    p.add_argument("--name", default="headshot_lora", help="LoRA file name (without .safetensors)")
-    p.add_argument("--preset", choices=("fast", "balanced", "quality"), default="balanced")
+    p.add_argument("--name", help="LoRA file name (without .safetensors; default headshot_lora)")
+    p.add_argument("--preset", choices=("fast", "balanced", "quality"), help="default balanced")
     p.add_argument("--steps", type=int, help="total optimizer steps (default: photos x the preset's factor, clamped)")
     p.add_argument("--resolution", type=int, help="training size (default: the dataset's)")
     p.add_argument("--rank", type=int)
@@ -112,62 +119,83 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", choices=("constant", "constant_with_warmup", "cosine", "linear"))
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--seed", type=int, help="0 to 4294967295 (default 42)")
+    p.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), help="default auto")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument("--no-flip", action="store_true", help="no mirror augmentation (asymmetric faces, text)")
     p.add_argument("--validation-images", type=int, help="images per checkpoint to score likeness (default 4 on GPU, 0 on CPU)")
     p.add_argument("--validation-prompt")
-    p.add_argument("--face-backend", choices=("auto", "insightface", "dlib"), default="auto")
-    p.add_argument("--face-models", action="append", default=[], metavar="DIR")
-    p.add_argument("--tokenizer", action="append", default=[], metavar="DIR",
+    p.add_argument("--face-backend", choices=("auto", "insightface", "dlib"), help="default auto")
+    p.add_argument("--face-models", action="append", metavar="DIR")
+    p.add_argument("--tokenizer", action="append", metavar="DIR",
                    help="folder with CLIP tokenizer files (vocab.json, merges.txt), e.g. ComfyUI's comfy/sd1_tokenizer")
     p.add_argument("--class-images", help="folder of class images for prior preservation")
-    p.add_argument("--class-image-count", type=int, default=0, help="generate this many class images once (prior preservation)")
-    p.add_argument("--prior-loss-weight", type=float, default=1.0)
-    p.add_argument("--backend", choices=("builtin", "sd-scripts"), default="builtin")
+    p.add_argument("--class-image-count", type=int, help="generate this many class images once (prior preservation)")
+    p.add_argument("--prior-loss-weight", type=float, help="default 1.0")
+    p.add_argument("--backend", choices=("builtin", "sd-scripts"), help="default builtin")
     p.add_argument("--sd-scripts", help="path of a kohya sd-scripts checkout (with --backend sd-scripts)")
     p.add_argument("--sd-scripts-python", help="the Python of the sd-scripts venv")
-    p.add_argument("--resume", action="store_true", help="continue the job in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the job in --out from its last checkpoint; "
+                   "options given again may change steps, checkpoints, validation, device and precision")
 
 
 def _train(args) -> int:
+    import signal
+
     from .train.api import start_training
     from .train.settings import TrainSettings
 
-    if args.resume:
-        from .train.job import JobFolder
-
-        settings = TrainSettings.from_dict(JobFolder(args.out).read()["settings"])
-    else:
-        settings = TrainSettings(
-            dataset_dir=str(args.dataset_dir), base_model=args.base_model, out_dir=str(args.out), output_name=args.name,
-            preset=args.preset, backend=args.backend, steps=args.steps, resolution=args.resolution, rank=args.rank,
-            alpha=args.alpha, lr=args.lr, text_encoder_lr=args.text_encoder_lr, optimizer=args.optimizer,
-            scheduler=args.scheduler, warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
-            seed=args.seed, mixed_precision=args.mixed_precision, device=args.device, flip=not args.no_flip,
-            validation_images=args.validation_images, validation_prompt=args.validation_prompt,
-            face_backend=args.face_backend, face_model_dirs=args.face_models, tokenizer_dirs=args.tokenizer,
-            class_images_dir=args.class_images, class_image_count=args.class_image_count,
-            prior_loss_weight=args.prior_loss_weight, sd_scripts_repo=args.sd_scripts,
-            sd_scripts_python=args.sd_scripts_python,
-        )
-    run = start_training(settings, resume=args.resume)
+    chosen = dict(
+        dataset_dir=str(args.dataset_dir), base_model=args.base_model, out_dir=str(args.out), output_name=args.name,
+        preset=args.preset, backend=args.backend, steps=args.steps, resolution=args.resolution, rank=args.rank,
+        alpha=args.alpha, lr=args.lr, text_encoder_lr=args.text_encoder_lr, optimizer=args.optimizer,
+        scheduler=args.scheduler, warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
+        seed=args.seed, mixed_precision=args.mixed_precision, device=args.device, flip=False if args.no_flip else None,
+        validation_images=args.validation_images, validation_prompt=args.validation_prompt,
+        face_backend=args.face_backend, face_model_dirs=args.face_models, tokenizer_dirs=args.tokenizer,
+        class_images_dir=args.class_images, class_image_count=args.class_image_count,
+        prior_loss_weight=args.prior_loss_weight, sd_scripts_repo=args.sd_scripts,
+        sd_scripts_python=args.sd_scripts_python,
+    )
+    given = {name for name, value in chosen.items() if value is not None}
+    settings = TrainSettings(**{name: chosen[name] for name in given})  # the rest: TrainSettings' defaults
+    run = start_training(settings, resume=args.resume, given=given)
     print(f"training in a worker process; job folder {args.out} (Ctrl-C stops after saving a checkpoint)")
+
+    class Stopped(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+    stop_signals = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n) and main_thread]
+    previous = {sig: signal.signal(sig, stop) for sig in stop_signals}
+    stopped_by = None
     try:
-        record = run.wait(_print_event)
-    except KeyboardInterrupt:
-        run.cancel()
-        print("\nstopping: saving a checkpoint…", file=sys.stderr)
-        record = run.wait(_print_event)
+        try:
+            record = run.wait(_print_event)
+        except (KeyboardInterrupt, Stopped) as exc:
+            stopped_by = exc.args[0] if isinstance(exc, Stopped) else signal.SIGINT
+            for sig in stop_signals:
+                signal.signal(sig, signal.SIG_IGN)  # already stopping: let the worker finish saving
+            run.cancel()
+            print("\nstopping: saving a checkpoint…", file=sys.stderr)
+            record = run.wait(_print_event)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     state = record.get("state")
     if state == "done":
-        print(f"done: {record['lora']} (checkpoint of step {record['chosen_step']}: {record['choice']['reason']})")
+        print(f"done: {run.job.lora_path(record)} (checkpoint of step {record['chosen_step']}: "
+              f"{record['choice']['reason']})")
         return 0
     if state == "cancelled":
         print(f"cancelled at step {record.get('steps_done')}; continue with: headshot train {args.dataset_dir} "
               f"--base-model {settings.base_model} --out {args.out} --resume")
-        return 130
+        return 128 + int(stopped_by or signal.SIGINT)
     print(f"error: {record.get('error', 'training failed')} (details: {args.out / 'worker.log'})", file=sys.stderr)
     return 1
 
@@ -232,74 +260,77 @@ def _finishing(args, sampler):
 
 
 def _sampler(args):
+    from .generate.preflight import check_lora_families
     from .generate.sampler import DiffusersSampler
 
     if not args.base_model:
         raise HeadshotError("--base-model is needed to draw pictures (and for --detailer)", "bad_option")
+    controlnet = getattr(args, "controlnet", None)
+    if controlnet and not Path(controlnet).exists():
+        raise HeadshotError(f"--controlnet {controlnet}: not found; give an OpenPose ControlNet file or diffusers "
+                            "folder", "controlnet_missing")
+    check_lora_families(args.lora, args.base_model)  # before the weights load: a wrong pair fails in a second
     return DiffusersSampler(args.base_model, controlnet=getattr(args, "controlnet", None),
                             tokenizer_dirs=args.tokenizer, device=args.device)
 
 
 def _print_results(results: list[dict], out: Path) -> None:
     for entry in results:
+        if entry.get("skipped"):
+            print(f"   -  skipped {entry['message']}")
+            continue
         score = "no face" if entry["faceless"] else (
             f"likeness {entry['identity_score']:.3f}" if entry["identity_score"] is not None else "not scored")
         rank = f"#{entry['rank']}" if entry.get("rank") else "-"
         print(f"{rank:>4}  {entry['image']:<40} {score}")
-    faceless = sum(e["faceless"] for e in results)
-    print(f"\n{len(results)} pictures, {faceless} without a face; results: {out / 'results.json'}, "
+    faceless = sum(bool(e["faceless"]) for e in results)
+    skipped = sum(bool(e.get("skipped")) for e in results)
+    print(f"\n{len(results) - skipped} pictures, {faceless} without a face"
+          + (f", {skipped} skipped (see each reason above)" if skipped else "") + f"; results: {out / 'results.json'}, "
           f"contact sheet: {out / 'contact_sheet.jpg'}")
 
 
 def _generate(args) -> int:
+    from .finish.preflight import check_finishing_options
+    from .generate.preflight import check_generate_options, parse_size
     from .generate.run import GenerateSettings, generate
+    from .outputs import FolderLock
 
-    size = None
-    if args.size:
-        try:
-            w, h = (int(v) for v in args.size.lower().split("x"))
-        except ValueError:
-            raise HeadshotError(f"--size {args.size}: write it as WIDTHxHEIGHT, e.g. 512x640", "bad_option") from None
-        size = (w, h)
-    sampler = _sampler(args)
-    settings = GenerateSettings(style=args.style, count=args.count, out_dir=args.out, loras=args.lora, seed=args.seed,
-                                size=size, steps=args.steps, top=args.top, detailer=args.detailer,
-                                style_dirs=args.styles, trigger=args.trigger, class_word=args.class_word)
-    results = generate(settings, sampler, _finishing(args, sampler), progress=_progress_printer())
+    # every option is checked before the first model loads
+    size = parse_size(args.size)
+    check_generate_options(style=args.style, style_dirs=args.styles, count=args.count, seed=args.seed,
+                           steps=args.steps, trigger=args.trigger, class_word=args.class_word, loras=args.lora)
+    check_finishing_options(out=args.out, top=args.top, denoise=args.denoise, fidelity=args.fidelity, seed=args.seed,
+                            count=args.count, identity=args.identity, reference=args.reference, restore=args.restore,
+                            restore_dirs=args.restore_models, loras=args.lora)
+    with FolderLock(args.out, "output folder"):
+        sampler = _sampler(args)
+        settings = GenerateSettings(style=args.style, count=args.count, out_dir=args.out, loras=args.lora,
+                                    seed=args.seed, size=size, steps=args.steps, top=args.top, detailer=args.detailer,
+                                    style_dirs=args.styles, trigger=args.trigger, class_word=args.class_word)
+        results = generate(settings, sampler, _finishing(args, sampler), progress=_progress_printer())
     _print_results(results, args.out)
     return 0
 
 
 def _finish(args) -> int:
-    from .finish.results import finish_image, score_and_write
-    from .generate.sampler import LoraWeight
-    from .photos import PHOTO_EXTENSIONS, read_photo
+    from .finish.batch import detail_with_loras, finish_pictures, list_inputs
+    from .finish.preflight import check_finishing_options
+    from .outputs import FolderLock
 
-    source = Path(args.images)
-    paths = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.suffix.lower() in PHOTO_EXTENSIONS)
-    if not paths:
-        raise HeadshotError(f"no pictures in {source} (png, jpg, webp)", "no_images")
-    sampler = _sampler(args) if args.detailer else None
-    finishing = _finishing(args, sampler)
-    if args.detailer:
-        from .generate.run import lora_subject
-
-        trigger, class_word = lora_subject(args.lora[0]) if args.lora else (None, None)
-        subject = " ".join(t for t in (trigger, class_word) if t)
-        finishing.detail_prompt = (f"{subject}, detailed face, sharp focus".strip(", "), "blurry, deformed, lowres")
-        finishing.detail_loras = [LoraWeight(p, 0.8) for p in args.lora]
-        finishing.group = len(args.lora) > 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    entries, images = [], {}
-    show = _progress_printer()
-    for i, path in enumerate(paths):
-        show(i, len(paths), f"finishing {path.name}")
-        image, done = finish_image(read_photo(path).image, finishing, args.seed + i)
-        name = f"{path.stem}.png"
-        image.save(args.out / name)
-        images[name] = image
-        entries.append({"image": name, "source": str(path), "seed": args.seed + i, "style": None, **done})
-    _print_results(score_and_write(args.out, entries, images, finishing, args.top), args.out)
+    paths = list_inputs(args.images, args.out)
+    check_finishing_options(out=args.out, top=args.top, denoise=args.denoise, fidelity=args.fidelity,
+                            steps=args.steps, seed=args.seed, count=len(paths), identity=args.identity,
+                            reference=args.reference, restore=args.restore, restore_dirs=args.restore_models,
+                            loras=args.lora, detailer=args.detailer, base_model=args.base_model)
+    with FolderLock(args.out, "output folder"):
+        sampler = _sampler(args) if args.detailer else None
+        finishing = _finishing(args, sampler)
+        if args.detailer:
+            detail_with_loras(finishing, args.lora)
+        results = finish_pictures(paths, args.out, finishing, seed=args.seed, top=args.top,
+                                  progress=_progress_printer())
+    _print_results(results, args.out)
     return 0
 
 
