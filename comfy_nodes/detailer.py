@@ -164,7 +164,7 @@ class HeadshotFaceDetailer:
                scheduler: str, denoise: float, guide_size: int, faces: str, face_index: int, face_backend: str,
                context: float = 1.8, dilation: float = 1.25, feather: float = 0.08):
         import numpy as np
-        from headshot.dataset.screening import confident_faces
+        from headshot.faces.subject import confident_faces
         from headshot.finish.detailer import DetailerSettings, detail_faces
 
         analyzer = face_analyzer(face_backend)

@@ -121,7 +121,8 @@ class HeadshotStyleTemplate:
                  height: int, lora_name: str = "none", extra: str = "", extra_negative: str = "",
                  group_subjects: str = ""):
         from headshot.generate.pose import preset_pose, render_openpose
-        from headshot.generate.run import GROUP_POSES, lora_subject
+        from headshot.photoshoot import GROUP_POSES
+        from headshot.train.lora_files import lora_subject
         from headshot.generate.styles import build_prompt, comfy_sampler, get_style
         from headshot.outputs import safe_name
 

@@ -522,7 +522,7 @@ def comfy_sampling(comfy_host, monkeypatch):
 
 def test_face_detailer_drives_comfy_sampling_and_leaves_the_rest_untouched(comfy_sampling):
     from comfy_nodes.detailer import ComfySampler
-    from headshot.generate.sampler import Sampler
+    from headshot.sampling.protocol import Sampler
 
     model = types.SimpleNamespace(model=types.SimpleNamespace(model_config=type("SD15", (), {})()))
     positive, negative, vae = [["cond+", {}]], [["cond-", {}]], StandInVAE()

@@ -23,7 +23,7 @@ from headshot.samples import astronaut_shots, insightface_image
 
 @pytest.fixture(scope="module")
 def tiny_sampler(tmp_path_factory):
-    from headshot.generate.sampler import DiffusersSampler
+    from headshot.sampling.diffusers_sampler import DiffusersSampler
 
     folder = tiny_models.make_tiny_sd1(tmp_path_factory.mktemp("tiny_sd1"))
     return DiffusersSampler(str(folder), device="cpu")

@@ -19,7 +19,7 @@ from PIL import Image
 import tiny_models
 from headshot.finish.results import Finishing, finish_image
 from headshot.finish.detailer import DetailerSettings
-from headshot.generate.sampler import LoraWeight
+from headshot.sampling.protocol import LoraWeight
 from headshot.samples import astronaut_shots, insightface_image
 
 
@@ -99,7 +99,7 @@ def test_generate_writes_n_images_and_results_in_under_two_minutes(tiny_kit, tmp
 def test_group_detailing_gives_each_face_its_own_lora(tiny_kit, dlib_analyzer, tmp_path):
     """Two people (a crop of insightface's group photo): the left face is repainted with the first
     LoRA only and the right one with the second, as the group method says."""
-    from headshot.generate.sampler import DiffusersSampler
+    from headshot.sampling.diffusers_sampler import DiffusersSampler
 
     calls = []
 
@@ -124,7 +124,7 @@ def test_group_detailing_gives_each_face_its_own_lora(tiny_kit, dlib_analyzer, t
 
 def test_a_missing_lora_file_is_named(tiny_kit, dlib_analyzer, astronaut_img):
     from headshot.errors import HeadshotError
-    from headshot.generate.sampler import DiffusersSampler
+    from headshot.sampling.diffusers_sampler import DiffusersSampler
 
     finishing = Finishing(analyzer=dlib_analyzer, detailer=DetailerSettings(guide_size=64, steps=2),
                           sampler=DiffusersSampler(str(tiny_kit["base"]), device="cpu"),
@@ -155,7 +155,7 @@ def test_finish_ranks_existing_pictures_against_reference_photos(tmp_path):
 
 @pytest.fixture(scope="module")
 def control_sampler(tiny_kit):
-    from headshot.generate.sampler import DiffusersSampler
+    from headshot.sampling.diffusers_sampler import DiffusersSampler
 
     return DiffusersSampler(str(tiny_kit["base"]), controlnet=str(tiny_kit["controlnet"]), device="cpu")
 
@@ -165,7 +165,7 @@ def test_generate_hands_the_styles_pose_to_the_controlnet(control_sampler, dlib_
     import torch
 
     from headshot.generate.pose import preset_pose, render_openpose
-    from headshot.generate.run import GenerateSettings, generate
+    from headshot.photoshoot import GenerateSettings, generate
     from headshot.generate.styles import get_style
 
     seen = []
@@ -191,7 +191,7 @@ def test_generate_hands_the_styles_pose_to_the_controlnet(control_sampler, dlib_
 def test_the_pose_image_changes_the_picture(control_sampler):
     """Real computation: two different skeletons give different pictures, the same one the same picture."""
     from headshot.generate.pose import preset_pose, render_openpose
-    from headshot.generate.sampler import TextToImage
+    from headshot.sampling.protocol import TextToImage
 
     def draw(pose):
         control = render_openpose(pose, 64, 64)

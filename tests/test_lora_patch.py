@@ -17,7 +17,7 @@ pytest.importorskip("peft")
 from test_lora_format import ALPHA, RANK, _tiny_sd1, _tiny_sdxl, sd1_lora, sdxl_lora  # noqa: E402,F401
 
 from headshot.errors import HeadshotError  # noqa: E402
-from headshot.generate.lora_patch import LoraPatches  # noqa: E402
+from headshot.sampling.lora_patch import LoraPatches  # noqa: E402
 
 
 def _merged(model, peft_state, weight=1.0):

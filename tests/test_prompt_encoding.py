@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 import tiny_models
-from headshot.generate.prompt_encoding import CHUNK, encode_prompts, parse_weights
+from headshot.sampling.prompt_encoding import CHUNK, encode_prompts, parse_weights
 from headshot.train.models import load_base_model
 
 

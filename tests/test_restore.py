@@ -158,7 +158,7 @@ def test_without_spandrel_says_what_to_install(monkeypatch, tmp_path):
 def test_restore_on_astronaut_changes_faces_only(astronaut_img, dlib_analyzer, gfpgan):
     """Random GFPGAN weights: the faces change, every pixel away from them stays bit-identical.
     dlib also sees a faint 'face' on the spacesuit; it must be left alone, not painted over."""
-    from headshot.dataset.screening import confident_faces
+    from headshot.faces.subject import confident_faces
 
     detected = dlib_analyzer.detect(np.asarray(astronaut_img))
     faces = confident_faces(detected)

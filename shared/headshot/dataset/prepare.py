@@ -18,7 +18,8 @@ from ..photos import FolderEntry, Photo, read_photo, scan_folder
 from .captions import build_caption, clean_tags, load_tag_rules
 from .output_folder import (CONTACT_SHEET_NAME, DATASET_TOML_NAME, REPORT_NAME, DatasetFolder, our_files_beside,
                             write_dataset)
-from .screening import ScreeningSettings, difference_hash, face_sharpness, hamming, identity_consensus, pick_subject
+from ..faces.subject import pick_subject
+from .screening import ScreeningSettings, difference_hash, face_sharpness, hamming, identity_consensus
 from .tagging import find_tagger
 
 __all__ = ["CONTACT_SHEET_NAME", "DATASET_TOML_NAME", "REPORT_NAME", "PrepareSettings", "prepare_dataset"]

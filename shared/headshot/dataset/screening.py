@@ -8,12 +8,6 @@ from PIL import Image
 
 from ..faces.base import Face, FaceAnalyzer
 
-# A second face counts as a rival of the largest one when it is at least this share of its width
-# and its detection is at least this share as confident; smaller or fainter ones are bystanders
-# (or the detector seeing a face in a pattern) and the largest face is used.
-RIVAL_WIDTH_SHARE = 0.6
-RIVAL_SCORE_SHARE = 0.4
-
 
 @dataclass
 class ScreeningSettings:
@@ -28,28 +22,6 @@ class ScreeningSettings:
         if self.min_face_px is not None:
             return self.min_face_px
         return max(48, round(self.resolution * self.face_share / 2))
-
-
-def confident_faces(faces: list[Face]) -> list[Face]:
-    """Faces detected with at least RIVAL_SCORE_SHARE of the best score (the rest are likely patterns)."""
-    if not faces:
-        return []
-    best_score = max(f.score for f in faces)
-    return [f for f in faces if f.score >= RIVAL_SCORE_SHARE * best_score]
-
-
-def pick_subject(faces: list[Face]) -> tuple[Face | None, int]:
-    """The face to use and how many faces rival it (0: the subject is clear).
-
-    Faint detections (a fraction of the best score) neither become the subject nor rival it:
-    HOG sees faces in hands and fabric at low scores.
-    """
-    if not faces:
-        return None, 0
-    confident = confident_faces(faces)
-    subject = max(confident, key=lambda f: f.width)
-    rivals = [f for f in confident if f is not subject and f.width >= RIVAL_WIDTH_SHARE * subject.width]
-    return subject, len(rivals)
 
 
 def sharpness(face_crop: Image.Image) -> float:

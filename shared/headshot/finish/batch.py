@@ -51,8 +51,8 @@ def _unusable(path: Path) -> tuple[str, str] | None:
 
 def detail_with_loras(finishing: Finishing, loras: list[str], weight: float = 0.8) -> None:
     """Repaint faces with the identity LoRA(s) and their trigger; several LoRAs: one per face, left to right."""
-    from ..generate.run import lora_subject
-    from ..generate.sampler import LoraWeight
+    from ..train.lora_files import lora_subject
+    from ..sampling.protocol import LoraWeight
 
     trigger, class_word = lora_subject(loras[0]) if loras else (None, None)
     subject = " ".join(t for t in (trigger, class_word) if t)

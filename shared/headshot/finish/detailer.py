@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..faces.base import Face
-from ..generate.sampler import LoraWeight, MaskedImageToImage, Sampler
+from ..sampling.protocol import LoraWeight, MaskedImageToImage, Sampler
 
 
 @dataclass

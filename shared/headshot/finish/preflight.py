@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import HeadshotError
-from ..generate.preflight import bad_option, check_lora_files, check_positive, check_seeds
+from ..options import bad_option, check_lora_files, check_positive, check_seeds
 from ..outputs import check_writable
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..dataset.screening import pick_subject
+from ..faces.subject import pick_subject
 from ..errors import HeadshotError
 from ..faces.framing import find_upright
 from ..photos import list_photos, read_photo

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
-from ..dataset.screening import confident_faces
+from ..faces.subject import confident_faces
 from ..errors import BackendUnavailable, HeadshotError
 from .face_warp import FACE_SIZE, align, paste, similarity  # noqa: F401  (FACE_SIZE: public here too)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..dataset.contact_sheet import contact_sheet
-from ..generate.sampler import LoraWeight, Sampler
+from ..sampling.protocol import LoraWeight, Sampler
 from ..outputs import OutputManifest, atomic_save, atomic_write_json, check_writable
 from .detailer import DetailerSettings, detail_faces
 from .ranking import Identity, likeness, rank

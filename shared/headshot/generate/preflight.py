@@ -11,29 +11,11 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import HeadshotError
+from ..options import bad_option, check_lora_files, check_positive, check_seeds
 from ..outputs import safe_name
 
-MAX_SEED = 2**32 - 1
 MIN_SIDE, MAX_SIDE = 64, 4096  # a 4096 x 4096 picture is 256 MB of latents per step on SDXL: already huge
 FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-
-
-def bad_option(message: str) -> HeadshotError:
-    return HeadshotError(message, "bad_option")
-
-
-def check_seeds(seed: int, count: int = 1, option: str = "--seed") -> None:
-    """Every seed used (seed .. seed + count - 1) fits the 32-bit range hosts and samplers accept."""
-    if not 0 <= seed <= MAX_SEED:
-        raise bad_option(f"{option} {seed} is out of range: use a whole number from 0 to {MAX_SEED}")
-    if seed + count - 1 > MAX_SEED:
-        raise bad_option(f"{option} {seed} with {count} pictures goes past {MAX_SEED}: use a seed of at most "
-                         f"{MAX_SEED - count + 1}")
-
-
-def check_positive(value: int | None, option: str) -> None:
-    if value is not None and value < 1:
-        raise bad_option(f"{option} {value}: must be at least 1")
 
 
 def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | None:
@@ -51,23 +33,6 @@ def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | No
             lower = side - side % 8
             raise bad_option(f"{option} {text}: {side} is not a multiple of 8; use {lower} or {lower + 8}")
     return width, height
-
-
-def check_lora_files(paths: Iterable[str | Path], option: str = "--lora") -> None:
-    """Every LoRA exists and is a readable .safetensors file."""
-    from safetensors import safe_open
-
-    for path in map(Path, paths):
-        if not path.is_file():
-            what = "is a folder, not a LoRA file" if path.is_dir() else "not found"
-            raise HeadshotError(f"{option} {path}: {what}; give the .safetensors file `headshot train` wrote",
-                                "lora_missing")
-        try:
-            with safe_open(str(path), "pt") as f:
-                f.metadata()
-        except Exception:
-            raise HeadshotError(f"{option} {path}: not a readable .safetensors LoRA (damaged, or another format)",
-                                "lora_unreadable") from None
 
 
 def lora_families(path: str | Path) -> set[str]:

@@ -64,7 +64,7 @@ from ..errors import HeadshotError
 from .pose import POSE_PRESETS
 # samplers and prompt syntax live in their own modules; these names stay importable from here
 from .prompt_syntax import build_prompt, escape_prompt_text, prompt_syntax_problem  # noqa: F401
-from .samplers import SAMPLERS, SamplerSpec, a1111_sampler, comfy_sampler, sampler_spec  # noqa: F401
+from ..sampling.schedulers import SAMPLERS, SamplerSpec, a1111_sampler, comfy_sampler, sampler_spec  # noqa: F401
 
 PACKAGED_DIR = Path(__file__).with_name("styles")
 FAMILIES = ("sd1", "sd2", "sdxl")  # as headshot.train.models.FAMILIES

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..devices import autocast_dtype, pick_device
 from ..errors import HeadshotError
 from ..outputs import OutputManifest
 from . import lora_format
@@ -28,27 +29,6 @@ from .settings import TrainSettings
 
 #: the text-encoder components of each family, in kohya's naming
 TEXT_COMPONENTS = {"sd1": ["te"], "sd2": ["te"], "sdxl": ["te1", "te2"]}
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def autocast_dtype(device: torch.device, mixed_precision: str) -> torch.dtype | None:
-    """bf16 where the GPU has it, else fp16; the CPU trains in fp32 (autocast there is slower)."""
-    if device.type == "cpu" or mixed_precision == "no":
-        return None
-    if mixed_precision == "fp16":
-        return torch.float16
-    if mixed_precision == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
 
 
 def add_lora(model, targets: list[str], rank: int, alpha: float, seed: int) -> list[torch.nn.Parameter]:

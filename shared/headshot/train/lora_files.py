@@ -183,3 +183,18 @@ def write_a1111_sidecar(
     )
     atomic_write_text(sidecar, json.dumps(data, indent=4, ensure_ascii=False) + "\n")
     return sidecar
+
+
+def lora_subject(path: str) -> tuple[str | None, str | None]:
+    """(trigger, class) recorded in a LoRA file by `headshot train` (or kohya's trigger phrase)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+    except Exception:
+        raise HeadshotError(f"{path} is not a readable .safetensors LoRA", "lora_unreadable") from None
+    trigger, class_word = meta.get("headshot.trigger"), meta.get("headshot.class_word")
+    if not trigger and meta.get("modelspec.trigger_phrase"):
+        trigger, _, class_word = meta["modelspec.trigger_phrase"].partition(" ")
+    return trigger or None, class_word or None

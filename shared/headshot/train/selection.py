@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..faces import load_face_analyzer
 from ..faces.framing import find_upright
-from ..dataset.screening import pick_subject
+from ..faces.subject import pick_subject
 from ..outputs import atomic_write_json
 
 NEGATIVE_PROMPT = "blurry, lowres, deformed, cartoon, text, watermark"

@@ -1,4 +1,7 @@
-"""`headshot generate`: styled pictures of the person, finished and ranked by likeness.
+"""A photoshoot (`headshot generate`): styled pictures of the person, then finished and ranked by likeness.
+
+It runs generate's prompts and poses through a `Sampler`, then finish's detailer, restoration and
+ranking: it sits above both stages so neither imports the other.
 
 Group photos (two or more identity LoRAs): the picture is drawn with a multi-person pose and
 every LoRA at a shared, lowered weight, then each face, taken left to right, is repainted by the
@@ -11,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import HeadshotError
-from ..finish.detailer import DetailerSettings
-from ..finish.results import Batch, Finishing, finish_image
-from .sampler import LoraWeight, Sampler, TextToImage
+from .finish.detailer import DetailerSettings
+from .finish.results import Batch, Finishing, finish_image
+from .sampling.protocol import LoraWeight, Sampler, TextToImage
+from .train.lora_files import lora_subject
 
 GROUP_POSES = {2: "two_people_side_by_side", 3: "three_people_group"}
 
@@ -35,25 +38,10 @@ class GenerateSettings:
     class_word: str | None = None
 
 
-def lora_subject(path: str) -> tuple[str | None, str | None]:
-    """(trigger, class) recorded in a LoRA file by `headshot train` (or kohya's trigger phrase)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
-    except Exception:
-        raise HeadshotError(f"{path} is not a readable .safetensors LoRA", "lora_unreadable") from None
-    trigger, class_word = meta.get("headshot.trigger"), meta.get("headshot.class_word")
-    if not trigger and meta.get("modelspec.trigger_phrase"):
-        trigger, _, class_word = meta["modelspec.trigger_phrase"].partition(" ")
-    return trigger or None, class_word or None
-
-
 def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing, progress=None) -> list[dict]:
-    from .pose import preset_pose, render_openpose
-    from .preflight import check_generate_options, check_loras_fit, parse_size
-    from .styles import build_prompt, get_style
+    from .generate.pose import preset_pose, render_openpose
+    from .generate.preflight import check_generate_options, check_loras_fit, parse_size
+    from .generate.styles import build_prompt, get_style
 
     check_generate_options(style=settings.style, style_dirs=settings.style_dirs, count=settings.count,
                            seed=settings.seed, steps=settings.steps, trigger=settings.trigger,

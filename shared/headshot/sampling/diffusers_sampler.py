@@ -1,75 +1,25 @@
-"""The `Sampler` protocol hosts implement with their own samplers, and a diffusers one for standalone use.
+"""`DiffusersSampler`: the `Sampler` protocol over diffusers, for the CLI and the service.
 
-ComfyUI and A1111 already hold the model, LoRAs and samplers a person chose; their adapters
-implement this protocol over them. Standalone, `DiffusersSampler` loads the base model with
-`headshot.train.models` (single file, diffusers folder or hub id), the LoRAs as forward hooks
-(`lora_patch`, no adapter API version gates), and an optional OpenPose ControlNet.
+It loads the base model with `headshot.train.models` (single file, diffusers folder or hub id),
+the LoRAs as forward hooks (`lora_patch`, no adapter API version gates), and an optional
+OpenPose ControlNet.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
 
 from PIL import Image
 
 from ..errors import HeadshotError
-
-Progress = Callable[[int, int, str], None]
-
-
-@dataclass
-class LoraWeight:
-    path: str
-    weight: float = 1.0
-
-
-@dataclass
-class TextToImage:
-    prompt: str
-    negative: str
-    width: int
-    height: int
-    steps: int
-    cfg: float
-    seed: int
-    sampler: str = "dpmpp_2m"
-    loras: list[LoraWeight] = field(default_factory=list)
-    control_image: Image.Image | None = None  # an OpenPose skeleton, used when the sampler has a ControlNet
-    control_strength: float = 1.0
-
-
-@dataclass
-class MaskedImageToImage:
-    """Repaint the white part of `mask` in `image`; `denoise` 0 keeps it, 1 repaints from noise."""
-
-    image: Image.Image
-    mask: Image.Image
-    prompt: str
-    negative: str
-    steps: int
-    cfg: float
-    seed: int
-    denoise: float = 0.4
-    sampler: str = "dpmpp_2m"
-    loras: list[LoraWeight] = field(default_factory=list)
-
-
-@runtime_checkable
-class Sampler(Protocol):
-    family: str  # "sd1" | "sd2" | "sdxl": which style variant and sizes to use
-
-    def text_to_image(self, request: TextToImage, progress: Progress | None = None) -> Image.Image: ...
-
-    def masked_image_to_image(self, request: MaskedImageToImage, progress: Progress | None = None) -> Image.Image: ...
+from .protocol import LoraWeight, MaskedImageToImage, Progress, TextToImage
 
 
 def _scheduler_for(name: str, config):
     """The diffusers scheduler for one of our sampler names (the table lives with the styles)."""
     import diffusers
 
-    from .styles import sampler_spec
+    from .schedulers import sampler_spec
 
     spec = sampler_spec(name)
     return getattr(diffusers, spec.diffusers_scheduler).from_config(config, steps_offset=1, **dict(spec.diffusers_kwargs))
@@ -81,7 +31,7 @@ class DiffusersSampler:
     def __init__(self, base_model: str, *, controlnet: str | None = None, tokenizer_dirs=(), device: str = "auto"):
         import torch
 
-        from ..train.engine import autocast_dtype, pick_device
+        from ..devices import autocast_dtype, pick_device
         from ..train.models import load_base_model
 
         self.device = pick_device(device)

@@ -1,0 +1,95 @@
+"""`headshot prepare` and `headshot demo`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import HeadshotError
+from .progress import progress_printer
+
+
+def _add_prepare_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="folder for the dataset, report.json and contact sheet")
+    p.add_argument("--trigger", default="ohwx", help="the rare word the LoRA binds the person to (default: ohwx)")
+    p.add_argument("--class", dest="class_word", help="class word: man, woman, person… (default: detected, else person)")
+    p.add_argument("--resolution", type=int, default=512, help="crop size: 512 for SD1.5, 768, 1024 for SDXL")
+    p.add_argument("--face-share", type=float, default=1 / 3, help="face width as a share of the crop (default 1/3)")
+    p.add_argument("--face-backend", choices=("auto", "insightface", "dlib"), default="auto")
+    p.add_argument("--face-models", type=Path, action="append", default=[], metavar="DIR",
+                   help="folder with insightface's buffalo_l files (repeatable)")
+    p.add_argument("--tagger", choices=("auto", "wd14", "deepdanbooru", "none"), default="auto")
+    p.add_argument("--tagger-models", type=Path, action="append", default=[], metavar="DIR",
+                   help="folder with a WD14 or DeepDanbooru ONNX model (repeatable)")
+    p.add_argument("--tag-rules", type=Path, help="your own tag-cleaning rules (TOML; see the packaged tag_rules.toml)")
+    p.add_argument("--repeats", type=int, help="kohya repeats per image (default: about 160 images per epoch)")
+    p.add_argument("--min-face", type=int, help="smallest face width in pixels to accept")
+    p.add_argument("--keep", action="append", default=[], metavar="FILE",
+                   help="keep this photo (file name) even if screening rejects it (repeatable)")
+    p.add_argument("--reference", type=Path, action="append", default=[], metavar="PHOTO",
+                   help="a photo that defines who the person is (repeatable)")
+
+
+def _prepare_settings(args):
+    from ..dataset.prepare import PrepareSettings
+
+    return PrepareSettings(
+        trigger=args.trigger,
+        class_word=args.class_word,
+        resolution=args.resolution,
+        face_share=args.face_share,
+        face_backend=args.face_backend,
+        face_model_dirs=args.face_models,
+        tagger=args.tagger,
+        tagger_dirs=args.tagger_models,
+        tag_rules=args.tag_rules,
+        repeats=args.repeats,
+        keep=set(args.keep),
+        reference=args.reference,
+        min_face_px=args.min_face,
+    )
+
+
+def _prepare(args) -> int:
+    from ..dataset.prepare import prepare_dataset
+
+    result = prepare_dataset(args.input_dir, args.out, _prepare_settings(args), progress=progress_printer())
+    _print_summary(result)
+    return 0
+
+
+def _print_summary(result) -> None:
+    for photo in result.photos:
+        mark = "kept    " if photo.status == "kept" else "rejected"
+        detail = photo.caption if photo.status == "kept" else f"{photo.reason}: {photo.message}"
+        print(f"{mark}  {photo.source:<32} {detail}")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    print(
+        f"\n{len(result.kept)} of {len(result.photos)} photos kept as '{result.class_word}'; "
+        f"dataset: {result.subset_dir}\nreport: {result.out_dir / 'report.json'}   "
+        f"contact sheet: {result.out_dir / 'contact_sheet.jpg'}"
+    )
+
+
+def _demo(args) -> int:
+    from ..samples import write_sample_photos
+
+    _prepare_settings(args).validate()  # a bad option fails before the sample photos are written
+    photos_dir = args.out / "photos"
+    written = write_sample_photos(photos_dir)
+    print(f"wrote {len(written)} sample photos to {photos_dir} (astronaut variants, other people, a group, junk)")
+    root = args.out
+    args.input_dir = photos_dir
+    args.out = root / "dataset"
+    status = _prepare(args)
+    if status or not args.base_model:
+        print(f"\nnext: train an identity LoRA on it with\n  headshot train {args.out} --base-model "
+              f"YOUR_CHECKPOINT.safetensors --out {root / 'lora'} --preset fast")
+        return status
+    from . import build_parser
+    from .train import _train
+
+    train_args = build_parser().parse_args(["train", str(args.out), "--base-model", args.base_model, "--out",
+                                            str(root / "lora"), "--preset", "fast"])
+    return _train(train_args)
