@@ -1,4 +1,5 @@
 """ComfyUI entry point for Headshot Studio: re-exports comfy_nodes' mappings, nothing else."""
+
 import logging
 import os
 import sys
@@ -10,8 +11,10 @@ if _core not in sys.path:
 try:  # comfy_nodes drops single nodes itself; this only guards against the unforeseen
     from .comfy_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 except Exception:  # ComfyUI keeps running, but a pack with zero nodes must never be silent
-    logging.error("[Headshot Studio] the pack failed to load, so none of its nodes are available; "
-                  "please report this traceback:", exc_info=True)
+    logging.error(
+        "[Headshot Studio] the pack failed to load, so none of its nodes are available; please report this traceback:",
+        exc_info=True,
+    )
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 WEB_DIRECTORY = None

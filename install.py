@@ -4,6 +4,7 @@ Idempotent and quiet: it installs only what cannot be imported, so a host whose 
 present sees no pip call at all. Packages that exist in rival builds (onnxruntime vs
 onnxruntime-gpu, dlib vs dlib-bin) are installed only when no build of them is present.
 """
+
 import importlib.util
 import subprocess
 import sys
@@ -15,6 +16,7 @@ NEEDED = [
     ("onnxruntime", "onnxruntime"),  # any build (onnxruntime-gpu, -directml, -silicon) provides it
     ("dlib", "dlib-bin"),  # a prebuilt dlib: no compiler, no CMake
     ("face_recognition_models", "face_recognition_models"),
+    ("tomli_w", "tomli-w"),  # writes the dataset and sd-scripts TOMLs
 ]
 if sys.version_info < (3, 11):
     NEEDED.append(("tomli", "tomli"))

@@ -6,6 +6,7 @@ different positions and sizes on 4000x3000 canvases, saved as JPEG like a phone 
 
     .venv/bin/python benchmarks/prepare_benchmark.py [--keep-photos DIR]
 """
+
 from __future__ import annotations
 
 import argparse

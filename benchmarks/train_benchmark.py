@@ -7,6 +7,7 @@ second, and <= 1.1x its peak memory.
 
     .venv/bin/python benchmarks/train_benchmark.py [--steps 6] [--warmup 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,18 @@ def save_sd15_folder(folder: Path) -> Path:
     base.text_encoders[0].save_pretrained(folder / "text_encoder")
     base.noise_scheduler.save_pretrained(folder / "scheduler")
     write_clip_tokenizer_files(folder / "tokenizer")
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+    (folder / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "scheduler": ["diffusers", "DDPMScheduler"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+            }
+        )
+    )
     return folder
 
 
@@ -58,14 +67,37 @@ def sd15_base_model():
 
     torch.manual_seed(0)
     vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
     )
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu"))
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
-    return BaseModel(family="sd1", prediction_type="epsilon", unet=sd15_unet(), vae=vae, text_encoders=[text],
-                     tokenizers=[find_clip_tokenizer()], noise_scheduler=scheduler, source="random SD1.5")
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+        )
+    )
+    scheduler = DDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+    )
+    return BaseModel(
+        family="sd1",
+        prediction_type="epsilon",
+        unet=sd15_unet(),
+        vae=vae,
+        text_encoders=[text],
+        tokenizers=[find_clip_tokenizer()],
+        noise_scheduler=scheduler,
+        source="random SD1.5",
+    )
 
 
 def bare_loop(steps: int, warmup: int) -> dict:
@@ -79,8 +111,10 @@ def bare_loop(steps: int, warmup: int) -> dict:
 
     unet = sd15_unet()
     unet.requires_grad_(False)
-    inject_adapter_in_model(LoraConfig(r=RANK, lora_alpha=ALPHA, init_lora_weights="gaussian",
-                                       target_modules=kohya_unet_targets(unet)), unet)
+    inject_adapter_in_model(
+        LoraConfig(r=RANK, lora_alpha=ALPHA, init_lora_weights="gaussian", target_modules=kohya_unet_targets(unet)),
+        unet,
+    )
     params = [p for n, p in unet.named_parameters() if "lora_" in n]
     for p in params:
         p.requires_grad_(True)
@@ -117,10 +151,24 @@ def engine(steps: int, warmup: int, model_dir: Path) -> dict:
             (subset / f"{i}.txt").write_text("ohwx woman")
         out = Path(tmp) / "job"
         settings = TrainSettings(
-            dataset_dir=str(subset.parent.parent), base_model=str(model_dir), out_dir=str(out), steps=warmup + steps,
-            resolution=RESOLUTION, rank=RANK, alpha=ALPHA, lr=1e-4, optimizer="adamw", scheduler="constant",
-            warmup_steps=0, gradient_checkpointing=True, min_snr_gamma=5.0, noise_offset=0.0, validation_images=0,
-            checkpoint_every=warmup + steps, face_backend="dlib", device="cpu",
+            dataset_dir=str(subset.parent.parent),
+            base_model=str(model_dir),
+            out_dir=str(out),
+            steps=warmup + steps,
+            resolution=RESOLUTION,
+            rank=RANK,
+            alpha=ALPHA,
+            lr=1e-4,
+            optimizer="adamw",
+            scheduler="constant",
+            warmup_steps=0,
+            gradient_checkpointing=True,
+            min_snr_gamma=5.0,
+            noise_offset=0.0,
+            validation_images=0,
+            checkpoint_every=warmup + steps,
+            face_backend="dlib",
+            device="cpu",
         )
         job = JobFolder(out)
         job.write({"state": "queued", "settings": settings.to_dict()})
@@ -128,8 +176,12 @@ def engine(steps: int, warmup: int, model_dir: Path) -> dict:
         trainer.run()
         events, _ = job.events()
         stamps = [e["time"] for e in events if e["type"] == "step"]
-        return {"modules": len(trainer.unet_targets), "seconds_per_step": (stamps[-1] - stamps[warmup - 1]) / steps
-                if warmup else (stamps[-1] - stamps[0]) / (steps - 1)}
+        return {
+            "modules": len(trainer.unet_targets),
+            "seconds_per_step": (stamps[-1] - stamps[warmup - 1]) / steps
+            if warmup
+            else (stamps[-1] - stamps[0]) / (steps - 1),
+        }
 
 
 def child(which: str, steps: int, warmup: int, model_dir: Path) -> None:
@@ -137,7 +189,7 @@ def child(which: str, steps: int, warmup: int, model_dir: Path) -> None:
 
     torch.manual_seed(0)
     result = bare_loop(steps, warmup) if which == "bare" else engine(steps, warmup, model_dir)
-    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -160,15 +212,32 @@ def main() -> None:
     print(f"writing a random full-size SD1.5 diffusers folder to {model_dir}", flush=True)
     subprocess.run([sys.executable, __file__, "--child", "save", "--model-dir", str(model_dir)], check=True)
     for which in ("bare", "engine"):
-        run = subprocess.run([sys.executable, __file__, "--child", which, "--steps", str(args.steps), "--warmup",
-                              str(args.warmup), "--model-dir", str(model_dir)], capture_output=True, text=True)
-        line = next((l for l in run.stdout.splitlines() if l.startswith("RESULT ")), None)
+        run = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                which,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--model-dir",
+                str(model_dir),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        line = next((out for out in run.stdout.splitlines() if out.startswith("RESULT ")), None)
         if line is None:
             sys.exit(f"{which} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
         results[which] = json.loads(line[7:])
         r = results[which]
-        print(f"{which:6s}: {r['seconds_per_step']:.2f} s/step ({1 / r['seconds_per_step']:.3f} steps/s), "
-              f"peak RSS {r['peak_rss_gb']:.2f} GB, {r['modules']} LoRA modules", flush=True)
+        print(
+            f"{which:6s}: {r['seconds_per_step']:.2f} s/step ({1 / r['seconds_per_step']:.3f} steps/s), "
+            f"peak RSS {r['peak_rss_gb']:.2f} GB, {r['modules']} LoRA modules",
+            flush=True,
+        )
     speed = results["bare"]["seconds_per_step"] / results["engine"]["seconds_per_step"]
     memory = results["engine"]["peak_rss_gb"] / results["bare"]["peak_rss_gb"]
     print(f"engine speed: {speed:.3f}x the bare loop (target >= 0.95); peak memory: {memory:.3f}x (target <= 1.10)")

@@ -5,6 +5,7 @@ cannot be imported (or misses an optional dependency) only drops its own nodes, 
 saying why. Folders are registered with folder_paths and the job routes added to ComfyUI's
 server only when those exist (inside ComfyUI).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -15,9 +16,15 @@ import logging
 NODES = {
     "photos": ({"HeadshotLoadPhotos": "Load Photos"}, []),
     "dataset": ({"HeadshotPrepareDataset": "Prepare Dataset"}, []),
-    "training": ({"HeadshotTrainLora": "Train Identity LoRA"},
-                 [("diffusers", "diffusers"), ("peft", "peft"), ("transformers", "transformers"),
-                  ("safetensors", "safetensors")]),
+    "training": (
+        {"HeadshotTrainLora": "Train Identity LoRA"},
+        [
+            ("diffusers", "diffusers"),
+            ("peft", "peft"),
+            ("transformers", "transformers"),
+            ("safetensors", "safetensors"),
+        ],
+    ),
     "generate": ({"HeadshotStyleTemplate": "Style Template", "HeadshotPoseSkeleton": "Pose Skeleton"}, []),
     "detailer": ({"HeadshotFaceDetailer": "Face Detailer"}, []),
     "restore": ({"HeadshotFaceRestore": "Face Restore"}, [("spandrel", "spandrel")]),

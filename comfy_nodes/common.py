@@ -1,4 +1,5 @@
 """Small things every node module shares: the category, common inputs, the face analyzer."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,18 +9,22 @@ from pathlib import Path
 from . import host
 
 CATEGORY = "Headshot Studio"
-FACE_BACKENDS = ["auto", "dlib", "insightface"]
 
 _analyzers: dict[str, object] = {}
 
 
 def face_backend_input() -> tuple:
-    return (FACE_BACKENDS, {
-        "default": "auto",
-        "tooltip": "Face detection and identity model. insightface needs the buffalo_l ONNX files in "
-                   "models/insightface/models/buffalo_l; dlib works offline out of the box; auto picks "
-                   "insightface when its files are there.",
-    })
+    from headshot.faces import face_backend_choices
+
+    return (
+        list(face_backend_choices()),
+        {
+            "default": "auto",
+            "tooltip": "Face detection and identity model. insightface needs the buffalo_l ONNX files in "
+            "models/insightface/models/buffalo_l; dlib works offline out of the box; auto picks "
+            "insightface when its files are there.",
+        },
+    )
 
 
 def face_analyzer(backend: str):

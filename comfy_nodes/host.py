@@ -3,6 +3,7 @@
 Host modules (folder_paths, comfy.*) are looked up when a function runs, never at import, so
 the pack imports (and its tests run) without ComfyUI; each function says what it does then.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -170,7 +171,7 @@ def torch_device() -> str:
 
 
 def _fallback_sampler_names() -> tuple[list[str], list[str]]:
-    from headshot.generate.styles import SAMPLERS
+    from headshot.sampling.schedulers import SAMPLERS
 
     samplers = sorted({spec.comfy_sampler for spec in SAMPLERS.values()})
     schedulers = sorted({spec.comfy_scheduler for spec in SAMPLERS.values()})

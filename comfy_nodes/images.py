@@ -3,6 +3,7 @@
 torch is imported inside the functions: ComfyUI always has it, and this module must import
 without it (the pack's loader imports every node module at start-up).
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -40,13 +41,6 @@ def image_batch_to_pils(batch) -> list[Image.Image]:
         rgb = np.clip(item[..., :3] * 255.0 + 0.5, 0, 255).astype(np.uint8)
         out.append(Image.fromarray(rgb, "RGB"))
     return out
-
-
-def mask_to_pil(mask) -> Image.Image:
-    """One MASK ([H,W] or [1,H,W]) as a PIL L image."""
-    array = mask.detach().cpu().float().numpy() if hasattr(mask, "detach") else np.asarray(mask, np.float32)
-    array = array.reshape(array.shape[-2], array.shape[-1])
-    return Image.fromarray(np.clip(array * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 def pil_to_mask(image: Image.Image):

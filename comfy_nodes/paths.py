@@ -7,6 +7,7 @@ inside ComfyUI's input, output, temp or models folder, one of this pack's regist
 or a folder the person listed in the HEADSHOT_ALLOWED_DIRS environment variable. A workflow
 cannot set an environment variable, so only the person running ComfyUI can widen the set.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,10 @@ from . import host
 
 ENV = "HEADSHOT_ALLOWED_DIRS"
 #: appended to the tooltip of every widget that takes a path
-RULE = (f" Must lie inside ComfyUI's input, output or models folder; to allow other folders, list them in the "
-        f"environment variable {ENV} (separated by '{os.pathsep}') before starting ComfyUI.")
+RULE = (
+    f" Must lie inside ComfyUI's input, output or models folder; to allow other folders, list them in the "
+    f"environment variable {ENV} (separated by '{os.pathsep}') before starting ComfyUI."
+)
 
 
 def _resolve(path: str | Path) -> Path:
@@ -56,9 +59,12 @@ def allowed_path(path: str | Path, widget: str, shown: str | None = None) -> Pat
     if any(resolved == root or resolved.is_relative_to(root) for root in roots):
         return resolved
     where = ", ".join(str(r) for r in roots) or "none"
-    raise HeadshotError(f"{widget} {shown or str(path)!r} is outside the folders Headshot Studio may read and write "
-                        f"({where}): move the files there, or list the folder in the environment variable {ENV} "
-                        "and restart ComfyUI", "path_not_allowed")
+    raise HeadshotError(
+        f"{widget} {shown or str(path)!r} is outside the folders Headshot Studio may read and write "
+        f"({where}): move the files there, or list the folder in the environment variable {ENV} "
+        "and restart ComfyUI",
+        "path_not_allowed",
+    )
 
 
 def user_path(text: str | None, widget: str, kind: str = "folder") -> Path:
@@ -81,7 +87,9 @@ def user_path(text: str | None, widget: str, kind: str = "folder") -> Path:
     resolved = allowed_path(path, widget, shown=raw)
     found = resolved.is_dir() if kind == "folder" else resolved.is_file()
     if not found:
-        raise HeadshotError(f"{widget} {raw!r} is not a {kind} (relative paths are looked up in ComfyUI's input "
-                            "folder, then its output folder)", "not_found")
+        raise HeadshotError(
+            f"{widget} {raw!r} is not a {kind} (relative paths are looked up in ComfyUI's input "
+            "folder, then its output folder)",
+            "not_found",
+        )
     return resolved
-

@@ -1,4 +1,5 @@
 """Load Photos: a folder of selfies (or an IMAGE batch from ComfyUI's loaders) into the graph."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,32 +13,55 @@ from .paths import RULE
 
 
 class HeadshotLoadPhotos:
-    DESCRIPTION = ("The person's photos: every photo in a folder, read as prepare reads them (EXIF orientation, "
-                   "colour modes, size limits), or the images of a connected IMAGE batch. Photos that cannot be "
-                   "read are left out here; Prepare Dataset reports the reason for each.")
+    DESCRIPTION = (
+        "The person's photos: every photo in a folder, read as prepare reads them (EXIF orientation, "
+        "colour modes, size limits), or the images of a connected IMAGE batch. Photos that cannot be "
+        "read are left out here; Prepare Dataset reports the reason for each."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "folder": ("STRING", {"default": "", "tooltip": "Folder holding 3-20 photos of one person. A "
-                                      "relative path is looked up in ComfyUI's input folder. Ignored when images "
-                                      "are connected." + RULE}),
-                "max_side": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
-                                     "tooltip": "Longest side of the photos in the IMAGE batch (preview only: "
-                                     "Prepare Dataset reads the original files at full size)."}),
+                "folder": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Folder holding 3-20 photos of one person. A "
+                        "relative path is looked up in ComfyUI's input folder. Ignored when images "
+                        "are connected." + RULE,
+                    },
+                ),
+                "max_side": (
+                    "INT",
+                    {
+                        "default": 1024,
+                        "min": 64,
+                        "max": 8192,
+                        "step": 64,
+                        "tooltip": "Longest side of the photos in the IMAGE batch (preview only: "
+                        "Prepare Dataset reads the original files at full size).",
+                    },
+                ),
             },
             "optional": {
-                "images": ("IMAGE", {"tooltip": "A batch from ComfyUI's image loaders, used instead of the folder; "
-                                     "the images are written to a temporary folder for Prepare Dataset."}),
+                "images": (
+                    "IMAGE",
+                    {
+                        "tooltip": "A batch from ComfyUI's image loaders, used instead of the folder; "
+                        "the images are written to a temporary folder for Prepare Dataset."
+                    },
+                ),
             },
         }
 
     RETURN_TYPES = ("IMAGE", "STRING", "STRING")
     RETURN_NAMES = ("images", "file_names", "photos_folder")
-    OUTPUT_TOOLTIPS = ("The photos as one batch, each fitted into max_side and centred on a common canvas.",
-                       "The file name of each image in the batch, one a line.",
-                       "The folder of the photos: connect it to Prepare Dataset.")
+    OUTPUT_TOOLTIPS = (
+        "The photos as one batch, each fitted into max_side and centred on a common canvas.",
+        "The file name of each image in the batch, one a line.",
+        "The folder of the photos: connect it to Prepare Dataset.",
+    )
     FUNCTION = "load"
     CATEGORY = f"{CATEGORY}/photos"
 

@@ -1,8 +1,9 @@
 """Face Restore: GFPGAN / CodeFormer / RestoreFormer from models/facerestore_models, through the core."""
+
 from __future__ import annotations
 
 from . import host
-from .common import CATEGORY, face_backend_input, face_analyzer
+from .common import CATEGORY, face_analyzer, face_backend_input
 from .images import image_batch_to_pils, pil_to_image_batch
 
 _loaded: dict = {}  # (path, device) -> descriptor: one model kept, as ComfyUI's loaders cache theirs
@@ -26,22 +27,45 @@ def load_model(name: str):
 
 
 class HeadshotFaceRestore:
-    DESCRIPTION = ("Restores every face with a face-restoration model (GFPGAN, CodeFormer, RestoreFormer) run "
-                   "through spandrel, aligned on the FFHQ template and pasted back through a feathered mask; "
-                   "pixels outside the faces stay as they were.")
+    DESCRIPTION = (
+        "Restores every face with a face-restoration model (GFPGAN, CodeFormer, RestoreFormer) run "
+        "through spandrel, aligned on the FFHQ template and pasted back through a feathered mask; "
+        "pixels outside the faces stay as they were."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "The pictures whose faces are restored."}),
-                "model_name": (restore_model_names(), {"tooltip": "A model file in models/facerestore_models "
-                               "(GFPGANv1.4.pth, codeformer-v0.1.0.pth, RestoreFormer.pth). CodeFormer needs "
-                               "pip install spandrel_extra_arches."}),
-                "fidelity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "CodeFormer "
-                                       "only: 0 restores most, 1 stays closest to the input."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Blend of "
-                                       "the restored faces over the originals."}),
+                "model_name": (
+                    restore_model_names(),
+                    {
+                        "tooltip": "A model file in models/facerestore_models "
+                        "(GFPGANv1.4.pth, codeformer-v0.1.0.pth, RestoreFormer.pth). CodeFormer needs "
+                        "pip install spandrel_extra_arches."
+                    },
+                ),
+                "fidelity": (
+                    "FLOAT",
+                    {
+                        "default": 0.5,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.05,
+                        "tooltip": "CodeFormer only: 0 restores most, 1 stays closest to the input.",
+                    },
+                ),
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.05,
+                        "tooltip": "Blend of the restored faces over the originals.",
+                    },
+                ),
                 "face_backend": face_backend_input(),
             },
         }
@@ -53,7 +77,7 @@ class HeadshotFaceRestore:
     CATEGORY = f"{CATEGORY}/finish"
 
     def restore(self, image, model_name: str, fidelity: float, strength: float, face_backend: str):
-        from headshot.finish.restore import restore_faces
+        from headshot.finish.restore import restoration_summary, restore_faces
 
         model = load_model(model_name)
         analyzer = face_analyzer(face_backend)
@@ -61,9 +85,6 @@ class HeadshotFaceRestore:
         for b, picture in enumerate(image_batch_to_pils(image)):
             host.raise_if_interrupted()
             restored, infos = restore_faces(picture, model, analyzer, fidelity=fidelity, strength=strength)
-            done = sum(1 for info in infos if info["restored"])
-            reasons = "; ".join(sorted({info["reason"] for info in infos if "reason" in info}))
-            lines.append(f"picture {b + 1}: {len(infos)} face(s) found, {done} restored"
-                         + (f" ({reasons})" if reasons else ""))
+            lines.append(f"picture {b + 1}: {restoration_summary(infos)}")
             out.append(restored)
         return (pil_to_image_batch(out), "\n".join(lines))

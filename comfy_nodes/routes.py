@@ -8,6 +8,7 @@ POST /headshot/jobs/{name}/cancel  -> {"name", "cancel_requested": true, "state"
                                       (cancel_requested false, with a message, when it is not running)
 A job's name is its folder name under <headshot_jobs>/jobs/ (Train Identity LoRA's summary shows it).
 """
+
 from __future__ import annotations
 
 from . import host
@@ -52,8 +53,14 @@ def list_jobs() -> dict:
             job = JobFolder(folder)
             if job.exists():
                 record = job.read()
-                jobs.append({"name": folder.name, "state": record.get("state"),
-                             "steps_done": record.get("steps_done"), "lora": record.get("lora")})
+                jobs.append(
+                    {
+                        "name": folder.name,
+                        "state": record.get("state"),
+                        "steps_done": record.get("steps_done"),
+                        "lora": record.get("lora"),
+                    }
+                )
     return {"jobs": jobs}
 
 
@@ -78,8 +85,12 @@ def cancel_job(name: str) -> dict:
     job = job_folder(name)
     state = job.read().get("state")
     if state not in ("queued", "running"):
-        return {"name": name, "cancel_requested": False, "state": state,
-                "message": f"the job is {state}: there is nothing to cancel"}
+        return {
+            "name": name,
+            "cancel_requested": False,
+            "state": state,
+            "message": f"the job is {state}: there is nothing to cancel",
+        }
     job.request_cancel()
     return {"name": name, "cancel_requested": True, "state": state}
 

@@ -1,16 +1,13 @@
 """Train Identity LoRA: the core's training worker, driven from a node.
 
-The job folder is named after what decides the result (the dataset's files, the checkpoint and
-the settings), so running the node again with nothing changed reuses the finished job instead
-of training again, and a job stopped by Cancel (or a crash) resumes from its last checkpoint.
-The finished LoRA is copied into models/loras/headshot/ so LoraLoader lists it at once.
+The core (headshot.train.job_reuse) names the job folder after what decides the result, reuses a
+finished job and resumes a stopped one; this node turns widgets into settings, shows progress,
+passes ComfyUI's Cancel on, and copies the LoRA into models/loras/headshot/ so LoraLoader lists it.
 """
+
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -30,85 +27,55 @@ CANCEL_GRACE = 60.0
 POLL = 0.25
 
 
-def dataset_digest(dataset: Path) -> str:
-    """Hash of what training reads: every file under img/ (bytes and relative path) and dataset.toml."""
-    digest = hashlib.sha256()
-    root = dataset / "img" if (dataset / "img").is_dir() else dataset
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    if (dataset / "dataset.toml").is_file():
-        files.append(dataset / "dataset.toml")
-    for path in files:
-        digest.update(path.relative_to(dataset).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def checkpoint_identity(path: Path) -> list:
-    """Name, size and modification time: enough to notice another file, without reading gigabytes."""
-    stat = path.stat()
-    return [path.name, stat.st_size, stat.st_mtime_ns]
-
-
-def choices(output_name, preset, steps, rank, learning_rate, resolution, seed, validation_images, face_backend,
-            sd_scripts_path="") -> dict:
+def choices(
+    output_name,
+    preset,
+    steps,
+    rank,
+    learning_rate,
+    resolution,
+    seed,
+    validation_images,
+    face_backend,
+    sd_scripts_path="",
+) -> dict:
     """The person's choices as TrainSettings fields (0 / -1 / empty mean: from the preset)."""
     safe_name(output_name, "Train Identity LoRA output_name")  # it names the LoRA file and the job folder
-    sd_scripts = str(user_path(sd_scripts_path, "Train Identity LoRA sd_scripts_path")) if sd_scripts_path.strip() \
-        else None  # code that runs: never from a folder a shared workflow picked
+    sd_scripts = (
+        str(user_path(sd_scripts_path, "Train Identity LoRA sd_scripts_path")) if sd_scripts_path.strip() else None
+    )  # code that runs: never from a folder a shared workflow picked
     return {
-        "output_name": output_name, "preset": preset, "steps": steps or None, "rank": rank or None,
-        "lr": learning_rate or None, "resolution": resolution or None, "seed": seed,
-        "validation_images": None if validation_images < 0 else validation_images, "face_backend": face_backend,
+        "output_name": output_name,
+        "preset": preset,
+        "steps": steps or None,
+        "rank": rank or None,
+        "lr": learning_rate or None,
+        "resolution": resolution or None,
+        "seed": seed,
+        "validation_images": None if validation_images < 0 else validation_images,
+        "face_backend": face_backend,
         "backend": "sd-scripts" if sd_scripts else "builtin",
         "sd_scripts_repo": sd_scripts,
     }
 
 
 def job_dir_for(chosen: dict, dataset: Path, checkpoint: Path) -> Path:
-    """The job folder for these choices: named after what decides the result, so a re-run finds it."""
-    key = fingerprint(chosen, dataset_digest(dataset), checkpoint_identity(checkpoint))[:12]
-    folder = host.jobs_root() / "jobs" / f"{chosen['output_name']}-{key}"
-    return allowed_path(folder, "Train Identity LoRA output_name")
+    """The core's job folder for these choices, under ComfyUI's output folder (never a link out of it)."""
+    from headshot.train.job_reuse import job_folder
+
+    return allowed_path(job_folder(host.jobs_root(), chosen, dataset, checkpoint), "Train Identity LoRA output_name")
 
 
 def install_lora(lora: Path, output_name: str) -> str:
-    """Copy the LoRA (and its .json / .identity.json sidecars) into loras/headshot/; its LoraLoader name."""
+    """Copy the LoRA (and its sidecars) into loras/headshot/; its LoraLoader name."""
+    from headshot.train.job_reuse import install_copy
+
     dirs = host.folder_dirs("loras")
     if not dirs:
         raise FileNotFoundError("ComfyUI has no 'loras' folder registered; the LoRA stays at " + str(lora))
-    target_dir = dirs[0] / LORA_SUBFOLDER
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"{output_name}.safetensors"
-    for source, dest in ((lora, target), (lora.with_suffix(".json"), target.with_suffix(".json")),
-                         (lora.with_suffix(".identity.json"), target.with_suffix(".identity.json"))):
-        if source.is_file() and not (dest.is_file() and _same_file(source, dest)):
-            tmp = dest.with_name(dest.name + ".partial")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)  # LoraLoader never sees half a file
+    target = install_copy(lora, dirs[0] / LORA_SUBFOLDER, output_name)
     host.forget_file_list("loras")
     return os.path.join(LORA_SUBFOLDER, target.name)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    return hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
-
-
-def chosen_samples(job_dir: Path, chosen_step) -> list[Path]:
-    """The validation samples of the chosen checkpoint (all samples when the choice names none).
-
-    validation.json is data: a path in it is shown only when it lies inside the job folder.
-    """
-    record_path = job_dir / "validation.json"
-    if record_path.is_file():
-        data = json.loads(record_path.read_text())
-        inside = Path(os.path.realpath(job_dir))
-        for checkpoint in data.get("checkpoints", []):
-            if checkpoint.get("step") == chosen_step:
-                paths = [Path(os.path.realpath(image["path"])) for image in checkpoint.get("images", [])]
-                return [p for p in paths if p.is_relative_to(inside) and p.is_file()]
-    return sorted((job_dir / "samples").rglob("*.png")) if (job_dir / "samples").is_dir() else []
 
 
 def stop(run) -> None:
@@ -150,57 +117,131 @@ def follow(run) -> dict:
 
 
 class HeadshotTrainLora:
-    DESCRIPTION = ("Trains a kohya-format identity LoRA from a prepared dataset in a separate worker process "
-                   "(ComfyUI's loaded models are freed first), then copies it into models/loras/headshot/. "
-                   "Cancel stops it after saving a checkpoint; running it again resumes. With nothing changed, "
-                   "the finished job is reused instead of training again.")
+    DESCRIPTION = (
+        "Trains a kohya-format identity LoRA from a prepared dataset in a separate worker process "
+        "(ComfyUI's loaded models are freed first), then copies it into models/loras/headshot/. "
+        "Cancel stops it after saving a checkpoint; running it again resumes. With nothing changed, "
+        "the finished job is reused instead of training again."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "dataset_path": ("STRING", {"default": "", "tooltip": "The prepared dataset folder: connect Prepare "
-                                            "Dataset's dataset_path, or type its path." + RULE}),
-                "ckpt_name": (host.file_list("checkpoints"), {"tooltip": "Base model from models/checkpoints "
-                              "(SD1.x, SD2.x or SDXL; told apart from the weights)."}),
-                "output_name": ("STRING", {"default": "headshot_lora", "tooltip": "File name of the LoRA: it "
-                                           "appears in LoraLoader as headshot/<name>.safetensors (no '/', '\\' "
-                                           "or '..')."}),
-                "preset": (PRESETS, {"default": "balanced", "tooltip": "Defaults for steps, rank, learning rate "
-                                     "and schedule; the fields below override them."}),
-                "steps": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Training steps; 0: from the "
-                                  "preset (photos x 200, clamped)."}),
+                "dataset_path": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "The prepared dataset folder: connect Prepare "
+                        "Dataset's dataset_path, or type its path." + RULE,
+                    },
+                ),
+                "ckpt_name": (
+                    host.file_list("checkpoints"),
+                    {
+                        "tooltip": "Base model from models/checkpoints "
+                        "(SD1.x, SD2.x or SDXL; told apart from the weights)."
+                    },
+                ),
+                "output_name": (
+                    "STRING",
+                    {
+                        "default": "headshot_lora",
+                        "tooltip": "File name of the LoRA: it "
+                        "appears in LoraLoader as headshot/<name>.safetensors (no '/', '\\' "
+                        "or '..').",
+                    },
+                ),
+                "preset": (
+                    PRESETS,
+                    {
+                        "default": "balanced",
+                        "tooltip": "Defaults for steps, rank, learning rate "
+                        "and schedule; the fields below override them.",
+                    },
+                ),
+                "steps": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 100000,
+                        "tooltip": "Training steps; 0: from the preset (photos x 200, clamped).",
+                    },
+                ),
                 "rank": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": "LoRA rank; 0: from the preset."}),
-                "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 1e-5, "round": False,
-                                            "tooltip": "Learning rate; 0: from the preset."}),
-                "resolution": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 8, "tooltip": "Training "
-                                       "resolution; 0: the dataset's crop size."}),
+                "learning_rate": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 1e-5,
+                        "round": False,
+                        "tooltip": "Learning rate; 0: from the preset.",
+                    },
+                ),
+                "resolution": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 2048,
+                        "step": 8,
+                        "tooltip": "Training resolution; 0: the dataset's crop size.",
+                    },
+                ),
                 # not named "seed": ComfyUI's frontend would add a randomize-after-run control to it
-                "training_seed": ("INT", {"default": 42, "min": 0, "max": 2**31 - 1, "tooltip": "Seed of the "
-                                          "LoRA's initialisation, noise and validation images."}),
-                "validation_images": ("INT", {"default": -1, "min": -1, "max": 16, "tooltip": "Images rendered "
-                                              "per checkpoint to pick the most alike; -1: 4 on a GPU, 0 on the "
-                                              "CPU."}),
+                "training_seed": (
+                    "INT",
+                    {
+                        "default": 42,
+                        "min": 0,
+                        "max": 2**31 - 1,
+                        "tooltip": "Seed of the LoRA's initialisation, noise and validation images.",
+                    },
+                ),
+                "validation_images": (
+                    "INT",
+                    {
+                        "default": -1,
+                        "min": -1,
+                        "max": 16,
+                        "tooltip": "Images rendered "
+                        "per checkpoint to pick the most alike; -1: 4 on a GPU, 0 on the "
+                        "CPU.",
+                    },
+                ),
                 "face_backend": face_backend_input(),
             },
             "optional": {
-                "sd_scripts_path": ("STRING", {"default": "", "tooltip": "A kohya sd-scripts checkout to train "
-                                               "with instead of the builtin engine; empty: builtin." + RULE}),
+                "sd_scripts_path": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "A kohya sd-scripts checkout to train "
+                        "with instead of the builtin engine; empty: builtin." + RULE,
+                    },
+                ),
             },
         }
 
     RETURN_TYPES = ("STRING", "IMAGE", "IMAGE", "STRING")
     RETURN_NAMES = ("lora_name", "loss_curve", "validation_samples", "summary")
-    OUTPUT_TOOLTIPS = ("The LoRA's name as LoraLoader lists it (headshot/<output_name>.safetensors).",
-                       "Training loss over the steps.",
-                       "Validation images of the chosen checkpoint (a note when validation was off).",
-                       "What happened: job folder, steps, chosen checkpoint and why, trigger phrase.")
+    OUTPUT_TOOLTIPS = (
+        "The LoRA's name as LoraLoader lists it (headshot/<output_name>.safetensors).",
+        "Training loss over the steps.",
+        "Validation images of the chosen checkpoint (a note when validation was off).",
+        "What happened: job folder, steps, chosen checkpoint and why, trigger phrase.",
+    )
     FUNCTION = "train"
     CATEGORY = f"{CATEGORY}/train"
     OUTPUT_NODE = True  # it writes a LoRA
 
     @classmethod
     def IS_CHANGED(cls, dataset_path=None, ckpt_name=None, **settings):
+        from headshot.train.job_reuse import checkpoint_identity, dataset_digest
+
         # a linked dataset_path arrives as None: then the upstream Prepare Dataset's state decides
         parts = [settings, ckpt_name]
         if dataset_path:
@@ -214,75 +255,74 @@ class HeadshotTrainLora:
             pass
         return fingerprint(*parts)
 
-    def train(self, dataset_path: str, ckpt_name: str, output_name: str, preset: str, steps: int, rank: int,
-              learning_rate: float, resolution: int, training_seed: int, validation_images: int, face_backend: str,
-              sd_scripts_path: str = ""):
-        from headshot.train.api import start_training
-        from headshot.train.job import JobFolder
-        from headshot.train.settings import TrainSettings
+    def train(
+        self,
+        dataset_path: str,
+        ckpt_name: str,
+        output_name: str,
+        preset: str,
+        steps: int,
+        rank: int,
+        learning_rate: float,
+        resolution: int,
+        training_seed: int,
+        validation_images: int,
+        face_backend: str,
+        sd_scripts_path: str = "",
+    ):
         from PIL import Image
+
+        from headshot.train.job_reuse import train_or_reuse
+        from headshot.train.settings import TrainSettings
 
         dataset = user_path(dataset_path, "Train Identity LoRA dataset_path")
         checkpoint = host.full_path("checkpoints", ckpt_name)
-        chosen = choices(output_name.strip(), preset, steps, rank, learning_rate, resolution, training_seed,
-                         validation_images, face_backend, sd_scripts_path)
-        job_dir = job_dir_for(chosen, dataset, checkpoint)
+        chosen = choices(
+            output_name.strip(),
+            preset,
+            steps,
+            rank,
+            learning_rate,
+            resolution,
+            training_seed,
+            validation_images,
+            face_backend,
+            sd_scripts_path,
+        )
         device = host.torch_device()  # ComfyUI's own device: --cpu trains on the CPU too
         if device.split(":")[0] not in ("cuda", "cpu", "mps"):
             device = "auto"  # one a new process cannot name (DirectML): the worker picks its own
         settings = TrainSettings(
-            dataset_dir=str(dataset), base_model=str(checkpoint), out_dir=str(job_dir), device=device,
+            dataset_dir=str(dataset),
+            base_model=str(checkpoint),
+            out_dir=str(job_dir_for(chosen, dataset, checkpoint)),
+            device=device,
             face_model_dirs=[str(d) for d in host.folder_dirs("insightface")],
-            tokenizer_dirs=[str(d) for d in host.comfy_tokenizer_dirs()], **chosen)
-        job = JobFolder(job_dir)
-        record = job.read() if job.exists() else None
-        reused = bool(record and record.get("state") == "done")
-        # job.json is data: the LoRA is the job folder's own file, never a path the record names
-        lora = job_dir / f"{chosen['output_name']}.safetensors"
-        if reused and not lora.is_file():
-            raise HeadshotError(f"the finished job in {job_dir} has lost its LoRA file {lora}; delete that folder "
-                                "to train again", "lora_missing")
-        if not reused:
-            # resuming is the core's (its checkpoint format, its checks); nothing of the job is loaded here
-            run = start_training(settings, resume=record is not None, free_host_models=host.free_models)
-            record = follow(run)
-        if record.get("state") != "done":
-            raise HeadshotError(f"training {record.get('state')}: {record.get('error') or 'see worker.log'} "
-                                f"(job folder {job_dir})", record.get("error_code") or "training_failed")
-        if not lora.is_file():
-            raise HeadshotError(f"training finished but {lora} is missing (job folder {job_dir})", "lora_missing")
-        lora_name = install_lora(lora, chosen["output_name"])
+            tokenizer_dirs=[str(d) for d in host.comfy_tokenizer_dirs()],
+            **chosen,
+        )
+        trained = train_or_reuse(settings, follow, free_host_models=host.free_models)
+        lora_name = install_lora(trained.lora, settings.output_name)
 
-        loss_png = job_dir / "loss.png"
-        if loss_png.is_file():
-            with Image.open(loss_png) as img:
+        if trained.loss_curve is not None:
+            with Image.open(trained.loss_curve) as img:
                 loss = img.convert("RGB")
         else:
             loss = note_image("no loss curve was drawn for this job")
         samples = []
-        for path in chosen_samples(job_dir, record.get("chosen_step")):
+        for path in trained.samples():
             with Image.open(path) as img:
                 samples.append(img.convert("RGB"))
         if not samples:
-            samples = [note_image("No validation samples: validation_images was 0 (the default on the CPU),\n"
-                                  "so the last checkpoint was kept. Set validation_images to render some.")]
-        return (lora_name, pil_to_image_batch([loss]), pil_to_image_batch(fit_batch(samples)),
-                summary_text(record, lora, lora_name, job_dir, reused))
-
-
-def summary_text(record: dict, lora: Path, lora_name: str, job_dir: Path, reused: bool) -> str:
-    choice = record.get("choice") or {}
-    trigger = ""
-    sidecar = lora.with_suffix(".json")
-    if sidecar.is_file():
-        trigger = json.loads(sidecar.read_text()).get("activation text", "")
-    lines = [
-        f"LoRA: {lora_name}" + (f"  (put '{trigger}' in the prompt)" if trigger else ""),
-        ("reused the finished job (nothing changed since it was trained)" if reused else "trained")
-        + f": {job_dir}",
-        f"steps: {record.get('steps_done', '?')}; chosen checkpoint: step {record.get('chosen_step')}"
-        + (f" ({choice['reason']})" if choice.get("reason") else ""),
-    ]
-    if record.get("identity"):
-        lines.append(f"identity reference: {record['identity']}")
-    return "\n".join(lines)
+            samples = [
+                note_image(
+                    "No validation samples: validation_images was 0 (the default on the CPU),\n"
+                    "so the last checkpoint was kept. Set validation_images to render some."
+                )
+            ]
+        return (
+            lora_name,
+            pil_to_image_batch([loss]),
+            pil_to_image_batch(fit_batch(samples)),
+            trained.summary(lora_name),
+        )

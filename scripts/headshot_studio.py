@@ -1,4 +1,5 @@
 """A1111 discovers extensions through scripts/: this shim puts the core on the path and loads the glue."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """Shared fixtures: real photos that ship in installed packages, and the offline dlib backend."""
+
 from __future__ import annotations
 
 import pytest

@@ -3,6 +3,7 @@ redraws, "saving checkpoint: ...", a traceback), writes step checkpoints and, wi
 folders, and follows train_network.py's step, epoch and resume arithmetic (kohya-ss/sd-scripts 48d368fa:
 initial_step, epoch_to_start, skip_until_initial_step). FAKE_MODE: ok, fail (at FAKE_FAIL_AT), nofile, hang,
 stubborn (ignores SIGTERM)."""
+
 from __future__ import annotations
 
 import textwrap
@@ -17,7 +18,7 @@ def _fake_checkout(tmp_path: Path, body: str) -> Path:
     return repo
 
 
-FAKE_TRAINER = r'''
+FAKE_TRAINER = r"""
 import json, math, os, signal, sys, time
 try:
     import tomllib
@@ -79,7 +80,8 @@ for epoch in range(epoch_to_start, epochs):
         time.sleep(0.02)
         n += 1
         global_step += 1
-        err.write("\rsteps: %3d%%|#         | %d/%d [00:0%d<00:00,  2.00it/s, avr_loss=%.3f]" % (100 * n // bar_total, n, bar_total, n % 10, 1.0 / global_step))
+        bar = (100 * n // bar_total, n, bar_total, n % 10, 1.0 / global_step)
+        err.write("\rsteps: %3d%%|#         | %d/%d [00:0%d<00:00,  2.00it/s, avr_loss=%.3f]" % bar)
         err.flush()
         if mode == "fail" and global_step == fail_at:
             err.write("\n")
@@ -106,4 +108,4 @@ print("\nsaving checkpoint: " + path, flush=True)
 if mode != "nofile":
     open(path, "wb").write(b"fake lora")
 print("model saved.")
-'''
+"""

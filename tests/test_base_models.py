@@ -5,6 +5,7 @@ and file formats: that the same weights come back from a single file and from a 
 compute the same outputs, that the single files are in the real LDM/SGM layout, and that nothing
 touches the network. They say nothing about image quality.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,20 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny_models import (
+    PUBLISHED,
+    full_size_ldm_shapes,
+    make_tiny_sd1,
+    make_tiny_sd2,
+    make_tiny_sdxl,
+    save_single_file,
+    write_clip_tokenizer_files,
+)
 
 from headshot.errors import BackendUnavailable, HeadshotError
-from headshot.train import models
-from tiny_models import PUBLISHED, full_size_ldm_shapes, make_tiny_sd1, make_tiny_sd2, make_tiny_sdxl, save_single_file
+from headshot.families import get_family
+from headshot.train import clip_tokenizers, single_file_loading
+from headshot.train.base_model_loading import detect_family, load_base_model
 
 PROMPTS = [
     "a photo of ohwx man, 85mm, f/1.8, studio lighting",
@@ -42,6 +53,7 @@ class Tripwire:
 # ---------------------------------------------------------------------------------------------
 # fixtures
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def offline():
@@ -95,13 +107,13 @@ def sd2(tmp_path_factory, offline):
 @pytest.fixture(scope="module")
 def sd1_loaded(sd1):
     folder, single = sd1
-    return models.load_base_model(folder), models.load_base_model(single)
+    return load_base_model(folder), load_base_model(single)
 
 
 @pytest.fixture(scope="module")
 def sdxl_loaded(sdxl):
     folder, single = sdxl
-    return models.load_base_model(folder), models.load_base_model(single)
+    return load_base_model(folder), load_base_model(single)
 
 
 def _same_weights(a, b) -> None:
@@ -121,8 +133,10 @@ def _unet_inputs(unet, seed=0):
     }
     if cfg.addition_embed_type == "text_time":
         pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
-        inputs["added_cond_kwargs"] = {"text_embeds": torch.randn((2, pooled), generator=g),
-                                       "time_ids": torch.tensor([[128.0, 128, 0, 0, 128, 128]] * 2)}
+        inputs["added_cond_kwargs"] = {
+            "text_embeds": torch.randn((2, pooled), generator=g),
+            "time_ids": torch.tensor([[128.0, 128, 0, 0, 128, 128]] * 2),
+        }
     return inputs
 
 
@@ -141,14 +155,15 @@ def _kohya_lora_file(path):
 # family detection
 # ---------------------------------------------------------------------------------------------
 
+
 def test_detects_sd1_single_file(sd1):
     """An LDM file with cond_stage_model.transformer.* (CLIP ViT-L) is SD1, epsilon."""
-    assert models.detect_family(load_file(str(sd1[1]))) == ("sd1", "epsilon")
+    assert detect_family(load_file(str(sd1[1]))) == ("sd1", "epsilon")
 
 
 def test_detects_sdxl_single_file(sdxl):
     """An SGM file with conditioner.embedders.{0,1} and label_emb is SDXL, epsilon."""
-    assert models.detect_family(load_file(str(sdxl[1]))) == ("sdxl", "epsilon")
+    assert detect_family(load_file(str(sdxl[1]))) == ("sdxl", "epsilon")
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
@@ -156,23 +171,26 @@ def test_detects_sd2_prediction_type_from_the_weights(sd2, prediction):
     """Two SD2 key sets with the same keys and shapes: the UNet's behaviour on noise decides eps vs v."""
     state = load_file(str(sd2[prediction][1]))
     assert "cond_stage_model.model.token_embedding.weight" in state
-    assert models.detect_family(state) == ("sd2", prediction)
+    assert detect_family(state) == ("sd2", prediction)
 
 
 def test_explicit_prediction_markers_win(sd2, sdxl):
     """ModelSpec metadata and the v_pred marker key override the defaults and the SD2 probe."""
     v_state = load_file(str(sd2["v_prediction"][1]))
-    assert models.detect_family(v_state, metadata={"modelspec.prediction_type": "epsilon"}) == ("sd2", "epsilon")
+    assert detect_family(v_state, metadata={"modelspec.prediction_type": "epsilon"}) == ("sd2", "epsilon")
     xl_state = load_file(str(sdxl[1]))
     xl_state["v_pred"] = torch.tensor([])
-    assert models.detect_family(xl_state) == ("sdxl", "v_prediction")
+    assert detect_family(xl_state) == ("sdxl", "v_prediction")
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("lora", ["LoRA", "lora_unet_", "--lora, not --base-model"]),
-    ("vae", ["VAE alone", "full checkpoint"]),
-    ("random", ["not a Stable Diffusion checkpoint", "first keys: alpha, beta"]),
-])
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("lora", ["LoRA", "lora_unet_", "--lora, not --base-model"]),
+        ("vae", ["VAE alone", "full checkpoint"]),
+        ("random", ["not a Stable Diffusion checkpoint", "first keys: alpha, beta"]),
+    ],
+)
 def test_files_that_are_not_base_models_are_named(sd1, tmp_path, kind, expected):
     """A LoRA, a lone VAE or unrelated tensors: not_a_base_model, naming the file and what it is instead."""
     path = tmp_path / f"{kind}.safetensors"
@@ -180,12 +198,14 @@ def test_files_that_are_not_base_models_are_named(sd1, tmp_path, kind, expected)
         _kohya_lora_file(path)
     elif kind == "vae":
         state = load_file(str(sd1[1]))
-        save_file({k[len("first_stage_model."):]: v for k, v in state.items() if k.startswith("first_stage_model.")},
-                  str(path))
+        save_file(
+            {k[len("first_stage_model.") :]: v for k, v in state.items() if k.startswith("first_stage_model.")},
+            str(path),
+        )
     else:
         save_file({"alpha": torch.zeros(3), "beta": torch.ones(2, 2)}, str(path))
     with pytest.raises(HeadshotError) as caught:
-        models.load_base_model(path)
+        load_base_model(path)
     assert caught.value.code == "not_a_base_model"
     assert str(path) in caught.value.message
     for fragment in expected:
@@ -197,7 +217,7 @@ def test_unreadable_file_is_explained(tmp_path):
     path = tmp_path / "model.safetensors"
     path.write_bytes(b"<html>a download error page, not a model</html>")
     with pytest.raises(HeadshotError) as caught:
-        models.load_base_model(path)
+        load_base_model(path)
     assert caught.value.code == "unreadable_checkpoint" and str(path) in caught.value.message
 
 
@@ -205,13 +225,19 @@ def test_unreadable_file_is_explained(tmp_path):
 # loading: single file == diffusers folder
 # ---------------------------------------------------------------------------------------------
 
+
 def test_sd1_single_file_equals_diffusers_folder(sd1_loaded, offline):
     """SD1 from the LDM file and from the folder: same weights, identical UNet/text/VAE outputs."""
     from_folder, from_file = sd1_loaded
-    assert (from_file.family, from_file.prediction_type) == (from_folder.family, from_folder.prediction_type) == (
-        "sd1", "epsilon")
-    for a, b in zip([from_folder.unet, from_folder.vae, *from_folder.text_encoders],
-                    [from_file.unet, from_file.vae, *from_file.text_encoders]):
+    assert (
+        (from_file.family, from_file.prediction_type)
+        == (from_folder.family, from_folder.prediction_type)
+        == ("sd1", "epsilon")
+    )
+    for a, b in zip(
+        [from_folder.unet, from_folder.vae, *from_folder.text_encoders],
+        [from_file.unet, from_file.vae, *from_file.text_encoders],
+    ):
         _same_weights(a, b)
     inputs = _unet_inputs(from_folder.unet)
     with torch.no_grad():
@@ -230,8 +256,10 @@ def test_sdxl_single_file_equals_diffusers_folder(sdxl_loaded, offline):
     assert (from_file.family, from_file.prediction_type) == ("sdxl", "epsilon")
     assert from_folder.family == "sdxl"
     assert [type(t).__name__ for t in from_file.text_encoders] == ["CLIPTextModel", "CLIPTextModelWithProjection"]
-    for a, b in zip([from_folder.unet, from_folder.vae, *from_folder.text_encoders],
-                    [from_file.unet, from_file.vae, *from_file.text_encoders]):
+    for a, b in zip(
+        [from_folder.unet, from_folder.vae, *from_folder.text_encoders],
+        [from_file.unet, from_file.vae, *from_file.text_encoders],
+    ):
         _same_weights(a, b)
     inputs = _unet_inputs(from_folder.unet)
     with torch.no_grad():
@@ -246,11 +274,16 @@ def test_sdxl_single_file_equals_diffusers_folder(sdxl_loaded, offline):
 def test_sd2_single_file_equals_diffusers_folder(sd2, offline):
     """SD2's OpenCLIP tower: the unused last block is dropped, the rest matches the folder exactly."""
     folder, single = sd2["epsilon"]
-    from_folder, from_file = models.load_base_model(folder), models.load_base_model(single)
-    assert (from_file.family, from_file.prediction_type) == (from_folder.family, from_folder.prediction_type) == (
-        "sd2", "epsilon")
-    for a, b in zip([from_folder.unet, from_folder.vae, *from_folder.text_encoders],
-                    [from_file.unet, from_file.vae, *from_file.text_encoders]):
+    from_folder, from_file = load_base_model(folder), load_base_model(single)
+    assert (
+        (from_file.family, from_file.prediction_type)
+        == (from_folder.family, from_folder.prediction_type)
+        == ("sd2", "epsilon")
+    )
+    for a, b in zip(
+        [from_folder.unet, from_folder.vae, *from_folder.text_encoders],
+        [from_file.unet, from_file.vae, *from_file.text_encoders],
+    ):
         _same_weights(a, b)
     assert from_file.tokenizers[0].pad_token == "!"
     assert offline == []
@@ -278,23 +311,24 @@ def test_full_size_shapes_give_the_published_architectures(family):
     state = full_size_ldm_shapes(family)
     keys = set(state)
     metadata = {"modelspec.prediction_type": "v"} if family == "sd2" else None  # no weights to probe here
-    assert models.detect_family(state, metadata=metadata)[0] == family
+    assert detect_family(state, metadata=metadata)[0] == family
     published = PUBLISHED[family]
-    unet, weights = models._prepare_unet(state, keys, family)
-    assert models._mismatches(unet, weights) == ""
+    unet, weights = single_file_loading.prepare_unet(state, keys, get_family(family))
+    assert single_file_loading.weight_mismatches(unet, weights) == ""
     for field, value in published["unet"].items():
         got = unet.config[field]
         if isinstance(value, int) and isinstance(got, (list, tuple)):  # SD1's "8 heads" is stored as an int
             got = set(got).pop() if len(set(got)) == 1 else got
         assert (list(got) if isinstance(got, (list, tuple)) else got) == (
-            list(value) if isinstance(value, tuple) else value), field
-    vae, weights = models._prepare_vae(state, keys, family)
-    assert models._mismatches(vae, weights) == ""
+            list(value) if isinstance(value, tuple) else value
+        ), field
+    vae, weights = single_file_loading.prepare_vae(state, keys, get_family(family))
+    assert single_file_loading.weight_mismatches(vae, weights) == ""
     assert list(vae.config.block_out_channels) == list(published["vae"]["block_out_channels"])
-    encoders = models._prepare_text_encoders(state, keys, family)
+    encoders = single_file_loading.prepare_text_encoders(state, keys, get_family(family))
     assert len(encoders) == len(published["text"])
     for (what, model, weights), expected in zip(encoders, published["text"]):
-        assert models._mismatches(model, weights) == "", what
+        assert single_file_loading.weight_mismatches(model, weights) == "", what
         for field, value in expected.items():
             assert getattr(model.config, field) == value, (what, field)
 
@@ -305,19 +339,24 @@ def test_ckpt_with_training_objects_loads_weights_only(sd1, sd1_loaded, tmp_path
     trip = Tripwire()
     trip.payload = 1
     torch.save({"state_dict": load_file(str(sd1[1])), "global_step": 1234, "callbacks": {"cb": trip}}, str(path))
-    base = models.load_base_model(path)
+    base = load_base_model(path)
     assert base.family == "sd1"
     _same_weights(base.unet, sd1_loaded[0].unet)
     assert TRIPPED == []
 
 
 def test_base_model_carries_training_schedule_and_tokenizers(sd1_loaded, sdxl_loaded):
-    """noise_scheduler is DDPM scaled_linear 0.00085..0.012 over 1000 steps; tokenizers are 77 long, SDXL's 2nd pads "!"."""
+    """noise_scheduler is DDPM scaled_linear 0.00085..0.012 over 1000 steps; tokenizers are 77 long;
+    SDXL's second pads "!"."""
     for base in (*sd1_loaded, *sdxl_loaded):
         cfg = base.noise_scheduler.config
         assert type(base.noise_scheduler).__name__ == "DDPMScheduler"
         assert (cfg.beta_schedule, cfg.beta_start, cfg.beta_end, cfg.num_train_timesteps) == (
-            "scaled_linear", 0.00085, 0.012, 1000)
+            "scaled_linear",
+            0.00085,
+            0.012,
+            1000,
+        )
         assert cfg.prediction_type == base.prediction_type
         assert all(t.model_max_length == 77 for t in base.tokenizers)
         assert len(base.tokenizers) == len(base.text_encoders)
@@ -328,7 +367,7 @@ def test_base_model_carries_training_schedule_and_tokenizers(sd1_loaded, sdxl_lo
 def test_progress_reports_the_slow_steps(sd1):
     """progress(message) hears about reading and converting each component."""
     messages = []
-    models.load_base_model(sd1[1], progress=messages.append)
+    load_base_model(sd1[1], progress=messages.append)
     joined = "\n".join(messages)
     for fragment in ("reading", "text encoder", "UNet", "VAE", "loaded sd1"):
         assert fragment in joined
@@ -337,10 +376,10 @@ def test_progress_reports_the_slow_steps(sd1):
 def test_missing_path_and_plain_folder_are_explained(tmp_path):
     """A path that does not exist, and a folder without model_index.json, each get their own error."""
     with pytest.raises(HeadshotError) as missing:
-        models.load_base_model(tmp_path / "nowhere.safetensors")
+        load_base_model(tmp_path / "nowhere.safetensors")
     assert missing.value.code == "base_model_not_found"
     with pytest.raises(HeadshotError) as plain:
-        models.load_base_model(tmp_path)
+        load_base_model(tmp_path)
     assert plain.value.code == "not_a_base_model" and "model_index.json" in plain.value.message
 
 
@@ -348,7 +387,7 @@ def test_hub_id_offline_fails_fast_and_says_to_use_a_local_file(offline):
     """With HF_HUB_OFFLINE=1 an uncached hub id fails at once with hub_unreachable, without a connection attempt."""
     started = time.monotonic()
     with pytest.raises(HeadshotError) as caught:
-        models.load_base_model("headshot-tests/no-such-model")
+        load_base_model("headshot-tests/no-such-model")
     assert time.monotonic() - started < 15
     assert caught.value.code == "hub_unreachable"
     assert "local" in caught.value.message and "headshot-tests/no-such-model" in caught.value.message
@@ -359,11 +398,12 @@ def test_hub_id_offline_fails_fast_and_says_to_use_a_local_file(offline):
 # tokenizers
 # ---------------------------------------------------------------------------------------------
 
+
 def test_bpe_tokenizer_matches_open_clip():
     """The tokenizer built from open_clip's BPE file tokenizes exactly like open_clip's SimpleTokenizer."""
     from open_clip.tokenizer import SimpleTokenizer, tokenize
 
-    ours = models.clip_tokenizer_from_bpe(pad_token="!")
+    ours = clip_tokenizers.clip_tokenizer_from_bpe(pad_token="!")
     assert len(ours) == 49408 and ours.model_max_length == 77
     reference = SimpleTokenizer()
     for prompt in PROMPTS:
@@ -374,15 +414,15 @@ def test_bpe_tokenizer_matches_open_clip():
 
 def test_comfyui_tokenizer_folder_is_used_and_capped_at_77(sd1, tmp_path):
     """A vocab.json + merges.txt folder saying model_max_length 8192 (ComfyUI's sd1_tokenizer) is used, capped at 77."""
-    folder = models.write_clip_tokenizer_files(tmp_path / "sd1_tokenizer")
+    folder = write_clip_tokenizer_files(tmp_path / "sd1_tokenizer")
     config = json.loads((folder / "tokenizer_config.json").read_text())
     config["model_max_length"] = 8192
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    tokenizer = models.find_clip_tokenizer([folder])
+    tokenizer = clip_tokenizers.find_clip_tokenizer([folder])
     assert tokenizer.model_max_length == 77
     assert str(folder) in tokenizer.name_or_path
     assert len(tokenizer("a " * 200, padding="max_length", truncation=True).input_ids) == 77
-    base = models.load_base_model(sd1[1], tokenizer_dirs=[folder])
+    base = load_base_model(sd1[1], tokenizer_dirs=[folder])
     assert str(folder) in base.tokenizers[0].name_or_path and base.tokenizers[0].model_max_length == 77
 
 
@@ -391,12 +431,18 @@ def test_missing_tokenizer_names_every_place_searched(tmp_path, monkeypatch):
     empty_cache = tmp_path / "hf-cache"
     empty_cache.mkdir()
     monkeypatch.setenv("HF_HUB_CACHE", str(empty_cache))
-    monkeypatch.setattr(models, "_open_clip_bpe_path", lambda: None)
+    monkeypatch.setattr(clip_tokenizers, "_open_clip_bpe_path", lambda: None)
     nothing = tmp_path / "not-a-tokenizer"
     nothing.mkdir()
     with pytest.raises(BackendUnavailable) as caught:
-        models.find_clip_tokenizer([nothing])
+        clip_tokenizers.find_clip_tokenizer([nothing])
     message = caught.value.message
-    for fragment in (str(nothing), str(empty_cache), "openai/clip-vit-large-patch14", "open_clip_torch",
-                     "pip install open_clip_torch", "vocab.json"):
+    for fragment in (
+        str(nothing),
+        str(empty_cache),
+        "openai/clip-vit-large-patch14",
+        "open_clip_torch",
+        "pip install open_clip_torch",
+        "vocab.json",
+    ):
         assert fragment in message

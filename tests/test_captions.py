@@ -1,4 +1,5 @@
 """Caption cleaning for an identity LoRA: the packaged rules, custom rule files, caption text."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,20 @@ def rules():
 
 
 def test_identity_tags_are_removed_with_their_reasons(rules):
-    identity = ["blue eyes", "brown hair", "short hair", "thick eyebrows", "lips", "mole under eye",
-                "freckles", "dark skin", "beard", "1boy", "male focus", "solo"]
+    identity = [
+        "blue eyes",
+        "brown hair",
+        "short hair",
+        "thick eyebrows",
+        "lips",
+        "mole under eye",
+        "freckles",
+        "dark skin",
+        "beard",
+        "1boy",
+        "male focus",
+        "solo",
+    ]
     kept, removed = clean_tags(general(*identity), rules)
     assert kept == []
     reasons = dict(removed)
@@ -30,8 +43,20 @@ def test_identity_tags_are_removed_with_their_reasons(rules):
 
 
 def test_what_changes_between_photos_is_kept(rules):
-    variable = ["white shirt", "jacket", "glasses", "scarf", "outdoors", "simple background",
-                "smile", "open mouth", "portrait", "upper body", "looking at viewer", "ponytail"]
+    variable = [
+        "white shirt",
+        "jacket",
+        "glasses",
+        "scarf",
+        "outdoors",
+        "simple background",
+        "smile",
+        "open mouth",
+        "portrait",
+        "upper body",
+        "looking at viewer",
+        "ponytail",
+    ]
     kept, removed = clean_tags(general(*variable), rules)
     assert kept == variable and removed == []
 
@@ -49,8 +74,11 @@ def test_scar_patterns_leave_the_scarf_alone(rules):
 
 
 def test_rating_and_character_tags_are_removed_by_category(rules):
-    tags = [Tag("general", 0.9, "rating"), Tag("kaga (kantai collection)", 0.95, "character"),
-            Tag("smile", 0.8, "general")]
+    tags = [
+        Tag("general", 0.9, "rating"),
+        Tag("kaga (kantai collection)", 0.95, "character"),
+        Tag("smile", 0.8, "general"),
+    ]
     kept, removed = clean_tags(tags, rules)
     assert kept == ["smile"]
     assert [tag for tag, _ in removed] == ["general", "kaga (kantai collection)"]
@@ -102,8 +130,11 @@ def test_a_custom_rules_file_replaces_the_packaged_one(tmp_path):
 
 def test_keep_rules_win_over_a_broad_remove_pattern(tmp_path):
     path = tmp_path / "broad.toml"
-    path.write_text('[[remove]]\nreason = "anything about eyes"\npatterns = ["^.* eyes$"]\n'
-                    '[[keep]]\nreason = "expression"\ntags = ["closed eyes"]\n', encoding="utf-8")
+    path.write_text(
+        '[[remove]]\nreason = "anything about eyes"\npatterns = ["^.* eyes$"]\n'
+        '[[keep]]\nreason = "expression"\ntags = ["closed eyes"]\n',
+        encoding="utf-8",
+    )
     kept, removed = clean_tags(general("closed eyes", "blue eyes"), load_tag_rules(path))
     assert kept == ["closed eyes"]
     assert removed == [("blue eyes", "anything about eyes")]

@@ -1,4 +1,5 @@
 """The `headshot` command as a person runs it: exit codes and what it prints."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,9 @@ from headshot.samples import astronaut_shots
 
 
 def _headshot(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "headshot", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "headshot", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def test_prepare_exits_zero_and_prints_each_photo(tmp_path):
@@ -18,8 +21,18 @@ def test_prepare_exits_zero_and_prints_each_photo(tmp_path):
     for name, img in list(astronaut_shots().items())[:3]:
         img.save(photos / name)
     (photos / "readme.txt").write_text("hello")
-    run = _headshot("prepare", str(photos), "--out", str(tmp_path / "out"), "--class", "woman",
-                    "--face-backend", "dlib", "--tagger", "none")
+    run = _headshot(
+        "prepare",
+        str(photos),
+        "--out",
+        str(tmp_path / "out"),
+        "--class",
+        "woman",
+        "--face-backend",
+        "dlib",
+        "--tagger",
+        "none",
+    )
     assert run.returncode == 0, run.stderr
     assert "3 of 4 photos kept" in run.stdout
     assert "not_an_image" in run.stdout
@@ -45,7 +58,17 @@ def test_explicit_missing_tagger_names_the_files_needed(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     astronaut_shots()["astronaut.png"].save(photos / "a.png")
-    run = _headshot("prepare", str(photos), "--out", str(tmp_path / "out"), "--face-backend", "dlib",
-                    "--tagger", "wd14", "--tagger-models", str(tmp_path))
+    run = _headshot(
+        "prepare",
+        str(photos),
+        "--out",
+        str(tmp_path / "out"),
+        "--face-backend",
+        "dlib",
+        "--tagger",
+        "wd14",
+        "--tagger-models",
+        str(tmp_path),
+    )
     assert run.returncode == 1
     assert "selected_tags.csv" in run.stderr and "model.onnx" in run.stderr

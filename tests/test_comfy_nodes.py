@@ -11,6 +11,7 @@ sampler); there the stand-ins record what our sampler adapter hands to ComfyUI a
 simple VAE and sampler, so the test proves the wiring and that nothing outside the faces
 changes, not ComfyUI's sampling (checked by hand against a real ComfyUI, see the report).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -53,7 +54,8 @@ def _folder_paths_standin(base: Path) -> types.ModuleType:
     fp.supported_pt_extensions = set(PT_EXTENSIONS)
     fp.models_dir = str(base / "models")
     fp.folder_names_and_paths = {
-        key: ([str(base / "models" / key)], set(PT_EXTENSIONS)) for key in ("checkpoints", "loras", "controlnet")}
+        key: ([str(base / "models" / key)], set(PT_EXTENSIONS)) for key in ("checkpoints", "loras", "controlnet")
+    }
     fp.filename_list_cache = {}
     for sub in ("output", "temp", "input", "models/checkpoints", "models/loras"):
         (base / sub).mkdir(parents=True, exist_ok=True)
@@ -71,8 +73,11 @@ def _folder_paths_standin(base: Path) -> types.ModuleType:
         found = set()
         for folder in map(Path, paths):
             if folder.is_dir():
-                found |= {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
-                          and (not extensions or p.suffix.lower() in extensions)}
+                found |= {
+                    p.relative_to(folder).as_posix()
+                    for p in folder.rglob("*")
+                    if p.is_file() and (not extensions or p.suffix.lower() in extensions)
+                }
         return sorted(found)
 
     def get_full_path_or_raise(name, filename):
@@ -133,16 +138,23 @@ def comfy_host(tmp_path, monkeypatch):
 
     utils.ProgressBar = ProgressBar
     samplers = types.ModuleType("comfy.samplers")
-    samplers.KSampler = types.SimpleNamespace(SAMPLERS=KSAMPLER_INPUTS["sampler_name"][0],
-                                              SCHEDULERS=KSAMPLER_INPUTS["scheduler"][0])
+    samplers.KSampler = types.SimpleNamespace(
+        SAMPLERS=KSAMPLER_INPUTS["sampler_name"][0], SCHEDULERS=KSAMPLER_INPUTS["scheduler"][0]
+    )
     comfy = types.ModuleType("comfy")
     comfy.model_management, comfy.utils, comfy.samplers = mm, utils, samplers
-    for name, module in {"folder_paths": fp, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils,
-                         "comfy.samplers": samplers}.items():
+    for name, module in {
+        "folder_paths": fp,
+        "comfy": comfy,
+        "comfy.model_management": mm,
+        "comfy.utils": utils,
+        "comfy.samplers": samplers,
+    }.items():
         monkeypatch.setitem(sys.modules, name, module)
     host.register_folders()
-    return Host(folder_paths=fp, calls=calls, state=state, updates=updates, base=tmp_path / "comfyui",
-                model_management=mm)
+    return Host(
+        folder_paths=fp, calls=calls, state=state, updates=updates, base=tmp_path / "comfyui", model_management=mm
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,11 +188,16 @@ def test_declared_inputs_and_outputs_match_the_function(name):
 
 def test_the_nine_nodes_load_with_their_display_names():
     assert NODE_DISPLAY_NAME_MAPPINGS == {
-        "HeadshotLoadPhotos": "Load Photos", "HeadshotPrepareDataset": "Prepare Dataset",
-        "HeadshotTrainLora": "Train Identity LoRA", "HeadshotStyleTemplate": "Style Template",
-        "HeadshotPoseSkeleton": "Pose Skeleton", "HeadshotFaceDetailer": "Face Detailer",
-        "HeadshotFaceRestore": "Face Restore", "HeadshotRankByLikeness": "Rank by Likeness",
-        "HeadshotEvaluateLikeness": "Evaluate Likeness"}
+        "HeadshotLoadPhotos": "Load Photos",
+        "HeadshotPrepareDataset": "Prepare Dataset",
+        "HeadshotTrainLora": "Train Identity LoRA",
+        "HeadshotStyleTemplate": "Style Template",
+        "HeadshotPoseSkeleton": "Pose Skeleton",
+        "HeadshotFaceDetailer": "Face Detailer",
+        "HeadshotFaceRestore": "Face Restore",
+        "HeadshotRankByLikeness": "Rank by Likeness",
+        "HeadshotEvaluateLikeness": "Evaluate Likeness",
+    }
     assert comfy_nodes.DISABLED == {}
 
 
@@ -202,8 +219,10 @@ def _check_outputs(cls, result):
 
 def test_a_failing_module_drops_only_its_nodes_with_one_line():
     """A missing optional dependency (spandrel) and a module that fails to import (ranking)."""
-    code = ("import json, sys; sys.modules['spandrel'] = None; sys.modules['comfy_nodes.ranking'] = None; "
-            "import comfy_nodes as c; print('RESULT', json.dumps([sorted(c.NODE_CLASS_MAPPINGS), c.DISABLED]))")
+    code = (
+        "import json, sys; sys.modules['spandrel'] = None; sys.modules['comfy_nodes.ranking'] = None; "
+        "import comfy_nodes as c; print('RESULT', json.dumps([sorted(c.NODE_CLASS_MAPPINGS), c.DISABLED]))"
+    )
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     nodes, disabled = json.loads(run.stdout.split("RESULT ", 1)[1])
@@ -243,15 +262,17 @@ def test_style_template_gives_the_core_prompt_and_kSampler_names(comfy_host):
     from safetensors.torch import save_file
 
     from headshot.generate.pose import preset_pose, render_openpose
-    from headshot.generate.styles import build_prompt, get_style
+    from headshot.generate.prompt_syntax import build_prompt
+    from headshot.generate.styles import get_style
 
     lora = comfy_host.base / "models" / "loras" / "headshot" / "zoe.safetensors"
     lora.parent.mkdir(parents=True)
     save_file({"x": torch.zeros(1)}, str(lora), metadata={"headshot.trigger": "zwx", "headshot.class_word": "woman"})
     cls = NODE_CLASS_MAPPINGS["HeadshotStyleTemplate"]
     assert "headshot/zoe.safetensors" in cls.INPUT_TYPES()["optional"]["lora_name"][0]
-    result = cls().template("linkedin_corporate", "sdxl", "", "", "from style", 0, 0,
-                            lora_name="headshot/zoe.safetensors")
+    result = cls().template(
+        "linkedin_corporate", "sdxl", "", "", "from style", 0, 0, lora_name="headshot/zoe.safetensors"
+    )
     _check_outputs(cls, result)
     positive, negative, width, height, steps, cfg, sampler_name, scheduler, pose, weight = result
     style = get_style("linkedin_corporate").for_family("sdxl")
@@ -273,6 +294,46 @@ def test_style_template_group_prompt_pose_and_shared_weight():
     assert group[8].float().mean() > 0  # two skeletons drawn
     nothing = cls().template("studio_grey", "sd1", "ohwx", "man", "none", 512, 512)
     assert float(nothing[8].max()) == 0.0  # no pose: a black image
+
+
+def test_style_template_takes_the_pose_from_a_photo(comfy_host, monkeypatch):
+    """pose_photo: without controlnet_aux the node says what to install; with it (a stand-in at its
+    import boundary: its weights cannot be downloaded here) the photo's keypoints are drawn."""
+    from headshot.errors import BackendUnavailable
+    from headshot.generate.pose import render_openpose
+    from headshot.generate.pose_keypoints import photo_pose_on_canvas
+
+    cls = NODE_CLASS_MAPPINGS["HeadshotStyleTemplate"]
+    assert cls.INPUT_TYPES()["optional"]["pose_photo"][0] == "IMAGE"
+    photo = pil_to_image_batch([Image.new("RGB", (100, 50), "white")])
+    monkeypatch.setitem(sys.modules, "controlnet_aux", None)
+    with pytest.raises(BackendUnavailable, match="pip install controlnet_aux"):
+        cls().template("studio_grey", "sd1", "ohwx", "man", "from style", 128, 128, pose_photo=photo)
+    annotators = comfy_host.base / "models" / "annotators"
+    annotators.mkdir(parents=True)
+    (annotators / "body_pose_model.pth").write_bytes(b"stand-in")
+    fake, loaded = types.ModuleType("controlnet_aux"), []
+
+    class OpenposeDetector:  # controlnet_aux's interface: body_estimation(bgr) -> (candidate, subset)
+        body_estimation = staticmethod(
+            lambda bgr: (
+                np.array([[50.0, 10.0, 0.9, 0], [50.0, 30.0, 0.9, 1]]),
+                np.array([[0, 1] + [-1] * 18], dtype=float),
+            )
+        )
+
+        @classmethod
+        def from_pretrained(cls, path):
+            loaded.append(path)
+            return cls()
+
+    fake.OpenposeDetector = OpenposeDetector
+    monkeypatch.setitem(sys.modules, "controlnet_aux", fake)
+    result = cls().template("studio_grey", "sd1", "ohwx", "man", "from style", 128, 128, pose_photo=photo)
+    assert loaded == [str(annotators)]
+    person = [(0.5, 0.2), (0.5, 0.6)] + [None] * 16
+    expected = render_openpose(photo_pose_on_canvas([person], (100, 50), 128, 128), 128, 128)
+    assert np.array_equal(np.asarray(image_batch_to_pils(result[8])[0]), np.asarray(expected))
 
 
 def test_pose_skeleton_presets_json_and_mirror():
@@ -361,7 +422,7 @@ def _ranking_batch():
 
 def test_rank_by_likeness_on_real_photos(comfy_host):
     from headshot.faces.dlib_backend import DlibFaceAnalyzer
-    from headshot.finish.ranking import identity_from_photos, likeness
+    from headshot.finish.ranking import identity_from_images, likeness
 
     pictures, batch = _ranking_batch()
     reference = pil_to_image_batch([astronaut_shots()["astronaut.png"]])
@@ -375,10 +436,12 @@ def test_rank_by_likeness_on_real_photos(comfy_host):
     assert torch.equal(ranked[2], batch[0])  # ... the other person last
     lines = scores.splitlines()
     assert lines[1].startswith("#1 picture") and "set aside: picture 3: no face" in scores
-    folder = comfy_host.base / "temp" / "headshot_reference"
     analyzer = DlibFaceAnalyzer()
-    expected = likeness(pictures[0], analyzer, identity_from_photos(next(folder.iterdir()), analyzer)).score
+    expected = likeness(
+        pictures[0], analyzer, identity_from_images(image_batch_to_pils(reference), analyzer, "reference")
+    ).score
     assert f"picture 1: likeness {expected:.3f}" in scores  # the core's own score
+    assert not (comfy_host.base / "temp" / "headshot_reference").exists()  # no copies of the photos on disk
 
     ranked, _, _, below = cls().rank(batch, 1, "dlib", reference_images=reference)
     assert ranked.shape[0] == 1 and below.shape[0] == 2
@@ -423,28 +486,39 @@ def test_evaluate_likeness_clip_score_matches_a_reference_computation(comfy_host
     ones, which the floor at 0 turns into all zeros: a comparison that would prove nothing).
     """
     open_clip = pytest.importorskip("open_clip")
+    from tiny_models import write_clip_tokenizer_files
     from transformers import CLIPConfig, CLIPModel
 
-    from headshot.train.models import write_clip_tokenizer_files
-
     folder = comfy_host.base / "models" / "clip" / "tiny_clip"  # clip_model_dir must lie in ComfyUI's folders
-    config = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, vocab_size=49408),
-                        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                           num_attention_heads=2, image_size=32, patch_size=8), projection_dim=16)
+    config = CLIPConfig(
+        text_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=49408
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     torch.manual_seed(5)
     CLIPModel(config).save_pretrained(folder)
     write_clip_tokenizer_files(folder)
     pictures, batch = _ranking_batch()
     prompt = "corporate headshot of a woman"
     _, report_json, _, _ = NODE_CLASS_MAPPINGS["HeadshotEvaluateLikeness"]().evaluate(
-        batch, "dlib", prompt=prompt, clip_model_dir=str(folder))
+        batch, "dlib", prompt=prompt, clip_model_dir=str(folder)
+    )
     clip = json.loads(report_json)["clip_score"]
 
     model = CLIPModel.from_pretrained(str(folder)).eval()
     mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
-    pixels = np.stack([(np.asarray(p.resize((32, 32), Image.BICUBIC), dtype=np.float64) / 255 - mean) / std
-                       for p in pictures])  # the pictures are square: CLIP's resize + centre crop is a resize
+    pixels = np.stack(
+        [(np.asarray(p.resize((32, 32), Image.BICUBIC), dtype=np.float64) / 255 - mean) / std for p in pictures]
+    )  # the pictures are square: CLIP's resize + centre crop is a resize
     with torch.no_grad():
         image = model.get_image_features(pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2).float())
         text = model.get_text_features(input_ids=open_clip.tokenize([prompt]))
@@ -505,11 +579,39 @@ def comfy_sampling(comfy_host, monkeypatch):
     sample.fix_empty_latent_channels = lambda model, latent: latent
     sample.prepare_noise = lambda latent, seed, inds=None: torch.randn(latent.shape, generator=torch.manual_seed(seed))
 
-    def run(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0,
-            noise_mask=None, callback=None, disable_pbar=False, seed=None, **rest):
-        calls.append(dict(model=model, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
-                          positive=positive, negative=negative, denoise=denoise, seed=seed, mask=noise_mask,
-                          latent_shape=tuple(latent_image.shape), noise_shape=tuple(noise.shape)))
+    def run(
+        model,
+        noise,
+        steps,
+        cfg,
+        sampler_name,
+        scheduler,
+        positive,
+        negative,
+        latent_image,
+        denoise=1.0,
+        noise_mask=None,
+        callback=None,
+        disable_pbar=False,
+        seed=None,
+        **rest,
+    ):
+        calls.append(
+            dict(
+                model=model,
+                steps=steps,
+                cfg=cfg,
+                sampler_name=sampler_name,
+                scheduler=scheduler,
+                positive=positive,
+                negative=negative,
+                denoise=denoise,
+                seed=seed,
+                mask=noise_mask,
+                latent_shape=tuple(latent_image.shape),
+                noise_shape=tuple(noise.shape),
+            )
+        )
         for step in range(steps):
             callback(step, latent_image, latent_image, steps)
         mask = torch.nn.functional.interpolate(noise_mask, size=latent_image.shape[-2:], mode="bilinear")
@@ -529,8 +631,23 @@ def test_face_detailer_drives_comfy_sampling_and_leaves_the_rest_untouched(comfy
     assert isinstance(ComfySampler(model, positive, negative, vae, "euler", "normal"), Sampler)
     photo = astronaut_shots()["astronaut.png"]
     cls = NODE_CLASS_MAPPINGS["HeadshotFaceDetailer"]
-    result = cls().detail(pil_to_image_batch([photo, photo]), model, positive, negative, vae, 7, 12, 6.5, "dpmpp_2m",
-                          "karras", 0.45, 256, "largest", 0, "dlib")
+    result = cls().detail(
+        pil_to_image_batch([photo, photo]),
+        model,
+        positive,
+        negative,
+        vae,
+        7,
+        12,
+        6.5,
+        "dpmpp_2m",
+        "karras",
+        0.45,
+        256,
+        "largest",
+        0,
+        "dlib",
+    )
     _check_outputs(cls, result)
     image, report = result
     assert report.splitlines() == ["picture 1: 1 face(s) found, 1 repainted", "picture 2: 1 face(s) found, 1 repainted"]
@@ -550,15 +667,64 @@ def test_face_detailer_drives_comfy_sampling_and_leaves_the_rest_untouched(comfy
 
 
 def test_face_detailer_nth_from_left_picks_one_face_of_a_group(comfy_sampling):
-    from comfy_nodes.detailer import pick_faces
     from headshot.faces.dlib_backend import DlibFaceAnalyzer
+    from headshot.faces.subject import confident_faces
+    from headshot.finish.detailer import choose_faces
 
     group = insightface_image("t1.jpg")
-    faces = DlibFaceAnalyzer().detect(np.asarray(group))
+    faces = confident_faces(DlibFaceAnalyzer().detect(np.asarray(group)))
     assert len(faces) >= 2
     leftmost = min(faces, key=lambda f: f.center[0])
-    assert pick_faces(faces, "nth from left", 0) == [leftmost]
-    assert pick_faces(faces, "nth from left", 99) == [] and len(pick_faces(faces, "all", 0)) == len(faces)
+    assert choose_faces(faces, "nth from left", 0) == [leftmost]
+    assert choose_faces(faces, "nth from left", 99) == [] and len(choose_faces(faces, "all", 0)) == len(faces)
+
+
+def test_face_detailer_reads_its_lora_file_once_for_all_faces_of_the_batch(comfy_sampling, monkeypatch):
+    """Group photo, every face repainted with lora_name: one read of the file (ComfyUI's load_torch_file)
+    and one patched model for the whole run, not one per face."""
+    reads, patched = [], []
+    utils = sys.modules["comfy.utils"]
+    monkeypatch.setattr(
+        utils, "load_torch_file", lambda path, safe_load=False: reads.append(path) or {"w": path}, raising=False
+    )
+    sd = types.ModuleType("comfy.sd")  # STAND-IN: LoraLoader's load_lora_for_models gives a patched clone
+
+    def load_lora_for_models(model, clip, lora, strength_model, strength_clip):
+        patched.append((model, lora["w"], strength_model))
+        return types.SimpleNamespace(base=model, lora=lora["w"]), clip
+
+    sd.load_lora_for_models = load_lora_for_models
+    monkeypatch.setitem(sys.modules, "comfy.sd", sd)
+    loras = Path(sys.modules["folder_paths"].folder_names_and_paths["loras"][0][0])
+    (loras / "person.safetensors").write_bytes(b"stand-in: only its path is used")
+    model = types.SimpleNamespace(model=types.SimpleNamespace(model_config=type("SD15", (), {})()))
+    group = insightface_image("t1.jpg").convert("RGB")
+    cls = NODE_CLASS_MAPPINGS["HeadshotFaceDetailer"]
+    assert "person.safetensors" in cls.INPUT_TYPES()["optional"]["lora_name"][0]
+    _, report = cls().detail(
+        pil_to_image_batch([group, group]),
+        model,
+        [["c+", {}]],
+        [["c-", {}]],
+        StandInVAE(),
+        0,
+        2,
+        5.0,
+        "euler",
+        "normal",
+        0.4,
+        256,
+        "all",
+        0,
+        "dlib",
+        lora_name="person.safetensors",
+        lora_strength=0.7,
+    )
+    repainted = [int(line.split(", ")[1].split()[0]) for line in report.splitlines()]
+    assert repainted[0] >= 2 and len(comfy_sampling) == sum(repainted)  # several faces, each sampled ...
+    assert reads == [str(loras / "person.safetensors")] and patched == [(model, reads[0], 0.7)]  # ... one read
+    assert {id(call["model"]) for call in comfy_sampling} == {id(comfy_sampling[0]["model"])}
+    assert comfy_sampling[0]["model"].lora == reads[0]  # the faces were sampled with the LoRA applied
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,8 +751,9 @@ def tiny_dataset(comfy_host):
     return root
 
 
-def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(comfy_host, tiny_checkpoint,
-                                                                            tiny_dataset, monkeypatch):
+def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(
+    comfy_host, tiny_checkpoint, tiny_dataset, monkeypatch
+):
     import shutil
 
     from headshot.train.job import JobFolder
@@ -594,9 +761,19 @@ def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(co
     shutil.copy(tiny_checkpoint, comfy_host.base / "models" / "checkpoints" / "tiny_sd1.safetensors")
     cls = NODE_CLASS_MAPPINGS["HeadshotTrainLora"]
     assert cls.INPUT_TYPES()["required"]["ckpt_name"][0] == ["tiny_sd1.safetensors"]
-    args = dict(dataset_path=str(tiny_dataset), ckpt_name="tiny_sd1.safetensors", output_name="zoe", preset="fast",
-                steps=40, rank=4, learning_rate=1e-3, resolution=32, training_seed=1, validation_images=0,
-                face_backend="dlib")
+    args = dict(
+        dataset_path=str(tiny_dataset),
+        ckpt_name="tiny_sd1.safetensors",
+        output_name="zoe",
+        preset="fast",
+        steps=40,
+        rank=4,
+        learning_rate=1e-3,
+        resolution=32,
+        training_seed=1,
+        validation_images=0,
+        face_backend="dlib",
+    )
     first_hash = cls.IS_CHANGED(**args)
     assert cls.IS_CHANGED(**args) == first_hash and cls.IS_CHANGED(**{**args, "rank": 8}) != first_hash
 
@@ -621,7 +798,7 @@ def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(co
     assert any(e["type"] == "resumed" for e in JobFolder(job_dir).events()[0])
     assert "ohwx woman" in summary and samples.shape[0] == 1  # a note: validation was off
 
-    monkeypatch.setattr("headshot.train.api.start_worker", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr("headshot.train.launch.start_worker", lambda *a, **k: pytest.fail("trained again"))
     again = cls().train(**args)
     assert again[0] == lora_name and "reused the finished job" in again[3]
     (tiny_dataset / "img" / "10_ohwx woman" / "00.txt").write_text("ohwx woman, a new caption")
@@ -650,8 +827,11 @@ def test_job_routes_register_on_promptserver_and_answer(comfy_host, monkeypatch,
     server.PromptServer = types.SimpleNamespace(instance=types.SimpleNamespace(routes=StandInRoutes()))
     monkeypatch.setitem(sys.modules, "server", server)
     assert routes.register_routes() is True
-    assert set(registered) == {("GET", "/headshot/jobs"), ("GET", "/headshot/jobs/{name}"),
-                               ("POST", "/headshot/jobs/{name}/cancel")}
+    assert set(registered) == {
+        ("GET", "/headshot/jobs"),
+        ("GET", "/headshot/jobs/{name}"),
+        ("POST", "/headshot/jobs/{name}/cancel"),
+    }
 
     job = JobFolder(host.jobs_root() / "jobs" / "zoe-0123456789ab")
     job.write({"state": "running", "steps_done": 3})

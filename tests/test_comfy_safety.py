@@ -6,6 +6,7 @@ that become part of a path go through headshot.outputs.safe_name; a job folder's
 the job route's ?events= is clamped; a broken pack says so loudly. The ComfyUI host modules are the
 stand-ins of test_comfy_nodes (see its docstring); the nodes and the core run for real.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from headshot.errors import HeadshotError
-from headshot.samples import astronaut_shots
 from test_comfy_nodes import NODE_CLASS_MAPPINGS, ROOT, comfy_host  # noqa: F401  (comfy_host: a fixture)
 
 from comfy_nodes import routes, training  # noqa: E402
+from headshot.errors import HeadshotError
+from headshot.samples import astronaut_shots
 
 PHOTO = "astronaut.png"
 ENV = "HEADSHOT_ALLOWED_DIRS"  # the person's setting (a workflow cannot change the environment)
@@ -56,14 +56,32 @@ def _node(name):
 
 
 def _prepare(**changes):
-    args = dict(photos_folder="selfies", dataset_name="me", trigger="ohwx", class_word="woman", resolution=512,
-                face_backend="dlib", tagger="none")
+    args = dict(
+        photos_folder="selfies",
+        dataset_name="me",
+        trigger="ohwx",
+        class_word="woman",
+        resolution=512,
+        face_backend="dlib",
+        tagger="none",
+    )
     return _node("HeadshotPrepareDataset").prepare(**{**args, **changes})
 
 
 def _train(dataset, **changes):
-    args = dict(dataset_path=str(dataset), ckpt_name="base.safetensors", output_name="me", preset="fast", steps=2,
-                rank=4, learning_rate=1e-3, resolution=32, training_seed=1, validation_images=0, face_backend="dlib")
+    args = dict(
+        dataset_path=str(dataset),
+        ckpt_name="base.safetensors",
+        output_name="me",
+        preset="fast",
+        steps=2,
+        rank=4,
+        learning_rate=1e-3,
+        resolution=32,
+        training_seed=1,
+        validation_images=0,
+        face_backend="dlib",
+    )
     return _node("HeadshotTrainLora").train(**{**args, **changes})
 
 
@@ -72,17 +90,21 @@ PICTURE = torch.zeros(1, 64, 64, 3)
 REFUSED = {
     "Load Photos folder": lambda out, ins: _node("HeadshotLoadPhotos").load(str(out), 512),
     "Load Photos folder, '..' from the input folder": lambda out, ins: _node("HeadshotLoadPhotos").load(
-        "../../home/me/Pictures", 512),
+        "../../home/me/Pictures", 512
+    ),
     "Prepare Dataset photos_folder": lambda out, ins: _prepare(photos_folder=str(out)),
     "Prepare Dataset reference_photo": lambda out, ins: _prepare(reference_photo=str(out / PHOTO)),
     "Train Identity LoRA dataset_path": lambda out, ins: _train(out),
     "Train Identity LoRA sd_scripts_path": lambda out, ins: _train(ins["dataset"], sd_scripts_path=str(out)),
-    "reference_folder": lambda out, ins: _node("HeadshotRankByLikeness").rank(PICTURE, 0, "dlib",
-                                                                              reference_folder=str(out)),
+    "reference_folder": lambda out, ins: _node("HeadshotRankByLikeness").rank(
+        PICTURE, 0, "dlib", reference_folder=str(out)
+    ),
     "identity_file": lambda out, ins: _node("HeadshotRankByLikeness").rank(
-        PICTURE, 0, "dlib", identity_file=str(out / "me.identity.json")),
+        PICTURE, 0, "dlib", identity_file=str(out / "me.identity.json")
+    ),
     "clip_model_dir": lambda out, ins: _node("HeadshotEvaluateLikeness").evaluate(
-        PICTURE, "dlib", prompt="a woman", clip_model_dir=str(out)),
+        PICTURE, "dlib", prompt="a woman", clip_model_dir=str(out)
+    ),
 }
 
 
@@ -137,8 +159,15 @@ def test_IS_CHANGED_never_reads_a_folder_outside_comfyui(comfy_host, outside):
 # names that become part of a path
 
 
-@pytest.mark.parametrize("widget, value", [("trigger", "../../../evil"), ("class_word", "/../../../X"),
-                                           ("dataset_name", "../../escaped"), ("trigger", "a\\b")])
+@pytest.mark.parametrize(
+    "widget, value",
+    [
+        ("trigger", "../../../evil"),
+        ("class_word", "/../../../X"),
+        ("dataset_name", "../../escaped"),
+        ("trigger", "a\\b"),
+    ],
+)
 def test_prepare_names_that_become_paths_are_refused(widget, value, comfy_host, inside, tmp_path):
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     with pytest.raises(HeadshotError) as caught:
@@ -181,17 +210,22 @@ def test_validation_samples_outside_the_job_folder_are_not_shown(tmp_path):
     (job_dir / "samples").mkdir(parents=True)
     astronaut_shots()[PHOTO].save(elsewhere)
     astronaut_shots()[PHOTO].save(job_dir / "samples" / "own.png")
-    images = [{"path": str(elsewhere)}, {"path": str(job_dir / "samples" / "../../private.png")},
-              {"path": str(job_dir / "samples" / "own.png")}]
+    images = [
+        {"path": str(elsewhere)},
+        {"path": str(job_dir / "samples" / "../../private.png")},
+        {"path": str(job_dir / "samples" / "own.png")},
+    ]
     (job_dir / "validation.json").write_text(json.dumps({"checkpoints": [{"step": 5, "images": images}]}))
-    assert training.chosen_samples(job_dir, 5) == [(job_dir / "samples" / "own.png").resolve()]
+    from headshot.train.job_reuse import chosen_samples
+
+    assert chosen_samples(job_dir, 5) == [(job_dir / "samples" / "own.png").resolve()]
 
 
 def test_the_train_node_never_loads_job_state_itself():
     """Resuming is the core's (safetensors + JSON state): no pickle load anywhere in the node pack."""
     sources = {p.name: p.read_text() for p in (ROOT / "comfy_nodes").glob("*.py")}
     assert not [name for name, text in sources.items() if "torch.load" in text or "state.pt" in text]
-    assert "start_training(settings, resume=record is not None" in sources["training.py"]
+    assert "train_or_reuse(settings" in sources["training.py"]  # resuming: the core's job_reuse
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +240,7 @@ def test_job_route_events_are_clamped(comfy_host):
     for step in range(1, 1006):
         job.emit("step", step=step, total=1005)
     assert routes.job_status("me-0123456789ab", -1)["events"] == []  # not every event ever written
-    assert routes.job_status("me-0123456789ab", -10**12)["events"] == []
+    assert routes.job_status("me-0123456789ab", -(10**12))["events"] == []
     huge = routes.job_status("me-0123456789ab", 10**12)["events"]
     assert len(huge) == routes.MAX_EVENTS and huge[-1]["step"] == 1005
     assert [e["step"] for e in routes.job_status("me-0123456789ab", 2)["events"]] == [1004, 1005]
@@ -233,8 +267,9 @@ def test_a_broken_pack_is_logged_loudly_and_comfyui_goes_on(tmp_path):
     (pack / "comfy_nodes").mkdir(parents=True)
     shutil.copy(ROOT / "__init__.py", pack / "__init__.py")
     (pack / "comfy_nodes" / "__init__.py").write_text("raise RuntimeError('deliberately broken for this test')\n")
-    run = subprocess.run([sys.executable, "-c", LOAD_LIKE_COMFYUI, str(pack)], capture_output=True, text=True,
-                         timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", LOAD_LIKE_COMFYUI, str(pack)], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0 and "NODES 0" in run.stdout, run.stderr  # ComfyUI itself keeps running
     assert "[Headshot Studio]" in run.stderr and "Traceback (most recent call last)" in run.stderr
     assert "RuntimeError: deliberately broken for this test" in run.stderr

@@ -6,6 +6,7 @@ onnx.helper that carry the real models' input/output names and shapes:
   w600k_r50.onnx  input "input.1" [1,3,112,112] -> "683" [1,512]
   genderage.onnx  input "data" [1,3,96,96] -> "fc1" [1,3] (female logit, male logit, age/100)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -63,18 +64,24 @@ def make_detector(
     stride 16, blue stride 32; levels beyond 3 are zeroed). Box and keypoint deltas are the
     constants above for every anchor. Output names/order/shapes follow the real det_10g."""
     nodes, inits, outputs = [], [], []
-    inits += [_const("zero", np.float32(0)), _const("flat1", np.array([-1, 1], np.int64)),
-              _const("box_c", np.array([BOX_DELTAS], np.float32)),
-              _const("kps_c", np.array([KPS_DELTAS], np.float32))]
+    inits += [
+        _const("zero", np.float32(0)),
+        _const("flat1", np.array([-1, 1], np.int64)),
+        _const("box_c", np.array([BOX_DELTAS], np.float32)),
+        _const("kps_c", np.array([KPS_DELTAS], np.float32)),
+    ]
     if batched:
         inits.append(_const("batch_axis", np.array([0], np.int64)))
     names = DET_OUTPUTS if len(strides) == 3 else [f"out{i}" for i in range(3 * len(strides))]
     fmc = len(strides)
     for i, s in enumerate(strides):
         c = i % 3
-        inits += [_const(f"st{i}", np.array([c], np.int64)), _const(f"en{i}", np.array([c + 1], np.int64)),
-                  _const(f"ax{i}", np.array([1], np.int64)),
-                  _const(f"gain{i}", np.float32(1.0 if i < 3 else 0.0))]
+        inits += [
+            _const(f"st{i}", np.array([c], np.int64)),
+            _const(f"en{i}", np.array([c + 1], np.int64)),
+            _const(f"ax{i}", np.array([1], np.int64)),
+            _const(f"gain{i}", np.float32(1.0 if i < 3 else 0.0)),
+        ]
         nodes += [
             helper.make_node("Slice", ["input", f"st{i}", f"en{i}", f"ax{i}"], [f"ch{i}"]),
             helper.make_node("AveragePool", [f"ch{i}"], [f"pool{i}"], kernel_shape=[s, s], strides=[s, s]),
@@ -97,9 +104,11 @@ def make_detector(
                 outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [f"n{i}", width]))
     nodes.insert(0, helper.make_node("Identity", [input_name], ["input"]))
     graph = helper.make_graph(
-        nodes, "det_10g_stub",
+        nodes,
+        "det_10g_stub",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, *input_hw])],
-        outputs, inits,
+        outputs,
+        inits,
     )
     return _save(graph, path)
 
@@ -113,7 +122,8 @@ def make_recognizer(path: Path, seed: int = 0) -> Path:
         helper.make_node("MatMul", ["flat", "w"], ["683"]),
     ]
     graph = helper.make_graph(
-        nodes, "w600k_r50_stub",
+        nodes,
+        "w600k_r50_stub",
         [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 112, 112])],
         [helper.make_tensor_value_info("683", TensorProto.FLOAT, [1, 512])],
         [_const("w", weights)],
@@ -128,7 +138,8 @@ def make_genderage(path: Path) -> Path:
         helper.make_node("Mul", ["mean", "pick"], ["fc1"]),
     ]
     graph = helper.make_graph(
-        nodes, "genderage_stub",
+        nodes,
+        "genderage_stub",
         [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 96, 96])],
         [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 3])],
         [_const("pick", np.array([[1, 1, 0]], np.float32))],
@@ -170,7 +181,7 @@ def _expected(cell_x: int, cell_y: int, stride: int, det_scale: float):
 def _paint(img: np.ndarray, cell_x: int, cell_y: int, stride: int, colour, cells: int = 1):
     """Fill the image region that lands on a det-canvas cell (the image is drawn at det_scale 0.5)."""
     size = stride * 2
-    img[cell_y * size:(cell_y + 1) * size, cell_x * size:(cell_x + cells) * size] = colour
+    img[cell_y * size : (cell_y + 1) * size, cell_x * size : (cell_x + cells) * size] = colour
 
 
 # -- detection -------------------------------------------------------------------------------

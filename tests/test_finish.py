@@ -4,21 +4,26 @@ The detailer runs a real diffusers inpainting pipeline over the tiny random SD1 
 (tests/tiny_models.py): it proves the crop, mask and paste, not the quality of the repaint.
 Likeness uses dlib's real face models on real photos.
 """
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
-
 import tiny_models
+from PIL import Image, ImageDraw, ImageOps
+
 from headshot.errors import HeadshotError
-from headshot.finish.detailer import DetailerSettings, detail_faces, face_mask, paste_feathered
-from headshot.finish.ranking import identity_from_photos, load_identity, rank
+from headshot.faces.base import Face
+from headshot.faces.subject import people_from_left
 from headshot.finish.batch import finish_pictures
-from headshot.finish.results import Batch, Finishing
+from headshot.finish.detail_and_restore import Finishing, finish_image
+from headshot.finish.detailer import DetailerSettings, choose_faces, detail_faces, face_mask, paste_feathered
+from headshot.finish.ranked_results import Batch
+from headshot.finish.ranking import identity_from_photos, load_identity, rank
 from headshot.samples import astronaut_shots, insightface_image
+from headshot.sampling.protocol import LoraWeight
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +45,18 @@ def test_detailer_changes_only_the_dilated_face_region(astronaut_img, dlib_analy
     assert len(done) == 1 and result.size == astronaut_img.size
 
 
-def test_finish_repaints_the_face_of_a_real_photo_and_nothing_else(astronaut_img, dlib_analyzer, tiny_sampler,
-                                                                   tmp_path):
+def test_finish_repaints_the_face_of_a_real_photo_and_nothing_else(
+    astronaut_img, dlib_analyzer, tiny_sampler, tmp_path
+):
     """The finish path (read, detail, save, rank) over a real face: the saved picture differs from the
     photo inside the face box and is bit-identical outside the detailer's dilated mask."""
     source = tmp_path / "in" / "astronaut.png"
     source.parent.mkdir()
     astronaut_img.save(source)
     settings = DetailerSettings(guide_size=64, steps=3, denoise=0.6)
-    finishing = Finishing(analyzer=dlib_analyzer, detailer=settings, sampler=tiny_sampler,
-                          detail_prompt=("ohwx woman, detailed face", ""))
+    finishing = Finishing(
+        analyzer=dlib_analyzer, detailer=settings, sampler=tiny_sampler, detail_prompt=("ohwx woman, detailed face", "")
+    )
     [entry] = finish_pictures([source], tmp_path / "out", finishing, seed=1)
     assert entry["detailed_faces"] == 1
     before = np.asarray(astronaut_img.convert("RGB"))
@@ -126,8 +133,11 @@ def _assert_sheet_shows(sheet_path, pictures, tile=192, caption=58, pad=8):
     for i in range(len(pictures)):
         x, y = pad + (i % columns) * (tile + pad) + 4, pad + (i // columns) * (tile + caption + pad) + 4
         tiles.append(np.asarray(sheet.crop((x, y, x + tile - 8, y + tile - 8)), np.float32))
-    expected = [np.asarray(ImageOps.pad(p.convert("RGB"), (tile - 8, tile - 8), color=(230, 230, 230)), np.float32)
-                for p in pictures]
+    expected = [
+        np.asarray(ImageOps.pad(p.convert("RGB"), (tile - 8, tile - 8), color=(230, 230, 230)), np.float32)
+        for p in pictures
+    ]
+
     def coarse(a):  # 8x8 block means: JPEG's error (large on noise) averages out, the picture stays
         return a.reshape(23, 8, 23, 8, 3).mean(axis=(1, 3))
 
@@ -142,9 +152,11 @@ def Path_name(entry):
 
 
 def test_rank_keeps_unscored_faces_after_scored_ones():
-    entries = [{"image": "a", "identity_score": None, "faceless": False},
-               {"image": "b", "identity_score": 0.7, "faceless": False},
-               {"image": "c", "identity_score": None, "faceless": True}]
+    entries = [
+        {"image": "a", "identity_score": None, "faceless": False},
+        {"image": "b", "identity_score": 0.7, "faceless": False},
+        {"image": "c", "identity_score": None, "faceless": True},
+    ]
     kept, below, faceless = rank(entries, top=None)
     assert [e["image"] for e in kept] == ["b", "a"] and [e["image"] for e in faceless] == ["c"]
 
@@ -162,3 +174,82 @@ def test_reference_folder_without_faces_is_a_clear_error(tmp_path, dlib_analyzer
     with pytest.raises(HeadshotError) as caught:
         identity_from_photos(tmp_path, dlib_analyzer)
     assert caught.value.code == "identity_no_faces"
+
+
+# --- which faces the detailer repaints: one rule for finish, photoshoots and the ComfyUI node ---------------
+
+
+def _face(x0, width, score):
+    return Face(
+        box=(x0, 100.0, x0 + width, 100.0 + width),
+        score=score,
+        eyes=np.array([[x0 + width * 0.3, 130.0], [x0 + width * 0.7, 130.0]]),
+    )
+
+
+FAINT_BIG, LEFT, RIGHT = _face(0, 200, 0.1), _face(220, 100, 1.0), _face(400, 80, 0.9)  # faint: a pattern
+
+
+def test_one_rule_chooses_the_faces_to_repaint():
+    faces = [FAINT_BIG, RIGHT, LEFT]  # as a detector lists them, largest first
+    assert choose_faces(faces, "largest") == [LEFT]  # the subject of faces.subject, not the faint big hit
+    assert choose_faces(faces, "all") == [RIGHT, LEFT]
+    assert choose_faces(faces, "nth from left", 0) == [LEFT] and choose_faces(faces, "nth from left", 1) == [RIGHT]
+    assert choose_faces(faces, "nth from left", 2) == [] and choose_faces([], "largest") == []
+    with pytest.raises(HeadshotError, match="unknown face choice 'biggest'; choose one of largest, all, nth from left"):
+        choose_faces(faces, "biggest")
+    # a group photo of N people: the N best-scored faces, left to right (a low score is kept if nothing beats it)
+    assert people_from_left(faces, 2) == [LEFT, RIGHT] and people_from_left([RIGHT, FAINT_BIG], 2) == [FAINT_BIG, RIGHT]
+
+
+class FixedFaces:
+    """STAND-IN face backend that finds the same faces in every picture."""
+
+    name, same_person_distance = "fixed", 0.6
+
+    def __init__(self, faces):
+        self.faces = faces
+
+    def detect(self, rgb):
+        return list(self.faces)
+
+
+class RecordingSampler:
+    """STAND-IN host sampler (the Sampler protocol): records each repaint and returns the crop unchanged."""
+
+    family = "sd1"
+
+    def __init__(self):
+        self.requests = []
+
+    def masked_image_to_image(self, request, progress=None):
+        self.requests.append(request)
+        return request.image
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_finish_never_repaints_a_faint_detection(group):
+    """finish took the detector's first face (or every face from the left for a group): a faint hit on a
+    pattern got the person's face, or took the first person's LoRA."""
+    sampler = RecordingSampler()
+    loras = [LoraWeight("anna.safetensors"), LoraWeight("ben.safetensors")]
+    finishing = Finishing(
+        analyzer=FixedFaces([FAINT_BIG, RIGHT, LEFT]),
+        detailer=DetailerSettings(guide_size=64),
+        sampler=sampler,
+        detail_loras=loras if group else loras[:1],
+        group=group,
+    )
+    picture = Image.new("RGB", (512, 400), "gray")
+    colours = {"faint": (255, 0, 0), "left": (0, 255, 0), "right": (0, 0, 255)}
+    for name, face in zip(colours, (FAINT_BIG, LEFT, RIGHT)):
+        ImageDraw.Draw(picture).rectangle(tuple(int(v) for v in face.box), fill=colours[name])
+    _, done = finish_image(picture, finishing, seed=3)
+    centre = {colour: name for name, colour in colours.items()}
+    repainted = [(centre.get(r.image.getpixel((32, 32))), [lora.path for lora in r.loras]) for r in sampler.requests]
+    if group:
+        assert done == {"detailed_faces": 2}
+        assert repainted == [("left", ["anna.safetensors"]), ("right", ["ben.safetensors"])]
+    else:
+        assert done == {"detailed_faces": 1} and repainted == [("left", ["anna.safetensors"])]
+    assert [r.seed for r in sampler.requests] == [3, 4][: len(repainted)]

@@ -7,6 +7,7 @@ by one that fails the test: that is how "before any model loads" is proved. Face
 (scikit-image's astronaut, insightface's pictures) seen by dlib's real models; the base models
 and LoRAs are tiny random ones of the real architectures (tests/tiny_models.py).
 """
+
 from __future__ import annotations
 
 import errno
@@ -15,9 +16,9 @@ import os
 
 import numpy as np
 import pytest
+import tiny_models
 from PIL import Image
 
-import tiny_models
 from headshot.cli import main
 from headshot.samples import astronaut_shots, insightface_image
 
@@ -44,13 +45,13 @@ def _assert_every_image_exists(out) -> list[dict]:
 def no_models(monkeypatch):
     """Any model load fails the test: the options must have been refused before."""
     import headshot.faces
-    import headshot.train.models
+    import headshot.train.base_model_loading
 
     def loaded(*args, **kwargs):
         raise AssertionError("a model was loaded before the options were checked")
 
     monkeypatch.setattr(headshot.faces, "load_face_analyzer", loaded)
-    monkeypatch.setattr(headshot.train.models, "load_base_model", loaded)
+    monkeypatch.setattr(headshot.train.base_model_loading, "load_base_model", loaded)
 
 
 def _same_stem_folder(folder):
@@ -102,9 +103,10 @@ def test_top_never_loses_a_result_and_results_name_files_that_exist(tmp_path, ca
     reference = tmp_path / "me.png"
     astronaut_shots()["astronaut_closeup.jpg"].save(reference)
     out = tmp_path / "out"
-    for run in (1, 2):  # the second run finds below_top/ and its files from the first
-        code, stdout, err = _run(capsys, "finish", pictures, "--out", out, "--reference", reference,
-                                 "--face-backend", "dlib", "--top", "1")
+    for _run_number in (1, 2):  # the second run finds below_top/ and its files from the first
+        code, stdout, err = _run(
+            capsys, "finish", pictures, "--out", out, "--reference", reference, "--face-backend", "dlib", "--top", "1"
+        )
         assert code == 0, err
         results = _assert_every_image_exists(out)
         assert len(results) == 3 and [e["rank"] for e in results] == [1, None, None]
@@ -146,8 +148,11 @@ def test_a_failed_write_leaves_the_previous_results_intact(tmp_path, capsys, mon
 def test_an_out_that_cannot_be_written_fails_before_any_model_loads(tmp_path, capsys, no_models, command):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    args = ["finish", tmp_path] if command == "finish" else ["generate", "--style", "linkedin_corporate",
-                                                              "--base-model", tmp_path / "model"]
+    args = (
+        ["finish", tmp_path]
+        if command == "finish"
+        else ["generate", "--style", "linkedin_corporate", "--base-model", tmp_path / "model"]
+    )
     Image.new("RGB", (64, 64)).save(tmp_path / "p.png")
     code, _, err = _run(capsys, *args, "--out", blocker / "results", "--face-backend", "dlib")
     assert code == 1 and "--out" in err and "cannot be written" in err and err.count("\n") == 1
@@ -156,12 +161,20 @@ def test_an_out_that_cannot_be_written_fails_before_any_model_loads(tmp_path, ca
 # --- item 2: names that would become paths -------------------------------------------------------
 
 
-@pytest.mark.parametrize("option,value", [("--style", "../../../tmp/evil"), ("--trigger", "../x"),
-                                          ("--class", "man/../../x")])
+@pytest.mark.parametrize(
+    "option,value", [("--style", "../../../tmp/evil"), ("--trigger", "../x"), ("--class", "man/../../x")]
+)
 def test_path_like_names_are_refused_naming_the_option(tmp_path, capsys, no_models, option, value):
     args = {"--style": "linkedin_corporate", option: value}
-    code, _, err = _run(capsys, "generate", *[x for kv in args.items() for x in kv], "--base-model",
-                        tmp_path / "model", "--out", tmp_path / "out")
+    code, _, err = _run(
+        capsys,
+        "generate",
+        *[x for kv in args.items() for x in kv],
+        "--base-model",
+        tmp_path / "model",
+        "--out",
+        tmp_path / "out",
+    )
     assert code == 1 and option in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.png"))
 
@@ -172,25 +185,28 @@ _GENERATE = ["generate", "--style", "linkedin_corporate", "--base-model", "{tmp}
 _FINISH = ["finish", "{tmp}/pictures", "--out", "{tmp}/out", "--face-backend", "dlib"]
 
 
-@pytest.mark.parametrize("base,extra,expected", [
-    (_GENERATE, ["--seed", str(2**32)], "--seed 4294967296 is out of range"),
-    (_GENERATE, ["--seed", "-1"], "--seed -1 is out of range"),
-    (_GENERATE, ["--seed", str(2**32 - 2), "--count", "4"], "goes past"),
-    (_GENERATE, ["--size", "500x512"], "not a multiple of 8"),
-    (_GENERATE, ["--size", "100000x512"], "from 64 to 4096"),
-    (_GENERATE, ["--count", "0"], "--count 0"),
-    (_GENERATE, ["--top", "0"], "--top 0"),
-    (_GENERATE, ["--denoise", "1.5"], "--denoise 1.5"),
-    (_GENERATE, ["--style", "linkdin_corporate"], "Did you mean linkedin_corporate"),
-    (_GENERATE, ["--lora", "{tmp}/nowhere/jane.safetensors"], "jane.safetensors: not found"),
-    (_GENERATE, ["--reference", "{tmp}/no_photos"], "--reference"),
-    (_FINISH, ["--top", "0"], "--top 0"),
-    (_FINISH, ["--denoise", "-0.1"], "--denoise -0.1"),
-    (_FINISH, ["--seed", str(2**40)], "--seed"),
-    (_FINISH, ["--reference", "{tmp}/no_photos"], "--reference {tmp}/no_photos: not found"),
-    (_FINISH, ["--identity", "{tmp}/jane.identity.json"], "--identity {tmp}/jane.identity.json: not found"),
-    (_FINISH, ["--lora", "{tmp}/jane.safetensors"], "not found"),
-])
+@pytest.mark.parametrize(
+    "base,extra,expected",
+    [
+        (_GENERATE, ["--seed", str(2**32)], "--seed 4294967296 is out of range"),
+        (_GENERATE, ["--seed", "-1"], "--seed -1 is out of range"),
+        (_GENERATE, ["--seed", str(2**32 - 2), "--count", "4"], "goes past"),
+        (_GENERATE, ["--size", "500x512"], "not a multiple of 8"),
+        (_GENERATE, ["--size", "100000x512"], "from 64 to 4096"),
+        (_GENERATE, ["--count", "0"], "--count 0"),
+        (_GENERATE, ["--top", "0"], "--top 0"),
+        (_GENERATE, ["--denoise", "1.5"], "--denoise 1.5"),
+        (_GENERATE, ["--style", "linkdin_corporate"], "Did you mean linkedin_corporate"),
+        (_GENERATE, ["--lora", "{tmp}/nowhere/jane.safetensors"], "jane.safetensors: not found"),
+        (_GENERATE, ["--reference", "{tmp}/no_photos"], "--reference"),
+        (_FINISH, ["--top", "0"], "--top 0"),
+        (_FINISH, ["--denoise", "-0.1"], "--denoise -0.1"),
+        (_FINISH, ["--seed", str(2**40)], "--seed"),
+        (_FINISH, ["--reference", "{tmp}/no_photos"], "--reference {tmp}/no_photos: not found"),
+        (_FINISH, ["--identity", "{tmp}/jane.identity.json"], "--identity {tmp}/jane.identity.json: not found"),
+        (_FINISH, ["--lora", "{tmp}/jane.safetensors"], "not found"),
+    ],
+)
 def test_bad_options_fail_in_one_line_before_any_model_loads(tmp_path, capsys, no_models, base, extra, expected):
     (tmp_path / "pictures").mkdir()
     astronaut_shots()["astronaut.png"].save(tmp_path / "pictures" / "a.png")
@@ -211,8 +227,10 @@ def _kohya_lora(folder, family, path, metadata=True):
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from headshot.train.lora_format import (kohya_metadata, kohya_unet_targets, peft_to_kohya, save_lora,
-                                            text_encoder_targets)
+    from headshot.train.lora_conversion import peft_to_kohya
+    from headshot.train.lora_files import save_lora
+    from headshot.train.lora_metadata import kohya_metadata
+    from headshot.train.lora_targets import kohya_unet_targets, text_encoder_targets
 
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")
     modules = {"unet": unet}
@@ -228,9 +246,23 @@ def _kohya_lora(folder, family, path, metadata=True):
         inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False), module)
         state = get_peft_model_state_dict(module)
         tensors.update(peft_to_kohya(family, component, state, 4, 4.0, targets, unet_config=unet.config))
-    meta = kohya_metadata(family=family, rank=4, alpha=4.0, output_name=path.stem, trigger="ohwx",
-                          class_word="woman", tag_frequency={}, dataset_dirs={}, training={}, chosen_step=None,
-                          resolution=512) if metadata else {}
+    meta = (
+        kohya_metadata(
+            family=family,
+            rank=4,
+            alpha=4.0,
+            output_name=path.stem,
+            trigger="ohwx",
+            class_word="woman",
+            tag_frequency={},
+            dataset_dirs={},
+            training={},
+            chosen_step=None,
+            resolution=512,
+        )
+        if metadata
+        else {}
+    )
     save_lora(path, tensors, meta)
     return path
 
@@ -240,7 +272,8 @@ def families(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
     sd1, sdxl = tiny_models.make_tiny_sd1(root / "sd1"), tiny_models.make_tiny_sdxl(root / "sdxl")
     return {
-        "sd1": sd1, "sdxl": sdxl,
+        "sd1": sd1,
+        "sdxl": sdxl,
         "sdxl_file": tiny_models.save_single_file(sdxl, root / "sdxl.safetensors", "sdxl"),
         "sd1_file": tiny_models.save_single_file(sd1, root / "sd1.safetensors", "sd1"),
         "sd1_lora": _kohya_lora(sd1, "sd1", root / "jane_sd1.safetensors"),
@@ -249,22 +282,38 @@ def families(tmp_path_factory):
     }
 
 
-@pytest.mark.parametrize("lora,base,theirs,ours", [
-    ("sdxl_lora", "sd1", "SDXL", "SD 1.x"),
-    ("sdxl_lora_bare", "sd1_file", "SDXL", "SD 1.x"),  # no metadata: the te1/te2 keys say SDXL
-    ("sd1_lora", "sdxl", "SD 1.x", "SDXL"),
-    ("sd1_lora", "sdxl_file", "SD 1.x", "SDXL"),
-])
+@pytest.mark.parametrize(
+    "lora,base,theirs,ours",
+    [
+        ("sdxl_lora", "sd1", "SDXL", "SD 1.x"),
+        ("sdxl_lora_bare", "sd1_file", "SDXL", "SD 1.x"),  # no metadata: the te1/te2 keys say SDXL
+        ("sd1_lora", "sdxl", "SD 1.x", "SDXL"),
+        ("sd1_lora", "sdxl_file", "SD 1.x", "SDXL"),
+    ],
+)
 def test_a_lora_of_another_family_is_refused_naming_both_before_the_model_loads(
-        families, tmp_path, capsys, no_models, lora, base, theirs, ours):
-    code, _, err = _run(capsys, "generate", "--style", "linkedin_corporate", "--base-model", families[base],
-                        "--lora", families[lora], "--out", tmp_path / "out", "--size", "64x64")
+    families, tmp_path, capsys, no_models, lora, base, theirs, ours
+):
+    code, _, err = _run(
+        capsys,
+        "generate",
+        "--style",
+        "linkedin_corporate",
+        "--base-model",
+        families[base],
+        "--lora",
+        families[lora],
+        "--out",
+        tmp_path / "out",
+        "--size",
+        "64x64",
+    )
     assert code == 1 and err.count("\n") == 1, err
     assert f"is a {theirs} LoRA" in err and f"is {ours}" in err and families[lora].name in err
 
 
 def test_a_lora_of_the_same_family_passes_the_check(families):
-    from headshot.generate.preflight import check_lora_families, lora_families
+    from headshot.families import check_lora_families, lora_families
 
     check_lora_families([families["sd1_lora"]], families["sd1"])
     check_lora_families([families["sd1_lora"]], families["sd1_file"])
@@ -292,8 +341,12 @@ def test_one_bad_file_never_aborts_the_batch(tmp_path, capsys):
     assert code == 0, err
     results = _assert_every_image_exists(out)
     reasons = {os.path.basename(e["source"]): e["reason"] for e in results if e.get("skipped")}
-    assert reasons == {"broken.jpg": "unreadable", "notes.txt": "not_an_image", "pipe.png": "not_a_file",
-                       "loop.png": "unreadable"}
+    assert reasons == {
+        "broken.jpg": "unreadable",
+        "notes.txt": "not_an_image",
+        "pipe.png": "not_a_file",
+        "loop.png": "unreadable",
+    }
     finished = sorted(e["image"] for e in results if not e.get("skipped"))
     assert finished == ["caf\ufffd.png", "good.png"]
     assert "4 skipped" in stdout and all(name in stdout for name in reasons)

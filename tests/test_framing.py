@@ -1,4 +1,5 @@
 """Upright faces and headshot framing, checked by detecting faces again in what we produce (dlib)."""
+
 from __future__ import annotations
 
 import numpy as np

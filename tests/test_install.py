@@ -1,4 +1,5 @@
 """install.py as A1111 (launch.run_pip) and ComfyUI-Manager (plain python) run it."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -47,8 +48,10 @@ def test_outside_a1111_pip_runs_in_the_host_python(monkeypatch):
 
 
 def test_requirements_never_pin_torch_or_rival_builds():
-    lines = [l.split(";")[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
-    names = {l.split("=")[0].split(">")[0].split("<")[0].lower() for l in lines if l and not l.startswith("#")}
+    lines = [line.split(";")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    names = {
+        line.split("=")[0].split(">")[0].split("<")[0].lower() for line in lines if line and not line.startswith("#")
+    }
     assert not names & {"torch", "torchvision", "onnxruntime", "onnxruntime-gpu", "dlib", "dlib-bin"}
 
 

@@ -1,5 +1,6 @@
 """LoRA files on disk: the sd-webui-additional-networks hashes against an independent computation,
 atomic writes, and the A1111 sidecar's content."""
+
 from __future__ import annotations
 
 import errno
@@ -12,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from headshot.errors import HeadshotError
-from headshot.train.lora_format import save_lora, write_a1111_sidecar
+from headshot.train.lora_files import save_lora, write_a1111_sidecar
 
 EMPTY_SHA256_8 = hashlib.sha256(b"").hexdigest()[:8]  # "e3b0c442"
 
@@ -97,14 +98,28 @@ def test_a_failed_write_keeps_the_previous_lora(tmp_path, monkeypatch):
 
 def test_sidecar_content(tmp_path):
     lora = tmp_path / "me.safetensors"
-    sidecar = write_a1111_sidecar(lora, activation_text="ohwx woman", preferred_weight=0.7, sd_version="sdxl",
-                                  description="Headshot Studio identity LoRA")
+    sidecar = write_a1111_sidecar(
+        lora,
+        activation_text="ohwx woman",
+        preferred_weight=0.7,
+        sd_version="sdxl",
+        description="Headshot Studio identity LoRA",
+    )
     data = json.loads(sidecar.read_text(encoding="utf-8"))
-    assert data == {"description": "Headshot Studio identity LoRA", "sd version": "SDXL",
-                    "activation text": "ohwx woman", "preferred weight": 0.7, "negative text": "", "notes": ""}
+    assert data == {
+        "description": "Headshot Studio identity LoRA",
+        "sd version": "SDXL",
+        "activation text": "ohwx woman",
+        "preferred weight": 0.7,
+        "negative text": "",
+        "notes": "",
+    }
     # a user's own keys (e.g. a preview set in A1111) survive a rewrite
     sidecar.write_text(json.dumps({**data, "preview": "me.png"}), encoding="utf-8")
-    again = json.loads(write_a1111_sidecar(lora, activation_text="ohwx woman", preferred_weight=1.0,
-                                           sd_version="sd1").read_text(encoding="utf-8"))
+    again = json.loads(
+        write_a1111_sidecar(lora, activation_text="ohwx woman", preferred_weight=1.0, sd_version="sd1").read_text(
+            encoding="utf-8"
+        )
+    )
     assert again["preview"] == "me.png" and again["sd version"] == "SD1" and again["preferred weight"] == 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["me.json"]  # no temporary file left

@@ -12,6 +12,7 @@ Module counts, from the architectures (sd-scripts logs the same numbers when it 
   4 + 20 + 10 + 30 + 6 = 70 blocks. 11 * 2 + 70 * 10 = 722 ("create LoRA for U-Net: 722 modules").
 * CLIP ViT-L text encoder: 12 layers * 6 = 72; OpenCLIP bigG (SDXL te2): 32 layers * 6 = 192.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,18 +39,11 @@ from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
 
 from headshot.errors import HeadshotError  # noqa: E402
-from headshot.train.lora_format import (  # noqa: E402
-    COMPONENT_PREFIX,
-    kohya_metadata,
-    kohya_module_name,
-    kohya_to_peft,
-    kohya_unet_targets,
-    load_lora,
-    peft_to_kohya,
-    save_lora,
-    text_encoder_targets,
-    write_a1111_sidecar,
-)
+from headshot.train.lora_conversion import kohya_to_peft, peft_to_kohya  # noqa: E402
+from headshot.train.lora_files import load_lora, save_lora, write_a1111_sidecar  # noqa: E402
+from headshot.train.lora_metadata import kohya_metadata  # noqa: E402
+from headshot.train.lora_names import component_prefix, kohya_module_name  # noqa: E402
+from headshot.train.lora_targets import kohya_unet_targets, text_encoder_targets  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # configs
@@ -83,11 +77,26 @@ SDXL_UNET = dict(
     projection_class_embeddings_input_dim=2816,
 )
 CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
-CLIP_BIGG = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-                 hidden_act="gelu", projection_dim=1280)
+CLIP_BIGG = dict(
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    hidden_act="gelu",
+    projection_dim=1280,
+)
 
-TINY_CLIP = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                 vocab_size=1000, max_position_embeddings=16, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+TINY_CLIP = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    vocab_size=1000,
+    max_position_embeddings=16,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
 TINY_SD1_UNET = dict(
     sample_size=8,
     in_channels=4,
@@ -153,7 +162,9 @@ def _train_like_engine(model, targets, seed):
     """
     torch.manual_seed(seed)
     # peft's own injection, as the engine does: transformers' add_adapter is gated on the peft version
-    inject_adapter_in_model(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=targets, init_lora_weights=False), model)
+    inject_adapter_in_model(
+        LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=targets, init_lora_weights=False), model
+    )
     state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
     return state
 
@@ -172,8 +183,13 @@ def sd1_lora(tmp_path_factory):
     }
     path = tmp_path_factory.mktemp("sd1") / "me_sd1.safetensors"
     save_lora(path, tensors, _metadata("sd1"))
-    return {"path": path, "unet_state": unet_state, "te_state": te_state,
-            "unet_targets": unet_targets, "te_targets": te_targets}
+    return {
+        "path": path,
+        "unet_state": unet_state,
+        "te_state": te_state,
+        "unet_targets": unet_targets,
+        "te_targets": te_targets,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -276,36 +292,53 @@ def test_targets_are_the_same_after_peft_injection():
 
 
 def test_sd1_names_follow_the_diffusers_layout():
-    assert (kohya_module_name("sd1", "unet", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q")
-            == "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q")
-    assert (kohya_module_name("sd1", "unet", "mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0")
-            == "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0")
-    assert (kohya_module_name("sd2", "unet", "up_blocks.3.attentions.2.proj_out")
-            == "lora_unet_up_blocks_3_attentions_2_proj_out")
+    assert (
+        kohya_module_name("sd1", "unet", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q")
+        == "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    )
+    assert (
+        kohya_module_name("sd1", "unet", "mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0")
+        == "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0"
+    )
+    assert (
+        kohya_module_name("sd2", "unet", "up_blocks.3.attentions.2.proj_out")
+        == "lora_unet_up_blocks_3_attentions_2_proj_out"
+    )
     # transformers 5's CLIPTextModel has no text_model. level; kohya names always have it
     for hf_path in ("encoder.layers.0.self_attn.q_proj", "text_model.encoder.layers.0.self_attn.q_proj"):
         assert kohya_module_name("sd1", "te", hf_path) == "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
-    assert (kohya_module_name("sd1", "te", "encoder.layers.11.mlp.fc2")
-            == "lora_te_text_model_encoder_layers_11_mlp_fc2")
+    assert kohya_module_name("sd1", "te", "encoder.layers.11.mlp.fc2") == "lora_te_text_model_encoder_layers_11_mlp_fc2"
 
 
 @pytest.mark.parametrize(
     "diffusers_name, kohya_name",
     [
-        ("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
-         "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"),
+        (
+            "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
+            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
+        ),
         ("down_blocks.1.attentions.1.proj_in", "lora_unet_input_blocks_5_1_proj_in"),
-        ("down_blocks.2.attentions.0.transformer_blocks.9.ff.net.0.proj",
-         "lora_unet_input_blocks_7_1_transformer_blocks_9_ff_net_0_proj"),
-        ("down_blocks.2.attentions.1.transformer_blocks.3.attn2.to_out.0",
-         "lora_unet_input_blocks_8_1_transformer_blocks_3_attn2_to_out_0"),
-        ("mid_block.attentions.0.transformer_blocks.0.attn1.to_k",
-         "lora_unet_middle_block_1_transformer_blocks_0_attn1_to_k"),
+        (
+            "down_blocks.2.attentions.0.transformer_blocks.9.ff.net.0.proj",
+            "lora_unet_input_blocks_7_1_transformer_blocks_9_ff_net_0_proj",
+        ),
+        (
+            "down_blocks.2.attentions.1.transformer_blocks.3.attn2.to_out.0",
+            "lora_unet_input_blocks_8_1_transformer_blocks_3_attn2_to_out_0",
+        ),
+        (
+            "mid_block.attentions.0.transformer_blocks.0.attn1.to_k",
+            "lora_unet_middle_block_1_transformer_blocks_0_attn1_to_k",
+        ),
         ("mid_block.attentions.0.proj_out", "lora_unet_middle_block_1_proj_out"),
-        ("up_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v",
-         "lora_unet_output_blocks_0_1_transformer_blocks_0_attn2_to_v"),
-        ("up_blocks.0.attentions.2.transformer_blocks.9.ff.net.2",
-         "lora_unet_output_blocks_2_1_transformer_blocks_9_ff_net_2"),
+        (
+            "up_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v",
+            "lora_unet_output_blocks_0_1_transformer_blocks_0_attn2_to_v",
+        ),
+        (
+            "up_blocks.0.attentions.2.transformer_blocks.9.ff.net.2",
+            "lora_unet_output_blocks_2_1_transformer_blocks_9_ff_net_2",
+        ),
         ("up_blocks.1.attentions.2.proj_out", "lora_unet_output_blocks_5_1_proj_out"),
         # beyond kohya's default set (conv_dim LoRAs): resnets, samplers, stem
         ("down_blocks.0.resnets.1.conv1", "lora_unet_input_blocks_2_0_in_layers_2"),
@@ -325,20 +358,35 @@ def test_sdxl_full_size_names_follow_the_sgm_layout(diffusers_name, kohya_name):
 
 def test_sdxl_names_come_from_the_config_not_full_size_constants():
     config = dict(TINY_SDXL_UNET)  # layers_per_block 1: input blocks 1 | 2 (down) | 3, 4 | 5 | 6 ...
-    assert (kohya_module_name("sdxl", "unet", "down_blocks.1.attentions.0.proj_in", unet_config=config)
-            == "lora_unet_input_blocks_3_1_proj_in")
-    assert (kohya_module_name("sdxl", "unet", "down_blocks.2.attentions.0.proj_in", unet_config=config)
-            == "lora_unet_input_blocks_5_1_proj_in")
-    assert (kohya_module_name("sdxl", "unet", "up_blocks.1.attentions.1.proj_out", unet_config=config)
-            == "lora_unet_output_blocks_3_1_proj_out")
+    assert (
+        kohya_module_name("sdxl", "unet", "down_blocks.1.attentions.0.proj_in", unet_config=config)
+        == "lora_unet_input_blocks_3_1_proj_in"
+    )
+    assert (
+        kohya_module_name("sdxl", "unet", "down_blocks.2.attentions.0.proj_in", unet_config=config)
+        == "lora_unet_input_blocks_5_1_proj_in"
+    )
+    assert (
+        kohya_module_name("sdxl", "unet", "up_blocks.1.attentions.1.proj_out", unet_config=config)
+        == "lora_unet_output_blocks_3_1_proj_out"
+    )
 
 
 def test_sdxl_text_encoder_names():
-    assert (kohya_module_name("sdxl", "te1", "encoder.layers.0.self_attn.q_proj")
-            == "lora_te1_text_model_encoder_layers_0_self_attn_q_proj")
-    assert (kohya_module_name("sdxl", "te2", "text_model.encoder.layers.31.mlp.fc1")
-            == "lora_te2_text_model_encoder_layers_31_mlp_fc1")
-    assert COMPONENT_PREFIX == {"unet": "lora_unet", "te": "lora_te", "te1": "lora_te1", "te2": "lora_te2"}
+    assert (
+        kohya_module_name("sdxl", "te1", "encoder.layers.0.self_attn.q_proj")
+        == "lora_te1_text_model_encoder_layers_0_self_attn_q_proj"
+    )
+    assert (
+        kohya_module_name("sdxl", "te2", "text_model.encoder.layers.31.mlp.fc1")
+        == "lora_te2_text_model_encoder_layers_31_mlp_fc1"
+    )
+    assert [component_prefix(c) for c in ("unet", "te", "te1", "te2")] == [
+        "lora_unet",
+        "lora_te",
+        "lora_te1",
+        "lora_te2",
+    ]
 
 
 def test_sdxl_sgm_names_agree_with_diffusers_own_sgm_conversion():
@@ -508,8 +556,16 @@ def _no_key_warnings(messages):
 
 def test_diffusers_sd1_pipeline_loads_every_module(sd1_lora):
     unet, te = _tiny_sd1()
-    pipe = StableDiffusionPipeline(vae=None, text_encoder=te, tokenizer=None, unet=unet, scheduler=_scheduler(),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=None,
+        text_encoder=te,
+        tokenizer=None,
+        unet=unet,
+        scheduler=_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     torch.manual_seed(0)
     sample, hidden = torch.randn(1, 4, 8, 8), torch.randn(1, 5, 16)
     ids = torch.tensor([[0, 5, 6, 7, 2]])
@@ -529,8 +585,15 @@ def test_diffusers_sd1_pipeline_loads_every_module(sd1_lora):
 
 def test_diffusers_sdxl_pipeline_loads_every_module(sdxl_lora):
     unet, te1, te2 = _tiny_sdxl()
-    pipe = StableDiffusionXLPipeline(vae=None, text_encoder=te1, text_encoder_2=te2, tokenizer=None, tokenizer_2=None,
-                                     unet=unet, scheduler=_scheduler())
+    pipe = StableDiffusionXLPipeline(
+        vae=None,
+        text_encoder=te1,
+        text_encoder_2=te2,
+        tokenizer=None,
+        tokenizer_2=None,
+        unet=unet,
+        scheduler=_scheduler(),
+    )
     torch.manual_seed(0)
     sample, hidden = torch.randn(1, 4, 16, 16), torch.randn(1, 5, 32)
     cond = {"text_embeds": torch.randn(1, 8), "time_ids": torch.tensor([[16.0, 16, 0, 0, 16, 16]])}
@@ -560,7 +623,7 @@ def test_saved_file_is_plain_safetensors_with_string_metadata(sd1_lora):
     # sd-webui-additional-networks' hash: SHA-256 of everything after the header
     raw = sd1_lora["path"].read_bytes()
     header = int.from_bytes(raw[:8], "little")
-    assert meta["sshs_model_hash"] == hashlib.sha256(raw[8 + header:]).hexdigest()
+    assert meta["sshs_model_hash"] == hashlib.sha256(raw[8 + header :]).hexdigest()
     assert len(meta["sshs_legacy_hash"]) == 8
     assert not list(sd1_lora["path"].parent.glob(".*.tmp"))
 

@@ -4,6 +4,7 @@ Tiny randomly initialised SD1/SDXL UNets and CLIP text encoders (from test_lora_
 written by our own writer. The reference is computed independently: each adapted module's weight merged as
 W + alpha/rank * up @ down, the definition kohya, ComfyUI and A1111 apply. Wiring and maths, not likeness.
 """
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """The one path validator, atomic writer, folder lock and output manifest every stage writes through."""
+
 from __future__ import annotations
 
 import errno
@@ -28,11 +29,23 @@ def test_safe_name_accepts_plain_names(value):
     assert safe_name(value, "--name") == value
 
 
-@pytest.mark.parametrize("value, why", [
-    ("../../victim", "'..'"), ("/../../../X", "'..'"), ("a/b", "/"), ("a\\b", "\\"), ("..", "not a name"),
-    ("", "empty"), ("   ", "empty"), ("x" * 101, "at most 100"), ("tab\there", "printable"), ("nul\x00", "printable"),
-    (" padded", "space"), ("C:evil", ":"),
-])
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        ("../../victim", "'..'"),
+        ("/../../../X", "'..'"),
+        ("a/b", "/"),
+        ("a\\b", "\\"),
+        ("..", "not a name"),
+        ("", "empty"),
+        ("   ", "empty"),
+        ("x" * 101, "at most 100"),
+        ("tab\there", "printable"),
+        ("nul\x00", "printable"),
+        (" padded", "space"),
+        ("C:evil", ":"),
+    ],
+)
 def test_safe_name_refuses_path_tricks_naming_the_option(value, why):
     with pytest.raises(HeadshotError) as info:
         safe_name(value, "--class")
@@ -58,7 +71,9 @@ def test_atomic_save_keeps_the_old_file_when_the_disk_is_full(tmp_path):
 
 def test_atomic_save_cleans_up_after_any_failure(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        atomic_save(tmp_path / "x.bin", lambda tmp: (tmp.write_bytes(b"part"), (_ for _ in ()).throw(KeyboardInterrupt)))
+        atomic_save(
+            tmp_path / "x.bin", lambda tmp: (tmp.write_bytes(b"part"), (_ for _ in ()).throw(KeyboardInterrupt))
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -75,14 +90,22 @@ def test_check_writable_refuses_a_file_and_an_impossible_folder(tmp_path):
 
 
 def test_second_writer_is_refused_naming_the_holder(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / 'shared')!r})
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / "shared")!r})
         from headshot.outputs import FolderLock
         lock = FolderLock({str(tmp_path)!r}, "job folder").acquire()
         print("held", flush=True)
         time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(FolderBusy) as info:

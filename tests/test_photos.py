@@ -1,4 +1,5 @@
 """Reading photos: orientation, colour modes and broken files, each with its outcome and reason."""
+
 from __future__ import annotations
 
 import os
@@ -164,5 +165,9 @@ def test_folder_scan_names_odd_entries_instead_of_skipping_them(tmp_path, astron
     (tmp_path / "sub").mkdir()  # folders are not photos and not news
     (tmp_path / ".hidden.jpg").write_bytes(b"")
     found = {e.name: (e.problem.code if e.problem else None) for e in photos.scan_folder(tmp_path)}
-    assert found == {"fine.jpg": None, "caf\ufffd.jpg": "bad_file_name", "loop.jpg": "symlink_loop",
-                     "pipe.jpg": "not_a_file"}
+    assert found == {
+        "fine.jpg": None,
+        "caf\ufffd.jpg": "bad_file_name",
+        "loop.jpg": "symlink_loop",
+        "pipe.jpg": "not_a_file",
+    }

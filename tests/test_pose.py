@@ -1,8 +1,11 @@
 """OpenPose skeleton images, pose presets and the detector wrapper.
 
-The renderer is checked pixel by pixel against the annotator convention it documents: limb i in
-colour i at 60 % over black (so 0.6 x colour), keypoint j in colour j, opaque.
+The renderer is checked pixel by pixel against controlnet_aux's `draw_bodypose` (the ControlNet 1.1
+annotator): limb i opaque in 0.6 x colour i, keypoint j in colour j, person by person; and against
+that drawing redone with OpenCV from its published constants (limb order, colours, stick width 4,
+keypoint radius 4).
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,33 +31,92 @@ from headshot.generate.pose import (
     R_WRIST,
     fit_pose,
     mirror_pose,
-    pose_from_image,
     preset_pose,
     render_openpose,
 )
+from headshot.generate.pose_detect import pose_from_image
 
 # A spread-out figure: every limb's midpoint is far from every other limb and keypoint.
 SPREAD = [
-    (0.50, 0.20), (0.50, 0.40), (0.30, 0.42), (0.15, 0.55), (0.08, 0.75), (0.70, 0.42), (0.85, 0.55),
-    (0.92, 0.75), (0.38, 0.72), (0.30, 0.85), (0.25, 0.97), (0.62, 0.72), (0.70, 0.85), (0.75, 0.97),
-    (0.40, 0.12), (0.60, 0.12), (0.30, 0.16), (0.70, 0.16),
+    (0.50, 0.20),
+    (0.50, 0.40),
+    (0.30, 0.42),
+    (0.15, 0.55),
+    (0.08, 0.75),
+    (0.70, 0.42),
+    (0.85, 0.55),
+    (0.92, 0.75),
+    (0.38, 0.72),
+    (0.30, 0.85),
+    (0.25, 0.97),
+    (0.62, 0.72),
+    (0.70, 0.85),
+    (0.75, 0.97),
+    (0.40, 0.12),
+    (0.60, 0.12),
+    (0.30, 0.16),
+    (0.70, 0.16),
 ]
 
 # the documented orders, written out by name
 EXPECTED_KEYPOINTS = [
-    "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip", "r_knee",
-    "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
+    "nose",
+    "neck",
+    "r_shoulder",
+    "r_elbow",
+    "r_wrist",
+    "l_shoulder",
+    "l_elbow",
+    "l_wrist",
+    "r_hip",
+    "r_knee",
+    "r_ankle",
+    "l_hip",
+    "l_knee",
+    "l_ankle",
+    "r_eye",
+    "l_eye",
+    "r_ear",
+    "l_ear",
 ]
 EXPECTED_COLORS = [
-    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
-    (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
-    (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+    (255, 0, 0),
+    (255, 85, 0),
+    (255, 170, 0),
+    (255, 255, 0),
+    (170, 255, 0),
+    (85, 255, 0),
+    (0, 255, 0),
+    (0, 255, 85),
+    (0, 255, 170),
+    (0, 255, 255),
+    (0, 170, 255),
+    (0, 85, 255),
+    (0, 0, 255),
+    (85, 0, 255),
+    (170, 0, 255),
+    (255, 0, 255),
+    (255, 0, 170),
+    (255, 0, 85),
 ]
 EXPECTED_LIMBS = [
-    ("neck", "r_shoulder"), ("neck", "l_shoulder"), ("r_shoulder", "r_elbow"), ("r_elbow", "r_wrist"),
-    ("l_shoulder", "l_elbow"), ("l_elbow", "l_wrist"), ("neck", "r_hip"), ("r_hip", "r_knee"),
-    ("r_knee", "r_ankle"), ("neck", "l_hip"), ("l_hip", "l_knee"), ("l_knee", "l_ankle"), ("neck", "nose"),
-    ("nose", "r_eye"), ("r_eye", "r_ear"), ("nose", "l_eye"), ("l_eye", "l_ear"),
+    ("neck", "r_shoulder"),
+    ("neck", "l_shoulder"),
+    ("r_shoulder", "r_elbow"),
+    ("r_elbow", "r_wrist"),
+    ("l_shoulder", "l_elbow"),
+    ("l_elbow", "l_wrist"),
+    ("neck", "r_hip"),
+    ("r_hip", "r_knee"),
+    ("r_knee", "r_ankle"),
+    ("neck", "l_hip"),
+    ("l_hip", "l_knee"),
+    ("l_knee", "l_ankle"),
+    ("neck", "nose"),
+    ("nose", "r_eye"),
+    ("r_eye", "r_ear"),
+    ("nose", "l_eye"),
+    ("l_eye", "l_ear"),
 ]
 
 
@@ -121,14 +183,81 @@ def test_limb_half_width_is_stick_width():
         assert image.getpixel((200, 100 + stick + 2)) == (0, 0, 0)
 
 
-def test_a_later_limb_is_blended_over_an_earlier_one():
+def test_a_later_persons_limb_covers_an_earlier_one_opaque():
     # person A: horizontal neck-r_shoulder (limb 0, red); person B: vertical neck-nose (limb 12, blue)
     a = [None, (0.3, 0.5), (0.7, 0.5)] + [None] * 15
     b = [(0.5, 0.3), (0.5, 0.7)] + [None] * 16
-    image = render_openpose([a, b], 400, 400)
-    assert image.getpixel((200, 200)) == blended(COLORS[12], over=blended(COLORS[0])) == (61, 0, 153)
-    # and the order does not depend on the order of the people
-    assert render_openpose([b, a], 400, 400).getpixel((200, 200)) == (61, 0, 153)
+    assert render_openpose([a, b], 400, 400).getpixel((200, 200)) == (0, 0, 153)  # B's, not a blend
+    assert render_openpose([b, a], 400, 400).getpixel((200, 200)) == (153, 0, 0)  # people drawn in order
+
+
+def test_a_later_persons_limb_covers_an_earlier_persons_keypoint():
+    """controlnet_aux draws each person whole (limbs, then keypoints) before the next one."""
+    a = [None, (0.5, 0.5)] + [None] * 16  # a lone neck point at the centre
+    b = [None, (0.3, 0.5), (0.7, 0.5)] + [None] * 15  # a limb across it
+    assert render_openpose([a, b], 400, 400).getpixel((200, 200)) == (153, 0, 0)
+    assert render_openpose([b, a], 400, 400).getpixel((200, 200)) == COLORS[NECK]
+
+
+# controlnet_aux's published constants: limbSeq (1-based keypoint pairs) and colours
+PUBLISHED_LIMB_SEQ = [
+    [2, 3],
+    [2, 6],
+    [3, 4],
+    [4, 5],
+    [6, 7],
+    [7, 8],
+    [2, 9],
+    [9, 10],
+    [10, 11],
+    [2, 12],
+    [12, 13],
+    [13, 14],
+    [2, 1],
+    [1, 15],
+    [15, 17],
+    [1, 16],
+    [16, 18],
+]
+
+
+def _opencv_reference(people, width, height):
+    """The annotator's drawing redone with OpenCV (ellipse2Poly, fillConvexPoly, circle) from the
+    published constants, as the oracle for our PIL drawing."""
+    cv2 = pytest.importorskip("cv2")
+    import math
+
+    canvas = np.zeros((height, width, 3), np.uint8)
+    for person in people:
+        for (i, j), color in zip(PUBLISHED_LIMB_SEQ, EXPECTED_COLORS):
+            p, q = person[i - 1], person[j - 1]
+            if p is None or q is None:
+                continue
+            xs, ys = np.array([p[0], q[0]]) * width, np.array([p[1], q[1]]) * height
+            length = math.hypot(xs[0] - xs[1], ys[0] - ys[1])
+            angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
+            polygon = cv2.ellipse2Poly((int(xs.mean()), int(ys.mean())), (int(length / 2), 4), int(angle), 0, 360, 1)
+            cv2.fillConvexPoly(canvas, polygon, [int(c * 0.6) for c in color])
+        for point, color in zip(person, EXPECTED_COLORS):
+            if point is not None:
+                cv2.circle(canvas, (int(point[0] * width), int(point[1] * height)), 4, color, thickness=-1)
+    return canvas
+
+
+@pytest.mark.parametrize(
+    "name, size",
+    [("half_body_front", (512, 768)), ("three_people_group", (768, 512)), ("standing_full_body", (512, 512))],
+)
+def test_the_drawing_matches_the_annotator_drawn_with_opencv(name, size):
+    w, h = size
+    people = preset_pose(name, w, h)
+    ours = np.asarray(render_openpose(people, w, h))
+    reference = _opencv_reference(people, w, h)
+    drawn = reference.any(axis=2) | ours.any(axis=2)
+    same = np.all(ours == reference, axis=2)
+    # the same colours everywhere; polygon edges may differ by a pixel between PIL and OpenCV
+    assert same[drawn].mean() > 0.98, same[drawn].mean()
+    assert set(map(tuple, ours[drawn].reshape(-1, 3))) <= set(map(tuple, reference.reshape(-1, 3)))
 
 
 def test_missing_points_skip_their_limbs_but_keep_the_other_points():
@@ -197,8 +326,16 @@ def test_two_person_preset_draws_two_skeletons():
 
 
 def test_every_preset_has_18_points_per_person_in_the_unit_square():
-    required = {"headshot_front", "headshot_three_quarter_left", "headshot_three_quarter_right", "half_body_front",
-                "arms_crossed", "standing_full_body", "two_people_side_by_side", "three_people_group"}
+    required = {
+        "headshot_front",
+        "headshot_three_quarter_left",
+        "headshot_three_quarter_right",
+        "half_body_front",
+        "arms_crossed",
+        "standing_full_body",
+        "two_people_side_by_side",
+        "three_people_group",
+    }
     assert required <= set(POSE_PRESETS)
     for name, people in POSE_PRESETS.items():
         for person in people:
@@ -265,8 +402,9 @@ class _FakeBody:
     def __call__(self, bgr):
         self.seen = bgr
         # candidate rows: x, y, score, id (pixels of the array given); subset: 18 indices, score, count
-        candidate = np.array([[300, 50, 0.9, 0], [300, 100, 0.9, 1], [60, 40, 0.9, 2], [60, 90, 0.9, 3]],
-                             dtype=np.float64)
+        candidate = np.array(
+            [[300, 50, 0.9, 0], [300, 100, 0.9, 1], [60, 40, 0.9, 2], [60, 90, 0.9, 3]], dtype=np.float64
+        )
         subset = -np.ones((2, 20))
         subset[0, [0, 1]] = [0, 1]  # the right-hand person: nose, neck
         subset[1, [0, 1]] = [2, 3]  # the left-hand person

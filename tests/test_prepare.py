@@ -4,6 +4,7 @@ Real photos: scikit-image's astronaut and the images in the insightface wheel. F
 and compared with dlib's real models (offline). Each case folder holds the case photo plus two
 other shots of the astronaut, so the set has an identity consensus as a real upload does.
 """
+
 from __future__ import annotations
 
 import json
@@ -154,7 +155,12 @@ def test_mixed_folder_keeps_only_the_persons_usable_photos(mixed):
     assert kept == set(astronaut_shots())
     reasons = {p.source: p.reason for p in result.photos}
     assert reasons["group_photo.jpg"] == "multiple_faces"
-    assert reasons["other_person.png"] == reasons["stranger_left.jpg"] == reasons["stranger_right.jpg"] == "different_person"
+    assert (
+        reasons["other_person.png"]
+        == reasons["stranger_left.jpg"]
+        == reasons["stranger_right.jpg"]
+        == "different_person"
+    )
     assert reasons["notes.txt"] == "not_an_image"
     assert reasons["masked.jpg"] == reasons["no_face.png"] == "no_face"
 

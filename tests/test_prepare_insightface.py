@@ -5,18 +5,19 @@ carry the real models' input/output names and shapes (see that module's docstrin
 the wiring: auto-selection, detection feeding framing, embeddings feeding the identity check,
 and genderage choosing the class word. They say nothing about detection quality.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_faces_insightface import make_detector, make_genderage, make_recognizer
 
 from headshot.dataset.prepare import PrepareSettings, prepare_dataset
 from headshot.errors import BackendUnavailable
 from headshot.faces import load_face_analyzer
 from headshot.faces.dlib_backend import DlibFaceAnalyzer
 from headshot.faces.insightface_onnx import InsightFaceAnalyzer
-from test_faces_insightface import make_detector, make_genderage, make_recognizer
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ Real photos (scikit-image's astronaut, the insightface wheel's images) and dlib'
 Disk full is simulated by making the atomic writer's rename fail with ENOSPC: filling a real disk
 is not something a test suite may do.
 """
+
 from __future__ import annotations
 
 import errno
@@ -43,8 +44,7 @@ def photos(tmp_path):
 
 def _run(folder, out, analyzer, progress=None, **options):
     options.setdefault("class_word", "woman")
-    return prepare_dataset(folder, out, PrepareSettings(tagger="none", **options), analyzer=analyzer,
-                           progress=progress)
+    return prepare_dataset(folder, out, PrepareSettings(tagger="none", **options), analyzer=analyzer, progress=progress)
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -58,6 +58,7 @@ def _headshot(*args):
 @contextmanager
 def _deadline(seconds: float):
     """Fail instead of hanging: opening a FIFO blocks until a writer comes, which no one will."""
+
     def expired(signum, frame):
         raise TimeoutError(f"still running after {seconds}s")
 
@@ -72,11 +73,15 @@ def _deadline(seconds: float):
 
 # --- item 2: user strings that become paths ------------------------------------------------------
 
-@pytest.mark.parametrize("option, value", [
-    ("class_word", "/../../../X"),
-    ("class_word", "man/woman"),
-    ("trigger", "a" * 101),  # one word, but longer than any file name part may be
-])
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("class_word", "/../../../X"),
+        ("class_word", "man/woman"),
+        ("trigger", "a" * 101),  # one word, but longer than any file name part may be
+    ],
+)
 def test_names_that_would_leave_the_folder_are_refused(photos, tmp_path, dlib_analyzer, option, value):
     with pytest.raises(HeadshotError) as caught:
         _run(photos, tmp_path / "out", dlib_analyzer, **{option: value})
@@ -86,8 +91,18 @@ def test_names_that_would_leave_the_folder_are_refused(photos, tmp_path, dlib_an
 
 
 def test_cli_class_with_dot_dot_writes_nothing_outside_out(photos, tmp_path):
-    run = _headshot("prepare", str(photos), "--out", str(tmp_path / "out"), "--class", "/../../../X",
-                    "--face-backend", "dlib", "--tagger", "none")
+    run = _headshot(
+        "prepare",
+        str(photos),
+        "--out",
+        str(tmp_path / "out"),
+        "--class",
+        "/../../../X",
+        "--face-backend",
+        "dlib",
+        "--tagger",
+        "none",
+    )
     assert run.returncode == 1
     assert "--class" in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
@@ -95,21 +110,25 @@ def test_cli_class_with_dot_dot_writes_nothing_outside_out(photos, tmp_path):
 
 # --- item 8: options checked before any model loads ------------------------------------------------
 
-@pytest.mark.parametrize("options, option, code", [
-    ({"face_share": 0.0}, "--face-share", "bad_option"),
-    ({"face_share": 1.5}, "--face-share", "bad_option"),
-    ({"face_share": float("nan")}, "--face-share", "bad_option"),
-    ({"repeats": 0}, "--repeats", "bad_option"),
-    ({"min_face_px": 0}, "--min-face", "bad_option"),
-    ({"resolution": 100_000}, "--resolution", "bad_option"),
-    ({"resolution": 500}, "--resolution", "bad_option"),
-    ({"reference": [Path("/nowhere/me.jpg")]}, "--reference", "not_found"),
-    ({"keep": {"not_in_the_folder.jpg"}}, "--keep", "bad_option"),
-])
+
+@pytest.mark.parametrize(
+    "options, option, code",
+    [
+        ({"face_share": 0.0}, "--face-share", "bad_option"),
+        ({"face_share": 1.5}, "--face-share", "bad_option"),
+        ({"face_share": float("nan")}, "--face-share", "bad_option"),
+        ({"repeats": 0}, "--repeats", "bad_option"),
+        ({"min_face_px": 0}, "--min-face", "bad_option"),
+        ({"resolution": 100_000}, "--resolution", "bad_option"),
+        ({"resolution": 500}, "--resolution", "bad_option"),
+        ({"reference": [Path("/nowhere/me.jpg")]}, "--reference", "not_found"),
+        ({"keep": {"not_in_the_folder.jpg"}}, "--keep", "bad_option"),
+    ],
+)
 def test_bad_option_fails_before_any_model_loads(photos, tmp_path, options, option, code):
     """The insightface backend has no model files here: reaching the model load would fail differently."""
-    settings = PrepareSettings(tagger="none", face_backend="insightface", face_model_dirs=[tmp_path], **options)
-    with pytest.raises(HeadshotError) as caught:
+    with pytest.raises(HeadshotError) as caught:  # building the settings checks the values, prepare the files
+        settings = PrepareSettings(tagger="none", face_backend="insightface", face_model_dirs=[tmp_path], **options)
         prepare_dataset(photos, tmp_path / "out", settings)
     assert (caught.value.code, str(caught.value).split(" ")[0]) == (code, option), str(caught.value)
     assert "\n" not in str(caught.value)
@@ -119,6 +138,7 @@ def test_bad_option_fails_before_any_model_loads(photos, tmp_path, options, opti
 
 
 # --- item 3: only our own files --------------------------------------------------------------------
+
 
 def test_a_report_we_did_not_write_is_refused_before_screening(photos, tmp_path, dlib_analyzer):
     out = tmp_path / "out"
@@ -187,8 +207,8 @@ def test_sample_photos_never_overwrite_a_users_photo(tmp_path):
 
 # --- item 4: atomic outputs, early checks ----------------------------------------------------------
 
-def test_disk_full_while_writing_the_report_leaves_the_previous_one_whole(photos, tmp_path, dlib_analyzer,
-                                                                          monkeypatch):
+
+def test_disk_full_while_writing_the_report_leaves_the_previous_one_whole(photos, tmp_path, dlib_analyzer, monkeypatch):
     out = tmp_path / "out"
     _run(photos, out, dlib_analyzer, repeats=10)
     previous = (out / "report.json").read_bytes()
@@ -229,6 +249,7 @@ def test_a_name_that_is_not_utf8_gets_a_reason_and_a_valid_report(photos, tmp_pa
 
 # --- item 5: one writer per folder ---------------------------------------------------------------
 
+
 def test_a_busy_dataset_folder_is_refused_naming_the_holder(photos, tmp_path, dlib_analyzer):
     calls = []
     with FolderLock(tmp_path / "out", "dataset folder"):
@@ -239,17 +260,36 @@ def test_a_busy_dataset_folder_is_refused_naming_the_holder(photos, tmp_path, dl
 
 
 def test_cli_prepare_into_a_folder_another_process_holds_fails_at_once(photos, tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys, time
         from headshot.outputs import FolderLock
-        with FolderLock({str(tmp_path / 'out')!r}, "dataset folder"):
+        with FolderLock({str(tmp_path / "out")!r}, "dataset folder"):
             print("holding", flush=True)
             sys.stdin.read()
-        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
-        run = _headshot("prepare", str(photos), "--out", str(tmp_path / "out"), "--face-backend", "dlib",
-                        "--tagger", "none", "--class", "woman")
+        run = _headshot(
+            "prepare",
+            str(photos),
+            "--out",
+            str(tmp_path / "out"),
+            "--face-backend",
+            "dlib",
+            "--tagger",
+            "none",
+            "--class",
+            "woman",
+        )
     finally:
         holder.communicate("", timeout=30)
     assert run.returncode == 1
@@ -258,6 +298,7 @@ def test_cli_prepare_into_a_folder_another_process_holds_fails_at_once(photos, t
 
 
 # --- item 9: odd entries reported, crops streamed --------------------------------------------------
+
 
 def test_links_pipes_and_sockets_are_reported_with_a_reason(photos, tmp_path, dlib_analyzer):
     os.symlink("loop.jpg", photos / "loop.jpg")
@@ -272,7 +313,11 @@ def test_links_pipes_and_sockets_are_reported_with_a_reason(photos, tmp_path, dl
         server.close()
     reasons = {p.source: p.reason for p in result.photos}
     assert {k: reasons.get(k) for k in ("loop.jpg", "gone.jpg", "pipe.jpg", "sock.jpg")} == {
-        "loop.jpg": "symlink_loop", "gone.jpg": "broken_link", "pipe.jpg": "not_a_file", "sock.jpg": "not_a_file"}
+        "loop.jpg": "symlink_loop",
+        "gone.jpg": "broken_link",
+        "pipe.jpg": "not_a_file",
+        "sock.jpg": "not_a_file",
+    }
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {p["source"] for p in report["photos"]} >= {"loop.jpg", "gone.jpg", "pipe.jpg", "sock.jpg"}
     assert len(result.kept) == len(SHOTS)
@@ -280,6 +325,7 @@ def test_links_pipes_and_sockets_are_reported_with_a_reason(photos, tmp_path, dl
 
 def test_crops_are_on_disk_not_in_memory_while_screening(photos, tmp_path, dlib_analyzer):
     """500 photos at 1024 px held 2.2 GB: at the end of screening no full-size crop may be alive."""
+
     def full_size_images() -> set[int]:
         gc.collect()
         return {id(o) for o in gc.get_objects() if isinstance(o, Image.Image) and o.size == (512, 512)}

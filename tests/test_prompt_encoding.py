@@ -3,18 +3,22 @@
 Uses the real CLIP tokenizer (built from open_clip's vocabulary) and a tiny random CLIP text
 encoder: it proves the chunking and weighting arithmetic, not text understanding.
 """
+
 from __future__ import annotations
 
 import pytest
-
 import tiny_models
+
 from headshot.sampling.prompt_encoding import CHUNK, encode_prompts, parse_weights
-from headshot.train.models import load_base_model
+from headshot.train.base_model_loading import load_base_model
 
 
 def test_weights_and_escapes_are_parsed():
     assert parse_weights("photo of ohwx, (soft light:1.2), a \\(1990\\) car") == [
-        ("photo of ohwx, ", 1.0), ("soft light", 1.2), (", a (1990) car", 1.0)]
+        ("photo of ohwx, ", 1.0),
+        ("soft light", 1.2),
+        (", a (1990) car", 1.0),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,7 @@ def test_a_weight_scales_only_its_own_tokens(tiny_sd1):
     ids = tiny_sd1.tokenizers[0]("ohwx woman, soft light", add_special_tokens=False).input_ids
     n_light = len(tiny_sd1.tokenizers[0]("soft light", add_special_tokens=False).input_ids)
     light = slice(1 + len(ids) - n_light, 1 + len(ids))  # after the start token
-    ratio = (weighted[light] / plain[light]).mean() / (weighted[:light.start] / plain[:light.start]).mean()
+    ratio = (weighted[light] / plain[light]).mean() / (weighted[: light.start] / plain[: light.start]).mean()
     assert ratio == pytest.approx(1.5, rel=0.02)
     assert CHUNK == 75
 

@@ -6,6 +6,7 @@ constructors = the released files' layout, saved under "params_ema" as the relea
 They prove loading, alignment and pasting, not restoration quality: a random model paints
 coloured blobs where the face was.
 """
+
 from __future__ import annotations
 
 import functools
@@ -250,7 +251,7 @@ def test_codeformer_loads_and_receives_the_fidelity_weight(codeformer_file, monk
     face = Image.fromarray(np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8))
     out = restore_aligned(model, face, fidelity=0.7)
     assert out.shape == (512, 512, 3) and 0 <= out.min() and out.max() <= 255
-    (lowest, kwargs), = calls
+    ((lowest, kwargs),) = calls
     assert kwargs.get("weight") == 0.7
     assert lowest < -0.9  # the module gets [-1, 1] input, as CodeFormer was trained
 

@@ -4,6 +4,7 @@ sd-scripts itself is not installed here: run() is tested against a fake checkout
 train_network.py prints what the real one prints (a tqdm bar with \\r redraws, "saving checkpoint: …",
 a traceback) and writes a .safetensors file.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,10 +23,12 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
+from sd_scripts_standin import FAKE_TRAINER, _fake_checkout  # noqa: F401  (test_train imports them from here)
+
 from headshot.errors import BackendUnavailable, HeadshotError
+from headshot.families import get_family
 from headshot.train import sd_scripts
 from headshot.train.sd_scripts import SdScriptsSetup
-from sd_scripts_standin import FAKE_TRAINER, _fake_checkout  # noqa: F401  (test_train imports them from here)
 
 # Option names recorded from sd-scripts' own argparse and config_util by tools/record_sd_scripts_options.py
 # (the commit is in the file; rerun the tool against a newer checkout to update it)
@@ -72,6 +75,7 @@ def _roundtrip(config: dict, path: Path) -> dict:
 
 # --- config --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
 def test_config_round_trips_and_uses_only_real_option_names(tmp_path, family):
     config = _config(tmp_path, family)
@@ -98,14 +102,22 @@ def test_config_round_trips_and_uses_only_real_option_names(tmp_path, family):
         assert Path(loaded[key]).is_absolute()
     if family == "sdxl":
         assert loaded["no_half_vae"] is True
-    assert sd_scripts.SCRIPTS[family] == ("sdxl_train_network.py" if family == "sdxl" else "train_network.py")
+    assert get_family(family).sd_scripts_script == ("sdxl_train_network.py" if family == "sdxl" else "train_network.py")
 
 
 def test_config_text_encoder_optimizers_and_extra(tmp_path):
     config = _config(
-        tmp_path, text_encoder_lr=5e-5, optimizer="prodigy", scheduler="constant", warmup_steps=10,
-        mixed_precision="fp32", min_snr_gamma=None, noise_offset=None, save_every_n_steps=None,
-        tokenizer_cache_dir=None, extra={"clip_skip": 2, "seed": None, "training_comment": "hi \"there\"\n\x7f"},
+        tmp_path,
+        text_encoder_lr=5e-5,
+        optimizer="prodigy",
+        scheduler="constant",
+        warmup_steps=10,
+        mixed_precision="fp32",
+        min_snr_gamma=None,
+        noise_offset=None,
+        save_every_n_steps=None,
+        tokenizer_cache_dir=None,
+        extra={"clip_skip": 2, "seed": None, "training_comment": 'hi "there"\n\x7f'},
     )
     loaded = _roundtrip(config, tmp_path / "c.toml")
     assert loaded == config
@@ -115,7 +127,7 @@ def test_config_text_encoder_optimizers_and_extra(tmp_path):
     assert loaded["lr_scheduler"] == "constant_with_warmup"  # plain "constant" refuses a warmup
     assert loaded["mixed_precision"] == "no"
     assert loaded["clip_skip"] == 2 and "seed" not in loaded
-    assert loaded["training_comment"] == "hi \"there\"\n\x7f"
+    assert loaded["training_comment"] == 'hi "there"\n\x7f'
     for key in ("min_snr_gamma", "noise_offset", "save_every_n_steps", "tokenizer_cache_dir"):
         assert key not in loaded
     assert _config(tmp_path, optimizer="adamw8bit")["optimizer_type"] == "AdamW8bit"
@@ -135,6 +147,7 @@ def test_config_refusals(tmp_path):
 
 
 # --- progress ------------------------------------------------------------------------------------
+
 
 def test_parse_progress_real_tqdm_output():
     tqdm = pytest.importorskip("tqdm")
@@ -157,23 +170,35 @@ def test_parse_progress_lines():
     line = "\rsteps:  30%|███       | 3/10 [00:21<00:49,  7.10s/it, avr_loss=0.123]  "
     e = sd_scripts.parse_progress(line)
     assert e == {
-        "type": "step", "step": 3, "total": 10, "loss": 0.123, "it_per_s": pytest.approx(1 / 7.1),
-        "s_per_it": 7.1, "eta_s": 49.0, "elapsed_s": 21.0,
+        "type": "step",
+        "step": 3,
+        "total": 10,
+        "loss": 0.123,
+        "it_per_s": pytest.approx(1 / 7.1),
+        "s_per_it": 7.1,
+        "eta_s": 49.0,
+        "elapsed_s": 21.0,
     }
     e = sd_scripts.parse_progress("steps: 100%|##########| 1000/1000 [1:02:03<00:00,  2.50it/s, avr_loss=0.0871]")
     assert e["step"] == 1000 and e["elapsed_s"] == 3723 and e["eta_s"] == 0 and e["it_per_s"] == 2.5
     # several redraws in one chunk: the last counts
-    e = sd_scripts.parse_progress("steps:  10%|#  | 1/10 [00:01<00:09, 1.0s/it]\rsteps:  20%|## | 2/10 [00:02<00:08, 1.0s/it]")
+    e = sd_scripts.parse_progress(
+        "steps:  10%|#  | 1/10 [00:01<00:09, 1.0s/it]\rsteps:  20%|## | 2/10 [00:02<00:08, 1.0s/it]"
+    )
     assert e["step"] == 2
     # other bars (latent caching, validation) are progress, not training steps
     e = sd_scripts.parse_progress("100%|██████████| 12/12 [00:03<00:00,  3.20it/s]")
     assert e["type"] == "progress" and e["label"] == "" and e["n"] == 12
-    e = sd_scripts.parse_progress("validation steps:  50%|#####     | 2/4 [00:01<00:01,  1.9it/s, val_epoch_avg_loss=0.1]")
+    e = sd_scripts.parse_progress(
+        "validation steps:  50%|#####     | 2/4 [00:01<00:01,  1.9it/s, val_epoch_avg_loss=0.1]"
+    )
     assert e["type"] == "progress" and e["label"] == "validation steps"
 
     e = sd_scripts.parse_progress("saving checkpoint: /tmp/out/jane_lora-step00000200.safetensors")
     assert e == {"type": "checkpoint", "path": "/tmp/out/jane_lora-step00000200.safetensors", "step": 200}
-    e = sd_scripts.parse_progress("2026-02-16 10:00:00 INFO     saving checkpoint: /o/jane.safetensors    train_util.py:5889")
+    e = sd_scripts.parse_progress(
+        "2026-02-16 10:00:00 INFO     saving checkpoint: /o/jane.safetensors    train_util.py:5889"
+    )
     assert e == {"type": "checkpoint", "path": "/o/jane.safetensors"}
     assert sd_scripts.parse_progress("epoch 2/5") == {"type": "epoch", "epoch": 2, "total": 5}
 
@@ -203,6 +228,7 @@ def test_parse_progress_traceback():
 
 
 # --- locate / command ----------------------------------------------------------------------------
+
 
 def test_locate_errors_and_venv(tmp_path):
     with pytest.raises(BackendUnavailable, match="not found"):
@@ -236,7 +262,12 @@ def test_locate_errors_and_venv(tmp_path):
 
     setup = sd_scripts.locate(repo, python=sys.executable)
     cfg = tmp_path / "c.toml"
-    assert sd_scripts.command(setup, "sd1", cfg) == [sys.executable, str(repo / "train_network.py"), "--config_file", str(cfg)]
+    assert sd_scripts.command(setup, "sd1", cfg) == [
+        sys.executable,
+        str(repo / "train_network.py"),
+        "--config_file",
+        str(cfg),
+    ]
     assert sd_scripts.command(setup, "SDXL", cfg)[1] == str(repo / "sdxl_train_network.py")
     (repo / "sdxl_train_network.py").unlink()
     with pytest.raises(BackendUnavailable, match="sdxl_train_network.py"):
@@ -246,7 +277,6 @@ def test_locate_errors_and_venv(tmp_path):
 
 
 # --- run -----------------------------------------------------------------------------------------
-
 
 
 @pytest.fixture
@@ -274,7 +304,9 @@ def test_run_streams_events_in_order(fake):
     assert [e["type"] for e in parsed][:2] == ["epoch", "step"]
     checkpoints = [e for e in parsed if e["type"] == "checkpoint"]
     assert [Path(c["path"]).name for c in checkpoints] == [
-        "jane_lora-step00000002.safetensors", "jane_lora-step00000004.safetensors", "jane_lora.safetensors",
+        "jane_lora-step00000002.safetensors",
+        "jane_lora-step00000004.safetensors",
+        "jane_lora.safetensors",
     ]
     assert [c["final"] for c in checkpoints] == [False, False, True]
     # checkpoint 2 comes after step 2 and before step 3

@@ -4,6 +4,7 @@ sd-scripts' own step, epoch and resume arithmetic: resuming, what lands in --out
 The base model is a diffusers folder with only the two JSON files the family check reads: the
 stand-in trainer never loads weights. The training photos are the astronaut (dlib finds her face).
 """
+
 from __future__ import annotations
 
 import errno
@@ -13,17 +14,16 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from sd_scripts_standin import FAKE_TRAINER, _fake_checkout
+from test_sd_scripts import fake  # noqa: F401  (a fixture)
 
 from headshot.errors import HeadshotError
 from headshot.samples import astronaut_shots
-from headshot.train import sd_scripts_job
-from headshot.train.api import create_job
+from headshot.train import sd_scripts, sd_scripts_job
+from headshot.train.launch import create_job
 from headshot.train.loss_curve import draw_loss_curve
 from headshot.train.sd_scripts_job import run_sd_scripts_job
 from headshot.train.settings import TrainSettings
-from headshot.train import sd_scripts
-from sd_scripts_standin import FAKE_TRAINER, _fake_checkout
-from test_sd_scripts import fake  # noqa: F401  (a fixture)
 
 try:
     import tomllib
@@ -42,13 +42,27 @@ def setup(tmp_path):
     (data / "report.json").write_text(json.dumps({"trigger": "ohwx", "class": "woman", "photos": []}))
     base = tmp_path / "base"
     (base / "text_encoder").mkdir(parents=True)
-    (base / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    (base / "text_encoder" / "config.json").write_text(json.dumps({"hidden_size": 768}))
+    (base / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionPipeline", "text_encoder": ["transformers", "CLIPTextModel"]})
+    )
+    (base / "text_encoder" / "config.json").write_text(json.dumps({"hidden_size": 768, "hidden_act": "quick_gelu"}))
     repo = _fake_checkout(tmp_path, FAKE_TRAINER)
-    settings = TrainSettings(dataset_dir=str(data), base_model=str(base), out_dir=str(tmp_path / "out"),
-                             backend="sd-scripts", sd_scripts_repo=str(repo), sd_scripts_python=sys.executable,
-                             steps=8, checkpoint_every=2, rank=4, resolution=64, face_backend="dlib", device="cpu",
-                             warmup_steps=0, scheduler="constant")
+    settings = TrainSettings(
+        dataset_dir=str(data),
+        base_model=str(base),
+        out_dir=str(tmp_path / "out"),
+        backend="sd-scripts",
+        sd_scripts_repo=str(repo),
+        sd_scripts_python=sys.executable,
+        steps=8,
+        checkpoint_every=2,
+        rank=4,
+        resolution=64,
+        face_backend="dlib",
+        device="cpu",
+        warmup_steps=0,
+        scheduler="constant",
+    )
     return settings, tmp_path / "out"
 
 
@@ -144,6 +158,7 @@ def test_a_failed_copy_leaves_no_half_written_lora(setup, monkeypatch):
 
 
 # --- the pieces of resuming ------------------------------------------------------------------
+
 
 def test_latest_state_picks_the_newest_whole_state_of_this_run(tmp_path):
     def state(name, whole=True):

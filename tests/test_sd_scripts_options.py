@@ -1,5 +1,6 @@
 """sd-scripts' real option names and dataset-config keys (recorded by tools/record_sd_scripts_options.py
 into tests/sd_scripts_options.json) against the TOMLs we write; with SD_SCRIPTS_PATH, its own parsers read them."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from headshot.train import sd_scripts
 from test_sd_scripts import RECORDED, SD_SCRIPTS_OPTIONS, _config, tomllib
+
+from headshot.families import get_family
+from headshot.train import sd_scripts
 
 
 def test_recorded_option_list_names_its_source():
@@ -23,7 +25,9 @@ def test_recorded_option_list_names_its_source():
 def test_dataset_toml_uses_only_real_dataset_config_keys(tmp_path):
     from headshot.dataset import kohya
 
-    data = tomllib.loads(kohya.dataset_toml(tmp_path / "10_ohwx woman", "ohwx woman", 10, 512))
+    path = kohya.write_dataset_toml(tmp_path / "dataset.toml", tmp_path / "10_ohwx woman", "ohwx woman", 10, 512)
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert data == kohya.dataset_config(tmp_path / "10_ohwx woman", "ohwx woman", 10, 512)
     schema = RECORDED["dataset_config"]
     assert set(data) == {"general", "datasets"}
     assert set(data["general"]) <= set(schema["general"]), set(data["general"]) - set(schema["general"])
@@ -31,6 +35,24 @@ def test_dataset_toml_uses_only_real_dataset_config_keys(tmp_path):
     assert set(dataset) - {"subsets"} <= set(schema["datasets"])
     assert set(dataset["subsets"][0]) <= set(schema["subsets"])
     assert "image_dir" in dataset["subsets"][0]  # Required() in config_util's DreamBooth subset schema
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_sd_scripts_toml_reader_reads_our_files_as_written(tmp_path, family):
+    """sd-scripts reads both files with the `toml` package (train_util.read_config_from_file,
+    config_util.load_user_config), not tomllib: it must see exactly what we wrote."""
+    import toml
+
+    from headshot.dataset import kohya
+
+    subset = tmp_path / '10_ohwx "quoted" ü'
+    dataset = kohya.write_dataset_toml(tmp_path / "dataset.toml", subset, "ohwx woman", 10, 512)
+    config = _config(tmp_path, family, extra={"training_comment": 'line\nbreak "quotes" \\ tab\t\x7f'})
+    written = sd_scripts.write_config(config, tmp_path / "cfg.toml")
+    for path, data in ((dataset, kohya.dataset_config(subset, "ohwx woman", 10, 512)), (written, config)):
+        text = path.read_text(encoding="utf-8")
+        assert text.startswith("# Written by Headshot Studio")
+        assert toml.loads(text) == tomllib.loads(text) == data
 
 
 # Parses our two TOMLs the way train_network.py does (read_config_from_file, prepare_dataset_args,
@@ -67,16 +89,26 @@ def test_our_tomls_parse_with_a_real_checkout(tmp_path, family):
 
     repo = Path(os.environ["SD_SCRIPTS_PATH"])
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "dataset.toml").write_text(kohya.dataset_toml(tmp_path / "10_ohwx woman", "ohwx woman", 10, 512))
+    kohya.write_dataset_toml(tmp_path / "data" / "dataset.toml", tmp_path / "10_ohwx woman", "ohwx woman", 10, 512)
     cfg = _config(tmp_path, family, mixed_precision="no")
     path = sd_scripts.write_config(cfg, tmp_path / "cfg.toml")
-    script = sd_scripts.SCRIPTS[family]
+    script = get_family(family).sd_scripts_script
     assert set(cfg) <= set(record_sd_scripts_options.by_ast(repo)["scripts"][script])
     setup = sd_scripts.locate(repo, os.environ.get("SD_SCRIPTS_PYTHON"))
-    run = subprocess.run([str(setup.python), "-c", _PARSE_PROBE, script, str(path)], cwd=repo, capture_output=True,
-                         text=True, timeout=600)
+    run = subprocess.run(
+        [str(setup.python), "-c", _PARSE_PROBE, script, str(path)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     parsed = [json.loads(line[7:]) for line in run.stdout.splitlines() if line.startswith("PARSED ")]
     assert parsed, run.stderr[-3000:]
     size = cfg["resolution"].split(",")
-    assert parsed[0] == {"unknown": [], "resolution": [int(size[0]), int(size[1])], "repeats": 10,
-                         "caption_extension": ".txt", "save_state": True}
+    assert parsed[0] == {
+        "unknown": [],
+        "resolution": [int(size[0]), int(size[1])],
+        "repeats": 10,
+        "caption_extension": ".txt",
+        "save_state": True,
+    }

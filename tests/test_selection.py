@@ -5,6 +5,7 @@ it returns real photos (the astronaut, or other people from the insightface whee
 had learnt, or not learnt, the person would draw them. Face finding, embedding, distances and the
 rule itself are the real code.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,13 @@ def photos():
     strangers = [group.crop(box).resize((480, 480), Image.LANCZOS) for box in GROUP_MEMBERS.values()]
     hanks = insightface_image("Tom_Hanks_54745.png").resize((448, 448), Image.LANCZOS)
     noise = Image.fromarray((np.random.default_rng(0).random((400, 400, 3)) * 255).astype(np.uint8))
-    return {"training": [shots["astronaut.png"], shots["astronaut_mirrored.jpg"], shots["astronaut_wide.jpg"]],
-            "likeness": [shots["astronaut_closeup.jpg"], shots["astronaut_tilted.jpg"]],
-            "strangers": strangers, "others": [hanks, strangers[0]], "half_faceless": [shots["astronaut.png"], noise]}
+    return {
+        "training": [shots["astronaut.png"], shots["astronaut_mirrored.jpg"], shots["astronaut_wide.jpg"]],
+        "likeness": [shots["astronaut_closeup.jpg"], shots["astronaut_tilted.jpg"]],
+        "strangers": strangers,
+        "others": [hanks, strangers[0]],
+        "half_faceless": [shots["astronaut.png"], noise],
+    }
 
 
 class Renderer:
@@ -51,10 +56,19 @@ def _judge(tmp_path, photos) -> tuple[CheckpointJudge, Renderer]:
         images.append(SimpleNamespace(path=tmp_path / f"{i}.png"))
     job = JobFolder(tmp_path / "job")
     job.path.mkdir()
-    settings = TrainSettings(dataset_dir=str(tmp_path), base_model="unused", out_dir=str(job.path), steps=400,
-                             resolution=256, validation_images=2, validation_steps=2, face_backend="dlib")
-    trainer = SimpleNamespace(settings=settings, job=job,
-                              training_set=SimpleNamespace(images=images, trigger="ohwx", class_word="woman"))
+    settings = TrainSettings(
+        dataset_dir=str(tmp_path),
+        base_model="unused",
+        out_dir=str(job.path),
+        steps=400,
+        resolution=256,
+        validation_images=2,
+        validation_steps=2,
+        face_backend="dlib",
+    )
+    trainer = SimpleNamespace(
+        settings=settings, job=job, training_set=SimpleNamespace(images=images, trigger="ohwx", class_word="woman")
+    )
     judge = CheckpointJudge(trainer, SimpleNamespace(unet=torch.nn.Linear(1, 1)))
     renderer = Renderer()
     judge._pipeline = renderer

@@ -1,4 +1,5 @@
 """Style templates: the packaged TOML files, drop-in styles, validation and prompt building."""
+
 from __future__ import annotations
 
 import re
@@ -8,24 +9,33 @@ import pytest
 
 from headshot.errors import HeadshotError
 from headshot.generate.pose import POSE_PRESETS
-from headshot.generate.styles import (
-    CATEGORIES,
-    PACKAGED_DIR,
-    SAMPLERS,
-    Style,
-    a1111_sampler,
-    build_prompt,
-    comfy_sampler,
-    get_style,
-    load_style_file,
-    load_styles,
-)
+from headshot.generate.prompt_syntax import build_prompt
+from headshot.generate.style_schema import CATEGORIES, Style
+from headshot.generate.styles import PACKAGED_DIR, get_style, load_style_file, load_styles
+from headshot.sampling.schedulers import SAMPLERS, a1111_sampler, comfy_sampler
 
 FACECHAIN = [
-    "winter_hanfu", "fairy", "school_uniform", "traditional_chinese", "wedding_dress_cathedral",
-    "wedding_dress_seaside", "zhuang_costume", "hong_kong_night", "european_fields", "rainy_night",
-    "snow_mountain_down_jacket", "model", "working_suit", "motorcycle_racer", "armour", "t_shirt",
-    "polaroid", "hanfu", "cyberpunk", "evening_gown", "phoenix_crown",
+    "winter_hanfu",
+    "fairy",
+    "school_uniform",
+    "traditional_chinese",
+    "wedding_dress_cathedral",
+    "wedding_dress_seaside",
+    "zhuang_costume",
+    "hong_kong_night",
+    "european_fields",
+    "rainy_night",
+    "snow_mountain_down_jacket",
+    "model",
+    "working_suit",
+    "motorcycle_racer",
+    "armour",
+    "t_shirt",
+    "polaroid",
+    "hanfu",
+    "cyberpunk",
+    "evening_gown",
+    "phoenix_crown",
 ]
 PROFESSIONAL = ["linkedin_corporate", "studio_grey", "outdoor_natural_light", "id_photo"]
 AVATARS = ["anime", "cartoon", "oil_painting", "retro_90s"]
@@ -65,7 +75,7 @@ def weight_syntax_ok(text: str) -> bool:
                 return False
         elif c == ")":
             depth -= 1
-            if depth < 0 or not re.fullmatch(r"[^():]+:\d+(\.\d+)?", unescaped[start + 1:i]):
+            if depth < 0 or not re.fullmatch(r"[^():]+:\d+(\.\d+)?", unescaped[start + 1 : i]):
                 return False
     return depth == 0
 
@@ -165,8 +175,12 @@ def test_sampler_mapping_covers_every_sampler_used(packaged):
 
 
 def test_family_tables_override_only_their_family_and_sd2_falls_back_to_sd1(tmp_path):
-    write(tmp_path, "fam", MINIMAL + '\n[sd1]\nnegative = "lowres, blurry"\nsteps = 25\n'
-                                      '\n[sdxl]\nwidth = 896\nheight = 1152\ncfg = 5.5\nprompt = "xl {subject}"\n')
+    write(
+        tmp_path,
+        "fam",
+        MINIMAL + '\n[sd1]\nnegative = "lowres, blurry"\nsteps = 25\n'
+        '\n[sdxl]\nwidth = 896\nheight = 1152\ncfg = 5.5\nprompt = "xl {subject}"\n',
+    )
     style = load_styles([tmp_path])["fam"]
     sd1, sdxl, sd2 = style.for_family("sd1"), style.for_family("sdxl"), style.for_family("sd2")
     assert (sd1.width, sd1.height, sd1.steps, sd1.cfg, sd1.negative) == (512, 640, 25, 7.0, "lowres, blurry")
@@ -215,28 +229,47 @@ def test_on_error_skips_bad_files_and_reports_them(tmp_path):
 # --- validation: every message names the file and the field -------------------------------------
 
 
-@pytest.mark.parametrize("text, field, detail", [
-    (MINIMAL.replace("steps = 30", "steps = 30\nnegtive = \"x\""), "negtive", "did you mean `negative`"),
-    (MINIMAL.replace('title = "Beach headshot"\n', ""), "title", "required"),
-    (MINIMAL.replace("width = 512", 'width = "512"'), "width", "whole number"),
-    (MINIMAL.replace("cfg = 7.0", 'cfg = "high"'), "cfg", "number"),
-    (MINIMAL.replace('sampler = "dpmpp_2m_karras"', 'sampler = "dpm_fast"'), "sampler", "not a known sampler"),
-    (MINIMAL + 'pose = "headshot_frnt"\n', "pose", "headshot_front"),
-    (MINIMAL.replace("height = 640", "height = 0"), "height", "positive"),
-    (MINIMAL.replace("steps = 30", "steps = -5"), "steps", "positive"),
-    (MINIMAL.replace("width = 512", "width = 500"), "width", "multiple of 8"),
-    (MINIMAL.replace('category = "professional"', 'category = "fancy"'), "category", "professional"),
-    (MINIMAL.replace("(soft backlight:1.2)", "[soft backlight]"), "prompt", "["),
-    (MINIMAL.replace("(soft backlight:1.2)", "(soft backlight"), "prompt", "unclosed"),
-    (MINIMAL.replace("(soft backlight:1.2)", "<lora:film:0.5>"), "prompt", "lora"),
-    (MINIMAL.replace('negative = "blurry"', 'negative = "blurry {subject}"'), "negative", "{subject}"),
-    (MINIMAL + '\n[sdxl]\nsampler = "euler"\n', "sdxl.sampler", "cannot be overridden"),
-    (MINIMAL + '\n[sdxl]\nwidth = 1020\n', "sdxl.width", "multiple of 8"),
-    (MINIMAL + 'style_lora = { file = "x.safetensors", wieght = 0.5 }\n', "style_lora.wieght", "unknown"),
-    (MINIMAL + '\n[size_presets.visa]\ntitle = "Visa"\nprint_width = 35\nprint_height = 45\nunit = "cm"\n'
-               'sd1 = [512, 656]\nsdxl = [896, 1152]\n', "size_presets.visa.unit", "mm"),
-    (MINIMAL + 'name = "other"\n', "name", "file stem"),
-])
+@pytest.mark.parametrize(
+    "text, field, detail",
+    [
+        (MINIMAL.replace("steps = 30", 'steps = 30\nnegtive = "x"'), "negtive", "did you mean `negative`"),
+        (MINIMAL.replace('title = "Beach headshot"\n', ""), "title", "required"),
+        (MINIMAL.replace("width = 512", 'width = "512"'), "width", "whole number"),
+        (MINIMAL.replace("cfg = 7.0", 'cfg = "high"'), "cfg", "number"),
+        (MINIMAL.replace('sampler = "dpmpp_2m_karras"', 'sampler = "dpm_fast"'), "sampler", "not a known sampler"),
+        (MINIMAL + 'pose = "headshot_frnt"\n', "pose", "headshot_front"),
+        (MINIMAL.replace("height = 640", "height = 0"), "height", "positive"),
+        (MINIMAL.replace("steps = 30", "steps = -5"), "steps", "positive"),
+        (MINIMAL.replace("width = 512", "width = 500"), "width", "multiple of 8"),
+        (MINIMAL.replace('category = "professional"', 'category = "fancy"'), "category", "professional"),
+        (MINIMAL.replace("(soft backlight:1.2)", "[soft backlight]"), "prompt", "["),
+        (MINIMAL.replace("(soft backlight:1.2)", "(soft backlight"), "prompt", "unclosed"),
+        (MINIMAL.replace("(soft backlight:1.2)", "<lora:film:0.5>"), "prompt", "lora"),
+        (MINIMAL.replace('negative = "blurry"', 'negative = "blurry {subject}"'), "negative", "{subject}"),
+        (MINIMAL + '\n[sdxl]\nsampler = "euler"\n', "sdxl.sampler", "cannot be overridden"),
+        (MINIMAL + "\n[sdxl]\nwidth = 1020\n", "sdxl.width", "multiple of 8"),
+        (MINIMAL + 'style_lora = { file = "x.safetensors", weight = 0.5 }\n', "style_lora", "unknown key"),
+        (
+            MINIMAL + '\n[size_presets.visa]\ntitle = "Visa"\nprint_width = 35\nprint_height = 45\nunit = "mm"\n'
+            "sd1 = [512, 656]\nsdxl = [896, 1152]\ndpi = 300\n",
+            "size_presets.visa.dpi",
+            "unknown key",
+        ),
+        (
+            MINIMAL + '\n[size_presets.visa]\ntitle = "Visa"\nprint_width = 35\nprint_height = 45\nunit = "mm"\n'
+            "sdxl = [896, 1152]\n",
+            "size_presets.visa.sd1",
+            "required",
+        ),
+        (
+            MINIMAL + '\n[size_presets.visa]\ntitle = "Visa"\nprint_width = 35\nprint_height = 45\nunit = "cm"\n'
+            "sd1 = [512, 656]\nsdxl = [896, 1152]\n",
+            "size_presets.visa.unit",
+            "mm",
+        ),
+        (MINIMAL + 'name = "other"\n', "name", "file stem"),
+    ],
+)
 def test_bad_style_files_name_the_file_and_the_field(tmp_path, text, field, detail):
     path = write(tmp_path, "broken_style", text)
     with pytest.raises(HeadshotError) as info:
@@ -289,8 +322,18 @@ def test_style_names_are_forgiving_about_case_spaces_and_dashes():
 
 
 def _style(prompt: str, negative: str = "blurry") -> Style:
-    return Style(name="t", title="T", category="avatar", prompt=prompt, negative=negative, width=512,
-                 height=512, sampler="euler", cfg=7.0, steps=20)
+    return Style(
+        name="t",
+        title="T",
+        category="avatar",
+        prompt=prompt,
+        negative=negative,
+        width=512,
+        height=512,
+        sampler="euler",
+        cfg=7.0,
+        steps=20,
+    )
 
 
 def test_subject_replaces_the_placeholder_or_goes_first():
@@ -307,9 +350,13 @@ def test_subject_weight_uses_the_shared_weight_form():
 
 
 def test_user_text_is_escaped_so_both_hosts_read_it_literally():
-    positive, negative = build_prompt(_style("photo of {subject}"), "ohwx", "man",
-                                      extra="red scarf (wool) [knitted] <lora:x:1> {a|b} black AND white",
-                                      extra_negative="hat (any)")
+    positive, negative = build_prompt(
+        _style("photo of {subject}"),
+        "ohwx",
+        "man",
+        extra="red scarf (wool) [knitted] <lora:x:1> {a|b} black AND white",
+        extra_negative="hat (any)",
+    )
     assert positive == r"photo of ohwx man, red scarf \(wool\) \(knitted\) lora:x:1 a|b black and white"
     assert negative == r"blurry, hat \(any\)"
     assert weight_syntax_ok(positive)
@@ -318,3 +365,31 @@ def test_user_text_is_escaped_so_both_hosts_read_it_literally():
 def test_empty_trigger_is_refused():
     with pytest.raises(HeadshotError, match="trigger"):
         build_prompt(_style("{subject}"), "  ", "man")
+
+
+# --- the schema is a pydantic model -------------------------------------------------------------
+
+
+def test_the_style_schema_is_a_pydantic_model_that_refuses_unknown_keys():
+    from headshot.options import ValidationError
+
+    fields = dict(
+        name="t",
+        title="T",
+        category="avatar",
+        prompt="{subject}",
+        width=512,
+        height=512,
+        sampler="euler",
+        cfg=7.0,
+        steps=20,
+    )
+    style = Style.parse_obj(fields)
+    assert style.negative == "" and style.lora_weight == 1.0 and style.source is None and style.family is None
+    with pytest.raises(ValidationError, match="negtive"):
+        Style.parse_obj({**fields, "negtive": "x"})
+    with pytest.raises(ValidationError, match="multiple of 8"):
+        Style.parse_obj({**fields, "width": 500})
+    # for_family is a validated copy: the file's own values stay, the family is recorded
+    resolved = Style.parse_obj({**fields, "sdxl": {"width": 1024}}).for_family("sdxl")
+    assert (resolved.width, resolved.family) == (1024, "sdxl")

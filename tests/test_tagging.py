@@ -6,6 +6,7 @@ DeepDanbooru: [N,512,512,3] -> [N,K]) and label files laid out like the real one
 scores tags from the per-channel mean of its input, sigmoid(mean @ W + b), so which tags come out
 proves the preprocessing: channel order, value scale and padding colour.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -31,8 +32,9 @@ from headshot.dataset.tagging import (
 from headshot.errors import BackendUnavailable, HeadshotError
 
 
-def write_channel_mean_model(path: Path, input_name: str, output_name: str, size: int,
-                             weights: np.ndarray, bias: np.ndarray) -> None:
+def write_channel_mean_model(
+    path: Path, input_name: str, output_name: str, size: int, weights: np.ndarray, bias: np.ndarray
+) -> None:
     """An ONNX graph with a tagger's signature: sigmoid(mean over H,W of the input @ W + b)."""
     k = weights.shape[1]
     graph = helper.make_graph(
@@ -45,8 +47,10 @@ def write_channel_mean_model(path: Path, input_name: str, output_name: str, size
         "stand_in_tagger",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", size, size, 3])],
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", k])],
-        initializer=[numpy_helper.from_array(weights.astype(np.float32), "W"),
-                     numpy_helper.from_array(bias.astype(np.float32), "b")],
+        initializer=[
+            numpy_helper.from_array(weights.astype(np.float32), "W"),
+            numpy_helper.from_array(bias.astype(np.float32), "b"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8  # loadable by older onnxruntime builds too
@@ -230,7 +234,10 @@ def test_deepdanbooru_sorts_tags_into_categories(deepdanbooru):
 def test_callable_tagger_takes_a_score_dict():
     tagger = CallableTagger("host", lambda im: {"smile": 0.6, "white_shirt": 0.9, "rating:safe": 0.8})
     assert [(t.name, t.category) for t in tagger.tag(solid((0, 0, 0), 8, 8))] == [
-        ("white shirt", "general"), ("rating:safe", "rating"), ("smile", "general")]
+        ("white shirt", "general"),
+        ("rating:safe", "rating"),
+        ("smile", "general"),
+    ]
 
 
 def test_callable_tagger_keeps_the_order_of_a_plain_a1111_string():
@@ -310,9 +317,48 @@ def test_find_tagger_rejects_an_unknown_kind(tmp_path):
         find_tagger("clip", [tmp_path])
 
 
+class CaptionFileTagger(CallableTagger):
+    """A tagger kind a test registers: its model folder holds tags.csv (tag,score lines)."""
+
+    def __init__(self, model_dir: Path, providers=None):
+        self.model_dir = model_dir
+        pairs = [line.split(",") for line in (model_dir / "tags.csv").read_text().splitlines()]
+        super().__init__(f"captionfile:{model_dir.name}", lambda image: {t: float(s) for t, s in pairs})
+
+
+def test_a_registered_tagger_kind_is_found_offered_and_gone_when_removed(monkeypatch, tmp_path):
+    from headshot.cli import build_parser
+    from headshot.dataset.tagging import TAGGERS, TaggerKind, tagger_choices
+
+    kind = TaggerKind(lambda d: (d / "tags.csv").is_file(), CaptionFileTagger, "a folder with tags.csv", "captions")
+    monkeypatch.setitem(TAGGERS, "captionfile", kind)
+    folder = tmp_path / "models" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "tags.csv").write_text("smile,0.9\nwhite_shirt,0.6")
+    assert tagger_choices() == ("auto", "wd14", "deepdanbooru", "captionfile", "none")
+    tagger = find_tagger("captionfile", [tmp_path / "models"])
+    assert isinstance(tagger, CaptionFileTagger) and tagger.model_dir == folder
+    assert [t.name for t in tagger.tag(solid((0, 0, 0), 8, 8))] == ["smile", "white shirt"]
+    assert isinstance(find_tagger("auto", [tmp_path / "models"]), CaptionFileTagger)  # after wd14 and dd, found
+    with pytest.raises(
+        BackendUnavailable,
+        match="No captionfile tagger found.*Needed: a folder with tags.csv. Put it in e.g. .*captions",
+    ):
+        find_tagger("captionfile", [tmp_path / "empty"])
+    args = build_parser().parse_args(["prepare", "photos", "--out", "out", "--tagger", "captionfile"])
+    assert args.tagger == "captionfile"
+    monkeypatch.delitem(TAGGERS, "captionfile")
+    assert find_tagger("auto", [tmp_path / "models"]) is None
+    with pytest.raises(
+        HeadshotError, match="Unknown tagger 'captionfile'; choose one of auto, wd14, deepdanbooru, none"
+    ):
+        find_tagger("captionfile", [tmp_path / "models"])
+
+
 def test_importing_tagging_does_not_import_onnxruntime():
     shared = Path(__file__).resolve().parents[1] / "shared"
     code = "import sys, headshot.dataset.tagging; print('onnxruntime' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(shared)})
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(shared)}
+    )
     assert out.stdout.strip() == "False"

@@ -6,6 +6,7 @@ right way (the loss on the training images falls), not image quality. The datase
 photos (the astronaut at 512 px, as `headshot prepare` writes them), trained at 32 px without
 gradient checkpointing so the suite stays fast (one run keeps checkpointing on).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,20 +15,20 @@ import signal
 import time
 
 import pytest
+import tiny_models
 import torch
 import torch.nn.functional as F
+from test_lora_format import _load_into, _lora_layers, _no_key_warnings
 
-import tiny_models
 from headshot.errors import HeadshotError
 from headshot.samples import astronaut_shots
-from headshot.train import lora_format
-from headshot.train.api import create_job, start_training
+from headshot.train import lora_conversion, lora_files, lora_names, lora_targets
+from headshot.train.base_model_loading import load_base_model
 from headshot.train.engine import LoraTrainer
 from headshot.train.job import JobFolder
-from headshot.train.models import load_base_model
+from headshot.train.launch import create_job, start_training
 from headshot.train.presets import PRESETS, planned_steps
 from headshot.train.settings import TrainSettings
-from test_lora_format import _load_into, _lora_layers, _no_key_warnings
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +55,24 @@ def dataset(tmp_path_factory):
 
 
 def _settings(dataset, base, out, **overrides) -> TrainSettings:
-    values = dict(dataset_dir=str(dataset), base_model=str(base), out_dir=str(out), steps=8, resolution=32, rank=4,
-                  alpha=4.0, lr=1e-3, scheduler="constant", warmup_steps=0, validation_images=0, checkpoint_every=4,
-                  face_backend="dlib", device="cpu", noise_offset=0.0, gradient_checkpointing=False)
+    values = dict(
+        dataset_dir=str(dataset),
+        base_model=str(base),
+        out_dir=str(out),
+        steps=8,
+        resolution=32,
+        rank=4,
+        alpha=4.0,
+        lr=1e-3,
+        scheduler="constant",
+        warmup_steps=0,
+        validation_images=0,
+        checkpoint_every=4,
+        face_backend="dlib",
+        device="cpu",
+        noise_offset=0.0,
+        gradient_checkpointing=False,
+    )
     values.update(overrides)
     return TrainSettings(**values)
 
@@ -69,8 +85,9 @@ def _train(settings, base=None):
 @pytest.fixture(scope="module")
 def sd1_run(sd1_folder, dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("sd1_run")
-    trainer, result = _train(_settings(dataset, sd1_folder, out, steps=30, checkpoint_every=10,
-                                       gradient_checkpointing=True))
+    trainer, result = _train(
+        _settings(dataset, sd1_folder, out, steps=30, checkpoint_every=10, gradient_checkpointing=True)
+    )
     return trainer, result, out
 
 
@@ -100,9 +117,9 @@ def test_loss_falls_on_a_fixed_tiny_dataset(sd1_run, sd1_folder):
 
 def test_lora_keys_follow_kohya_naming_and_cover_every_target(sd1_run):
     trainer, result, _ = sd1_run
-    tensors, metadata = lora_format.load_lora(result["lora"])
+    tensors, metadata = lora_files.load_lora(result["lora"])
     modules = {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in tensors}
-    expected = {lora_format.kohya_module_name("sd1", "unet", t) for t in trainer.unet_targets}
+    expected = {lora_names.kohya_module_name("sd1", "unet", t) for t in trainer.unet_targets}
     assert modules == expected and len(expected) == len(trainer.unet_targets) > 0
     for module in expected:
         assert {f"{module}.lora_down.weight", f"{module}.lora_up.weight", f"{module}.alpha"} <= set(tensors)
@@ -144,8 +161,8 @@ def test_our_loader_reads_the_lora_back_exactly(sd1_run):
     from peft.utils import get_peft_model_state_dict
 
     trainer, result, _ = sd1_run
-    tensors, _ = lora_format.load_lora(result["lora"])
-    states, alphas = lora_format.kohya_to_peft("sd1", tensors, trainer._base.unet, trainer._base.text_encoders)
+    tensors, _ = lora_files.load_lora(result["lora"])
+    states, alphas = lora_conversion.kohya_to_peft("sd1", tensors, trainer._base.unet, trainer._base.text_encoders)
     live = get_peft_model_state_dict(trainer._base.unet)
     assert set(states["unet"]) == set(live)
     for key, value in states["unet"].items():
@@ -156,7 +173,7 @@ def test_our_loader_reads_the_lora_back_exactly(sd1_run):
 def test_sdxl_from_single_file_trains_unet_and_both_text_encoders(sdxl_folder, dataset, tmp_path):
     single = tiny_models.save_single_file(sdxl_folder, tmp_path / "tiny_sdxl.safetensors", "sdxl")
     _, result = _train(_settings(dataset, single, tmp_path / "out", steps=4, text_encoder_lr=5e-4))
-    tensors, metadata = lora_format.load_lora(result["lora"])
+    tensors, metadata = lora_files.load_lora(result["lora"])
     prefixes = {k.split("_", 2)[0] + "_" + k.split("_", 2)[1] for k in tensors}
     assert prefixes == {"lora_unet", "lora_te1", "lora_te2"}
     assert any(k.startswith("lora_unet_input_blocks_") for k in tensors)  # SGM naming for SDXL
@@ -174,8 +191,8 @@ def test_sd1_from_single_file_matches_training_from_the_folder(sd1_folder, datas
     single = tiny_models.save_single_file(sd1_folder, tmp_path / "tiny_sd1.safetensors", "sd1")
     _, from_file = _train(_settings(dataset, single, tmp_path / "a", steps=3))
     _, from_folder = _train(_settings(dataset, sd1_folder, tmp_path / "b", steps=3))
-    a, _ = lora_format.load_lora(from_file["lora"])
-    b, _ = lora_format.load_lora(from_folder["lora"])
+    a, _ = lora_files.load_lora(from_file["lora"])
+    b, _ = lora_files.load_lora(from_folder["lora"])
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
 
@@ -183,8 +200,8 @@ def test_sd1_from_single_file_matches_training_from_the_folder(sd1_folder, datas
 def test_same_seed_gives_the_same_lora(sd1_folder, dataset, tmp_path):
     _, first = _train(_settings(dataset, sd1_folder, tmp_path / "a", steps=3))
     _, second = _train(_settings(dataset, sd1_folder, tmp_path / "b", steps=3))
-    a, _ = lora_format.load_lora(first["lora"])
-    b, _ = lora_format.load_lora(second["lora"])
+    a, _ = lora_files.load_lora(first["lora"])
+    b, _ = lora_files.load_lora(second["lora"])
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -201,7 +218,9 @@ def _wait_for_step(job: JobFolder, step: int, timeout: float = 120) -> int:
         if seen >= step:
             return seen
         time.sleep(0.05)
-    raise AssertionError(f"no checkpoint at step {step} within {timeout}s; log: {(job.path / 'worker.log').read_text()}")
+    raise AssertionError(
+        f"no checkpoint at step {step} within {timeout}s; log: {(job.path / 'worker.log').read_text()}"
+    )
 
 
 def test_killed_worker_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(sd1_folder, dataset, tmp_path):
@@ -217,8 +236,8 @@ def test_killed_worker_resumes_from_its_checkpoint_and_ends_like_an_uninterrupte
     resumes = [e for e in events if e["type"] == "resumed"]
     assert len(resumes) == 1 and resumes[0]["step"] >= 10
     _, straight = _train(_settings(dataset, sd1_folder, tmp_path / "straight", steps=80, checkpoint_every=5))
-    a, _ = lora_format.load_lora(resumed["lora"])
-    b, _ = lora_format.load_lora(straight["lora"])
+    a, _ = lora_files.load_lora(resumed["lora"])
+    b, _ = lora_files.load_lora(straight["lora"])
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
 
 
@@ -233,25 +252,30 @@ def test_cancel_stops_and_leaves_a_usable_checkpoint(sd1_folder, dataset, tmp_pa
     assert record["state"] == "cancelled" and record["steps_done"] < 2000
     step, folder = run.job.checkpoints()[-1]
     assert step == record["steps_done"]
-    tensors, metadata = lora_format.load_lora(folder / "lora.safetensors")
-    targets = lora_format.kohya_unet_targets(load_base_model(sd1_folder).unet)
+    tensors, metadata = lora_files.load_lora(folder / "lora.safetensors")
+    targets = lora_targets.kohya_unet_targets(load_base_model(sd1_folder).unet)
     assert len(tensors) == 3 * len(targets) and metadata["ss_network_dim"] == "4"
     assert not list((tmp_path / "job").glob("*.safetensors")), "a cancelled job publishes no final LoRA"
 
 
 def test_validation_with_faceless_images_reports_no_score(sd1_folder, dataset, tmp_path):
-    _, result = _train(_settings(dataset, sd1_folder, tmp_path / "out", steps=4, checkpoint_every=2,
-                                 validation_images=2, validation_steps=2))
+    _, result = _train(
+        _settings(
+            dataset, sd1_folder, tmp_path / "out", steps=4, checkpoint_every=2, validation_images=2, validation_steps=2
+        )
+    )
     validation = json.loads((tmp_path / "out" / "validation.json").read_text())
     images = [im for record in validation["checkpoints"] for im in record["images"]]
     assert len(images) == 4 and all(im["faceless"] and im["distance"] is None for im in images)
     assert "had a face" in result["choice"]["reason"] and result["chosen_step"] == 4
-    assert lora_format.load_lora(result["lora"])[1]["headshot.chosen_step"] == "4"
+    assert lora_files.load_lora(result["lora"])[1]["headshot.chosen_step"] == "4"
 
 
 def test_prior_preservation_generates_class_images_once(sd1_folder, dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSHOT_CACHE", str(tmp_path / "cache"))
-    trainer, _ = _train(_settings(dataset, sd1_folder, tmp_path / "a", steps=2, class_image_count=2, validation_steps=2))
+    trainer, _ = _train(
+        _settings(dataset, sd1_folder, tmp_path / "a", steps=2, class_image_count=2, validation_steps=2)
+    )
     cached = sorted((tmp_path / "cache" / "class_images").rglob("class-*.png"))
     assert len(cached) == 2 and len(trainer.prior_latents) == 2
     stamps = [p.stat().st_mtime_ns for p in cached]
@@ -282,10 +306,32 @@ def test_cli_train_writes_the_lora_and_job_record(sd1_folder, dataset, tmp_path)
     import sys
 
     out = tmp_path / "cli"
-    run = subprocess.run([sys.executable, "-m", "headshot", "train", str(dataset), "--base-model", str(sd1_folder),
-                          "--out", str(out), "--steps", "4", "--rank", "4", "--resolution", "64",
-                          "--checkpoint-every", "2", "--face-backend", "dlib"],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "headshot",
+            "train",
+            str(dataset),
+            "--base-model",
+            str(sd1_folder),
+            "--out",
+            str(out),
+            "--steps",
+            "4",
+            "--rank",
+            "4",
+            "--resolution",
+            "64",
+            "--checkpoint-every",
+            "2",
+            "--face-backend",
+            "dlib",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "step 4/4" in run.stdout
     record = json.loads((out / "job.json").read_text())
@@ -309,10 +355,36 @@ def test_sd_scripts_backend_records_the_same_job_folder(sd1_folder, dataset, tmp
     repo = _fake_checkout(tmp_path, FAKE_TRAINER)
     single = tiny_models.save_single_file(sd1_folder, tmp_path / "tiny_sd1.safetensors", "sd1")
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "headshot", "train", str(dataset), "--base-model", str(single),
-                          "--out", str(out), "--steps", "4", "--rank", "4", "--resolution", "64", "--backend",
-                          "sd-scripts", "--sd-scripts", str(repo), "--sd-scripts-python", sys.executable,
-                          "--face-backend", "dlib"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "headshot",
+            "train",
+            str(dataset),
+            "--base-model",
+            str(single),
+            "--out",
+            str(out),
+            "--steps",
+            "4",
+            "--rank",
+            "4",
+            "--resolution",
+            "64",
+            "--backend",
+            "sd-scripts",
+            "--sd-scripts",
+            str(repo),
+            "--sd-scripts-python",
+            sys.executable,
+            "--face-backend",
+            "dlib",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert [p.name for p in out.glob("*.safetensors")] == ["headshot_lora.safetensors"]
     assert (out / "headshot_lora.safetensors").read_bytes() == b"fake lora"
@@ -335,7 +407,7 @@ def test_caption_shuffles_keep_the_trigger_first():
 
 
 def test_host_models_are_freed_before_the_worker_starts(sd1_folder, dataset, tmp_path, monkeypatch):
-    import headshot.train.api as api
+    import headshot.train.launch as api
 
     order = []
     monkeypatch.setattr(api, "start_worker", lambda job: order.append("worker") or _NoProcess())
@@ -361,8 +433,11 @@ def _fixed_loss(base, trainer) -> float:
             emb = embeddings[0]
             pooled = None if emb.pooled is None else emb.pooled[None]
             for _ in range(4):
-                total += diffusion_loss(base, variants[0][None], emb.hidden[None], pooled, trainer.settings,
-                                        generator, None).mean().item()
+                total += (
+                    diffusion_loss(base, variants[0][None], emb.hidden[None], pooled, trainer.settings, generator, None)
+                    .mean()
+                    .item()
+                )
     return total
 
 
@@ -377,7 +452,10 @@ def test_sdxl_loss_falls_and_diffusers_output_changes_with_its_lora(sdxl_folder,
     torch.manual_seed(0)
     sample = torch.randn(1, 4, 8, 8)
     hidden = torch.randn(1, 77, pipe.unet.config.cross_attention_dim)
-    added = {"text_embeds": torch.randn(1, pipe.text_encoder_2.config.projection_dim), "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]])}
+    added = {
+        "text_embeds": torch.randn(1, pipe.text_encoder_2.config.projection_dim),
+        "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]]),
+    }
     with torch.no_grad():
         plain = pipe.unet(sample, 10, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
     _load_into(pipe, result["lora"])

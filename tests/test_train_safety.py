@@ -3,6 +3,7 @@
 Same tiny SD1 model and three-photo dataset as test_train.py, trained at 32 px. Tests that need a
 real worker process or a real CLI process start one; the rest run the engine in this process.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,17 +18,17 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train import _settings, dataset, sd1_folder  # noqa: F401  (fixtures)
 
 from headshot import cli
 from headshot.errors import HeadshotError
 from headshot.outputs import FolderLock, pid_alive
-from headshot.train import lora_format
-from headshot.train.api import create_job, start_training
+from headshot.train import lora_files
 from headshot.train.engine import LoraTrainer
 from headshot.train.job import JobFolder
+from headshot.train.launch import create_job, start_training
 from headshot.train.settings import TrainSettings
 from headshot.train.worker import run_job
-from test_train import _settings, dataset, sd1_folder  # noqa: F401  (fixtures)
 
 
 def _stop_after_first_checkpoint(job: JobFolder) -> JobFolder:
@@ -59,11 +60,11 @@ def straight_run(sd1_folder, dataset, tmp_path_factory):
     """The LoRA of an uninterrupted 4-step run, to compare resumed runs with."""
     settings = _settings(dataset, sd1_folder, tmp_path_factory.mktemp("straight"), steps=4, checkpoint_every=2)
     result = LoraTrainer(settings, create_job(settings)).run()
-    return lora_format.load_lora(result["lora"])[0]
+    return lora_files.load_lora(result["lora"])[0]
 
 
 def _same_lora(path, expected) -> None:
-    tensors, _ = lora_format.load_lora(path)
+    tensors, _ = lora_files.load_lora(path)
     assert tensors.keys() == expected.keys()
     assert all(torch.equal(tensors[k], expected[k]) for k in expected)
 
@@ -74,11 +75,26 @@ def _cli(capsys, *args) -> tuple[int, str]:
 
 
 def _base_args(dataset, sd1_folder, out, resolution=True):
-    return [dataset, "--base-model", sd1_folder, "--out", out, *(["--resolution", "32"] if resolution else []),
-            "--rank", "4", "--validation-images", "0", "--face-backend", "dlib", "--device", "cpu"]
+    return [
+        dataset,
+        "--base-model",
+        sd1_folder,
+        "--out",
+        out,
+        *(["--resolution", "32"] if resolution else []),
+        "--rank",
+        "4",
+        "--validation-images",
+        "0",
+        "--face-backend",
+        "dlib",
+        "--device",
+        "cpu",
+    ]
 
 
 # -- item 1: no code from data -----------------------------------------------------------------
+
 
 def test_checkpoints_hold_safetensors_and_json_and_resume_exactly(stopped_job, straight_run):
     settings, job = stopped_job
@@ -132,6 +148,7 @@ def test_a_moved_job_folder_resumes_where_it_now_is(stopped_job, sd1_folder, dat
 
 # -- item 2: --name stays inside --out -----------------------------------------------------------
 
+
 def test_a_name_that_leaves_out_is_refused_before_anything_is_written(sd1_folder, dataset, tmp_path, capsys):
     out = tmp_path / "a" / "b" / "out"
     code, err = _cli(capsys, *_base_args(dataset, sd1_folder, out), "--steps", "1", "--name", "../../victim")
@@ -143,11 +160,23 @@ def test_a_name_that_leaves_out_is_refused_before_anything_is_written(sd1_folder
 
 # -- items 4 and 8: options and folders checked first ----------------------------------------------
 
-@pytest.mark.parametrize("option, value", [
-    ("--steps", "0"), ("--checkpoint-every", "0"), ("--seed", "-1"), ("--seed", str(2 ** 32)),
-    ("--resolution", "4096"), ("--resolution", "100"), ("--rank", "0"), ("--alpha", "0"), ("--lr", "0"),
-    ("--warmup-steps", "-1"), ("--class-image-count", "-1"),
-])
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--steps", "0"),
+        ("--checkpoint-every", "0"),
+        ("--seed", "-1"),
+        ("--seed", str(2**32)),
+        ("--resolution", "4096"),
+        ("--resolution", "100"),
+        ("--rank", "0"),
+        ("--alpha", "0"),
+        ("--lr", "0"),
+        ("--warmup-steps", "-1"),
+        ("--class-image-count", "-1"),
+    ],
+)
 def test_a_bad_option_is_one_line_exit_1_and_nothing_created(sd1_folder, dataset, tmp_path, capsys, option, value):
     out = tmp_path / "out"
     args = _base_args(dataset, sd1_folder, out, resolution=option != "--resolution")
@@ -203,6 +232,7 @@ def test_the_lora_never_takes_the_name_of_someone_elses_file(sd1_folder, dataset
 
 # -- item 7: a typo does not block a folder ---------------------------------------------------------
 
+
 def test_a_job_that_failed_before_its_first_step_starts_again_keeping_other_files(sd1_folder, dataset, tmp_path):
     out = tmp_path / "job"
     job = create_job(_settings(dataset, sd1_folder, out, rank=4))
@@ -225,13 +255,17 @@ def test_resume_applies_what_may_change_and_names_what_may_not(stopped_job, sd1_
         create_job(_settings(dataset, sd1_folder, job.path, steps=1), resume=True)
     code, err = _cli(capsys, dataset, "--base-model", sd1_folder, "--out", job.path, "--resume", "--alpha", "16")
     assert code == 1 and "--alpha (was 4.0, now 16.0)" in err
-    create_job(_settings(dataset, sd1_folder, job.path, steps=6, checkpoint_every=3, device="cpu"), resume=True,
-               given={"dataset_dir", "base_model", "out_dir", "steps", "checkpoint_every"})
+    create_job(
+        _settings(dataset, sd1_folder, job.path, steps=6, checkpoint_every=3, device="cpu"),
+        resume=True,
+        given={"dataset_dir", "base_model", "out_dir", "steps", "checkpoint_every"},
+    )
     resumed = job.read()["settings"]
     assert resumed["steps"] == 6 and resumed["checkpoint_every"] == 3 and resumed["rank"] == 4
 
 
 # -- item 5: one writer per job folder; no job stuck "running" ----------------------------------
+
 
 def test_a_job_left_running_by_a_dead_process_is_repaired_when_read(sd1_folder, dataset, tmp_path):
     job = create_job(_settings(dataset, sd1_folder, tmp_path / "job"))
@@ -253,8 +287,12 @@ def test_a_running_job_is_never_repaired_or_replaced(sd1_folder, dataset, tmp_pa
 def _cli_process(args: list, logs: Path) -> subprocess.Popen:
     """`headshot train` in a session of its own (as a terminal runs it); its output goes to files."""
     with open(logs / "stdout.txt", "w") as stdout, open(logs / "stderr.txt", "w") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "headshot", "train", *map(str, args)], stdout=stdout,
-                                stderr=stderr, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "headshot", "train", *map(str, args)],
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
 
 
 def _end_session(command: subprocess.Popen) -> None:
@@ -309,8 +347,9 @@ def test_a_second_train_into_a_busy_folder_fails_at_once_naming_the_worker(sd1_f
 
 def test_killing_the_command_stops_its_worker_after_a_checkpoint(sd1_folder, dataset, tmp_path):
     out = tmp_path / "job"
-    command = _cli_process(_base_args(dataset, sd1_folder, out) + ["--steps", "5000", "--checkpoint-every", "5000"],
-                           tmp_path)
+    command = _cli_process(
+        _base_args(dataset, sd1_folder, out) + ["--steps", "5000", "--checkpoint-every", "5000"], tmp_path
+    )
     try:
         worker = _wait_for_steps(out, 2, command)["worker_pid"]
         command.kill()  # SIGKILL: the command gets no chance to pass anything on
@@ -326,8 +365,9 @@ def test_killing_the_command_stops_its_worker_after_a_checkpoint(sd1_folder, dat
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_signal_to_the_process_group_saves_a_checkpoint_and_exits(sd1_folder, dataset, tmp_path, sig):
     out = tmp_path / "job"
-    command = _cli_process(_base_args(dataset, sd1_folder, out) + ["--steps", "5000", "--checkpoint-every", "5000"],
-                           tmp_path)
+    command = _cli_process(
+        _base_args(dataset, sd1_folder, out) + ["--steps", "5000", "--checkpoint-every", "5000"], tmp_path
+    )
     try:
         _wait_for_steps(out, 2, command)
         os.killpg(command.pid, sig)  # what a terminal's Ctrl-C (or closing it, or `kill`) does

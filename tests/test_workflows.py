@@ -15,6 +15,7 @@ seed's extra control value included), static combo values are among the options,
 range, every link joins an output to an input of the same type, and every required input is
 either linked or a widget. The UI-to-API conversion below is what the frontend does on Queue.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,25 +84,35 @@ def spec_from(input_types: dict, return_types, return_names=None, file_lists: se
             if type_name == "COMBO" and name not in file_lists:
                 options = list(kind) if isinstance(kind, (list, tuple)) else list(extra.get("options") or [])
                 options = options or None  # an empty list: a folder with no files here
-            inputs[name] = InputSpec(name, type_name, category == "required", widget, values, options,
-                                     extra.get("min"), extra.get("max"))
+            inputs[name] = InputSpec(
+                name, type_name, category == "required", widget, values, options, extra.get("min"), extra.get("max")
+            )
     outputs = [_type_name(t) for t in return_types]
     return NodeSpec(inputs, outputs, list(return_names or outputs))
 
 
 def core_specs() -> dict[str, NodeSpec]:
     data = json.loads(RECORDING.read_text())
-    return {name: spec_from(node["input_types"], node["return_types"], node.get("return_names"),
-                            set(node.get("file_lists", [])))
-            for name, node in data["nodes"].items()}
+    return {
+        name: spec_from(
+            node["input_types"], node["return_types"], node.get("return_names"), set(node.get("file_lists", []))
+        )
+        for name, node in data["nodes"].items()
+    }
 
 
 def pack_specs() -> dict[str, NodeSpec]:
     from comfy_nodes import NODE_CLASS_MAPPINGS
 
-    return {name: spec_from(cls.INPUT_TYPES(), cls.RETURN_TYPES, getattr(cls, "RETURN_NAMES", None),
-                            {"ckpt_name", "lora_name", "model_name"})
-            for name, cls in NODE_CLASS_MAPPINGS.items()}
+    return {
+        name: spec_from(
+            cls.INPUT_TYPES(),
+            cls.RETURN_TYPES,
+            getattr(cls, "RETURN_NAMES", None),
+            {"ckpt_name", "lora_name", "model_name"},
+        )
+        for name, cls in NODE_CLASS_MAPPINGS.items()
+    }
 
 
 def all_specs() -> dict[str, NodeSpec]:
@@ -157,7 +168,7 @@ def validate(workflow: dict, specs: dict[str, NodeSpec]) -> list[str]:
             if entry["type"] != declared.type and declared.type != "*":
                 problems.append(f"{where}: input '{entry['name']}' has type {entry['type']}, declared {declared.type}")
             if declared.widget and entry.get("widget", {}).get("name") != entry["name"]:
-                problems.append(f"{where}: widget input '{entry['name']}' lacks \"widget\": {{\"name\": ...}}")
+                problems.append(f'{where}: widget input \'{entry["name"]}\' lacks "widget": {{"name": ...}}')
             if entry.get("link") is not None:
                 linked.add(entry["name"])
                 link = links.get(entry["link"])
@@ -170,8 +181,10 @@ def validate(workflow: dict, specs: dict[str, NodeSpec]) -> list[str]:
                 problems.append(f"{where}: required input '{declared.name}' is not connected")
         expected = sum(w.values for w in spec.widgets)
         if len(node.get("widgets_values") or []) != expected:
-            problems.append(f"{where}: {len(node.get('widgets_values') or [])} widget values, the node has "
-                            f"{expected} ({', '.join(w.name for w in spec.widgets)})")
+            problems.append(
+                f"{where}: {len(node.get('widgets_values') or [])} widget values, the node has "
+                f"{expected} ({', '.join(w.name for w in spec.widgets)})"
+            )
         else:
             for name, value in _widget_values(node, spec).items():
                 declared = spec.inputs[name]
@@ -180,8 +193,12 @@ def validate(workflow: dict, specs: dict[str, NodeSpec]) -> list[str]:
                 if declared.type in ("INT", "FLOAT") and not isinstance(value, (int, float)):
                     problems.append(f"{where}: '{name}' = {value!r} is not a number")
                 elif declared.type in ("INT", "FLOAT"):
-                    if declared.minimum is not None and value < declared.minimum or \
-                            declared.maximum is not None and value > declared.maximum:
+                    if (
+                        declared.minimum is not None
+                        and value < declared.minimum
+                        or declared.maximum is not None
+                        and value > declared.maximum
+                    ):
                         problems.append(f"{where}: '{name}' = {value} is out of range")
         outputs = node.get("outputs") or []
         if [o["type"] for o in outputs] != spec.outputs:
@@ -209,8 +226,10 @@ def validate(workflow: dict, specs: dict[str, NodeSpec]) -> list[str]:
         if entry.get("link") != link_id:
             problems.append(f"link {link_id}: input '{entry['name']}' of node {target} does not name it")
         if in_type != "*" and out_type != in_type:
-            problems.append(f"link {link_id}: {source['type']} output {origin_slot} ({out_type}) -> {sink['type']} "
-                            f"input '{entry['name']}' ({in_type}): types differ")
+            problems.append(
+                f"link {link_id}: {source['type']} output {origin_slot} ({out_type}) -> {sink['type']} "
+                f"input '{entry['name']}' ({in_type}): types differ"
+            )
         if kind != out_type:
             problems.append(f"link {link_id}: recorded type {kind}, the output's type is {out_type}")
     return problems
@@ -312,17 +331,30 @@ def test_the_checker_finds_broken_workflows():
     assert any("types differ" in p for p in broken(retarget_model_link))
     assert any("widget values" in p for p in broken(lambda w: node(w, "KSampler")["widgets_values"].pop(1)))
     assert any("no such node type" in p for p in broken(lambda w: node(w, "VAEDecode").update(type="VAEDecodeX")))
-    assert any("not one of its options" in p
-               for p in broken(lambda w: node(w, "HeadshotStyleTemplate")["widgets_values"].__setitem__(0, "nope")))
+    assert any(
+        "not one of its options" in p
+        for p in broken(lambda w: node(w, "HeadshotStyleTemplate")["widgets_values"].__setitem__(0, "nope"))
+    )
     assert any("is not connected" in p for p in broken(lambda w: node(w, "VAEDecode").update(inputs=[])))
 
 
 # ---------------------------------------------------------------------------------------------
 # recording ComfyUI's core node definitions (and checking the recording against a checkout)
 
-RECORDED_NODES = ["CheckpointLoaderSimple", "LoraLoader", "CLIPTextEncode", "ControlNetLoader",
-                  "ControlNetApplyAdvanced", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage", "PreviewImage",
-                  "PreviewAny", "LoadImage"]
+RECORDED_NODES = [
+    "CheckpointLoaderSimple",
+    "LoraLoader",
+    "CLIPTextEncode",
+    "ControlNetLoader",
+    "ControlNetApplyAdvanced",
+    "EmptyLatentImage",
+    "KSampler",
+    "VAEDecode",
+    "SaveImage",
+    "PreviewImage",
+    "PreviewAny",
+    "LoadImage",
+]
 
 _RECORDER = r"""
 import asyncio, json, os, sys
@@ -364,25 +396,38 @@ print("RECORDED " + json.dumps(out))
 
 def record(comfyui_path: str, python: str = sys.executable) -> dict:
     """Core node definitions from the ComfyUI checkout at `comfyui_path`, imported as a library (CPU)."""
-    run = subprocess.run([python, "-c", _RECORDER], cwd=comfyui_path, input=json.dumps(RECORDED_NODES),
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [python, "-c", _RECORDER],
+        cwd=comfyui_path,
+        input=json.dumps(RECORDED_NODES),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     line = next((out for out in run.stdout.splitlines() if out.startswith("RECORDED ")), None)
     if line is None:
         raise RuntimeError(f"recording failed:\n{run.stderr[-4000:]}")
-    commit = os.environ.get("COMFYUI_COMMIT") or subprocess.run(  # a checkout extracted without .git names it
-        ["git", "rev-parse", "HEAD"], cwd=comfyui_path, capture_output=True, text=True).stdout.strip()
-    return {"nodes": json.loads(line[len("RECORDED "):]), "commit": commit}
+    commit = (
+        os.environ.get("COMFYUI_COMMIT")
+        or subprocess.run(  # a checkout extracted without .git names it
+            ["git", "rev-parse", "HEAD"], cwd=comfyui_path, capture_output=True, text=True
+        ).stdout.strip()
+    )
+    return {"nodes": json.loads(line[len("RECORDED ") :]), "commit": commit}
 
 
-@pytest.mark.skipif(not os.environ.get("COMFYUI_PATH"), reason="set COMFYUI_PATH (and COMFYUI_PYTHON) to compare "
-                    "the recording with a ComfyUI checkout")
+@pytest.mark.skipif(
+    not os.environ.get("COMFYUI_PATH"),
+    reason="set COMFYUI_PATH (and COMFYUI_PYTHON) to compare the recording with a ComfyUI checkout",
+)
 def test_the_recording_matches_the_comfyui_checkout():
     live = record(os.environ["COMFYUI_PATH"], os.environ.get("COMFYUI_PYTHON", sys.executable))["nodes"]
     recorded = json.loads(RECORDING.read_text())["nodes"]
     for name in RECORDED_NODES:
         a = spec_from(live[name]["input_types"], live[name]["return_types"], file_lists=set(live[name]["file_lists"]))
-        b = spec_from(recorded[name]["input_types"], recorded[name]["return_types"],
-                      file_lists=set(recorded[name]["file_lists"]))
+        b = spec_from(
+            recorded[name]["input_types"], recorded[name]["return_types"], file_lists=set(recorded[name]["file_lists"])
+        )
         assert a == b, name
 
 
@@ -392,12 +437,21 @@ if __name__ == "__main__":  # python tests/test_workflows.py --record COMFYUI_PA
     result = record(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else sys.executable)
     version = {}
     exec((Path(sys.argv[2]) / "comfyui_version.py").read_text(), version)
-    RECORDING.write_text(json.dumps({
-        "comfyui": {"repository": "Comfy-Org/ComfyUI", "commit": result["commit"] or "unknown",
+    RECORDING.write_text(
+        json.dumps(
+            {
+                "comfyui": {
+                    "repository": "Comfy-Org/ComfyUI",
+                    "commit": result["commit"] or "unknown",
                     "version": version.get("__version__"),
                     "recorded_with": "python tests/test_workflows.py --record COMFYUI_PATH [COMFYUI_PYTHON]",
                     "note": "each node's INPUT_TYPES() (hidden inputs left out), RETURN_TYPES and RETURN_NAMES as "
-                            "that ComfyUI declares them; file_lists names the combo inputs listing model files"},
-        "nodes": result["nodes"],
-    }, indent=1) + "\n")
+                    "that ComfyUI declares them; file_lists names the combo inputs listing model files",
+                },
+                "nodes": result["nodes"],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {RECORDING} ({len(result['nodes'])} nodes, ComfyUI {result['commit']})")

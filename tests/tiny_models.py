@@ -13,6 +13,7 @@ Conventions the single-file loader relies on (as the real models do): SD1 UNets 
 heads per level; SD2/SDXL UNet levels and all text encoders use 64-wide heads, and widths below
 64 use 8-wide heads (diffusers' test convention).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,20 +22,42 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-TINY_TEXT = dict(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                 num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-                 pad_token_id=49407, layer_norm_eps=1e-5)
-TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), layers_per_block=1,
-                latent_channels=4, norm_num_groups=32, sample_size=32)
+TINY_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=32,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+    layer_norm_eps=1e-5,
+)
+TINY_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=32,
+)
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
 def _model_index(folder: Path, class_name: str, components: dict, **extra) -> None:
     import diffusers
 
-    index = {"_class_name": class_name, "_diffusers_version": diffusers.__version__,
-             "feature_extractor": [None, None], "image_encoder": [None, None], **extra}
+    index = {
+        "_class_name": class_name,
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        **extra,
+    }
     index.update({name: list(entry) for name, entry in components.items()})
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
@@ -62,28 +85,79 @@ def _save(folder: Path, **modules) -> None:
         module.save_pretrained(folder / name)
 
 
+def write_clip_tokenizer_files(
+    folder: str | Path, *, pad_token: str = "<|endoftext|>", bpe_path: str | Path | None = None
+) -> Path:
+    """Write vocab.json, merges.txt and the configs of CLIP's tokenizer into `folder` (diffusers' tokenizer/ layout)."""
+    from headshot.train.base_model import CLIP_MAX_LENGTH
+    from headshot.train.clip_tokenizers import _clip_vocabulary, _open_clip_bpe_path
+
+    path = Path(bpe_path) if bpe_path is not None else _open_clip_bpe_path()
+    if path is None:
+        raise RuntimeError("open_clip_torch is not installed; pip install open_clip_torch.")
+    merges, vocab = _clip_vocabulary(str(path))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
+    special = {
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": pad_token,
+    }
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": CLIP_MAX_LENGTH, "do_lower_case": True, **special}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return folder
+
+
 def make_tiny_sd1(folder: str | Path) -> Path:
     """A tiny SD1.x diffusers folder: conv proj_in/proj_out, 8 heads, CLIP text encoder with quick_gelu."""
     from diffusers import PNDMScheduler, UNet2DConditionModel
-
-    from headshot.train.models import write_clip_tokenizer_files
 
     folder = Path(folder)
     with torch.random.fork_rng():
         torch.manual_seed(1)
         unet = UNet2DConditionModel(
-            sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=8, use_linear_projection=False, norm_num_groups=32)
-    scheduler = PNDMScheduler(**SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False,
-                              prediction_type="epsilon")
-    _save(folder, unet=unet, vae=_vae(2, 0.18215, False), text_encoder=_text_encoder(3, act="quick_gelu"),
-          scheduler=scheduler)
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            use_linear_projection=False,
+            norm_num_groups=32,
+        )
+    scheduler = PNDMScheduler(
+        **SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False, prediction_type="epsilon"
+    )
+    _save(
+        folder,
+        unet=unet,
+        vae=_vae(2, 0.18215, False),
+        text_encoder=_text_encoder(3, act="quick_gelu"),
+        scheduler=scheduler,
+    )
     write_clip_tokenizer_files(folder / "tokenizer")
-    _model_index(folder, "StableDiffusionPipeline", {
-        "scheduler": ("diffusers", "PNDMScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
-        "tokenizer": ("transformers", "CLIPTokenizer"), "unet": ("diffusers", "UNet2DConditionModel"),
-        "vae": ("diffusers", "AutoencoderKL"), "safety_checker": (None, None)}, requires_safety_checker=False)
+    _model_index(
+        folder,
+        "StableDiffusionPipeline",
+        {
+            "scheduler": ("diffusers", "PNDMScheduler"),
+            "text_encoder": ("transformers", "CLIPTextModel"),
+            "tokenizer": ("transformers", "CLIPTokenizer"),
+            "unet": ("diffusers", "UNet2DConditionModel"),
+            "vae": ("diffusers", "AutoencoderKL"),
+            "safety_checker": (None, None),
+        },
+        requires_safety_checker=False,
+    )
     return folder
 
 
@@ -97,16 +171,23 @@ def make_tiny_sd2(folder: str | Path, *, prediction_type: str = "v_prediction") 
     """
     from diffusers import PNDMScheduler, UNet2DConditionModel
 
-    from headshot.train.models import write_clip_tokenizer_files
-
     folder = Path(folder)
     with torch.random.fork_rng():
         torch.manual_seed(4)
         unet = UNet2DConditionModel(
-            sample_size=16, in_channels=4, out_channels=4, block_out_channels=(64, 128), layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=(1, 2), use_linear_projection=True, upcast_attention=True,
-            norm_num_groups=32)
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(64, 128),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=(1, 2),
+            use_linear_projection=True,
+            upcast_attention=True,
+            norm_num_groups=32,
+        )
     with torch.no_grad():
         unet.conv_in.weight.zero_()
         unet.conv_in.bias.zero_()
@@ -131,15 +212,26 @@ def make_tiny_sd2(folder: str | Path, *, prediction_type: str = "v_prediction") 
                 unet.conv_out.weight[c, c, 1, 1] = 2.0
         else:
             unet.conv_out.bias.copy_(torch.tensor([-0.2, 0.1, 0.05, -0.1]))
-    scheduler = PNDMScheduler(**SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False,
-                              prediction_type=prediction_type)
-    _save(folder, unet=unet, vae=_vae(5, 0.18215, False), text_encoder=_text_encoder(6, act="gelu"),
-          scheduler=scheduler)
+    scheduler = PNDMScheduler(
+        **SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False, prediction_type=prediction_type
+    )
+    _save(
+        folder, unet=unet, vae=_vae(5, 0.18215, False), text_encoder=_text_encoder(6, act="gelu"), scheduler=scheduler
+    )
     write_clip_tokenizer_files(folder / "tokenizer", pad_token="!")
-    _model_index(folder, "StableDiffusionPipeline", {
-        "scheduler": ("diffusers", "PNDMScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
-        "tokenizer": ("transformers", "CLIPTokenizer"), "unet": ("diffusers", "UNet2DConditionModel"),
-        "vae": ("diffusers", "AutoencoderKL"), "safety_checker": (None, None)}, requires_safety_checker=False)
+    _model_index(
+        folder,
+        "StableDiffusionPipeline",
+        {
+            "scheduler": ("diffusers", "PNDMScheduler"),
+            "text_encoder": ("transformers", "CLIPTextModel"),
+            "tokenizer": ("transformers", "CLIPTokenizer"),
+            "unet": ("diffusers", "UNet2DConditionModel"),
+            "vae": ("diffusers", "AutoencoderKL"),
+            "safety_checker": (None, None),
+        },
+        requires_safety_checker=False,
+    )
     return folder
 
 
@@ -151,29 +243,53 @@ def make_tiny_sdxl(folder: str | Path) -> Path:
     """
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
 
-    from headshot.train.models import write_clip_tokenizer_files
-
     folder = Path(folder)
     with torch.random.fork_rng():
         torch.manual_seed(7)
         unet = UNet2DConditionModel(
-            sample_size=16, in_channels=4, out_channels=4, block_out_channels=(64, 128), layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            transformer_layers_per_block=(1, 2), attention_head_dim=(1, 2), cross_attention_dim=96,
-            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-            projection_class_embeddings_input_dim=32 + 6 * 8, norm_num_groups=32)
-    scheduler = EulerDiscreteScheduler(**SCHEDULE, steps_offset=1, timestep_spacing="leading",
-                                       prediction_type="epsilon")
-    _save(folder, unet=unet, vae=_vae(8, 0.13025, True), text_encoder=_text_encoder(9, act="quick_gelu"),
-          text_encoder_2=_text_encoder(10, act="gelu", projection=True, width=64), scheduler=scheduler)
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(64, 128),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2),
+            attention_head_dim=(1, 2),
+            cross_attention_dim=96,
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=32 + 6 * 8,
+            norm_num_groups=32,
+        )
+    scheduler = EulerDiscreteScheduler(
+        **SCHEDULE, steps_offset=1, timestep_spacing="leading", prediction_type="epsilon"
+    )
+    _save(
+        folder,
+        unet=unet,
+        vae=_vae(8, 0.13025, True),
+        text_encoder=_text_encoder(9, act="quick_gelu"),
+        text_encoder_2=_text_encoder(10, act="gelu", projection=True, width=64),
+        scheduler=scheduler,
+    )
     write_clip_tokenizer_files(folder / "tokenizer")
     write_clip_tokenizer_files(folder / "tokenizer_2", pad_token="!")
-    _model_index(folder, "StableDiffusionXLPipeline", {
-        "scheduler": ("diffusers", "EulerDiscreteScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
-        "text_encoder_2": ("transformers", "CLIPTextModelWithProjection"),
-        "tokenizer": ("transformers", "CLIPTokenizer"), "tokenizer_2": ("transformers", "CLIPTokenizer"),
-        "unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL")},
-        force_zeros_for_empty_prompt=True)
+    _model_index(
+        folder,
+        "StableDiffusionXLPipeline",
+        {
+            "scheduler": ("diffusers", "EulerDiscreteScheduler"),
+            "text_encoder": ("transformers", "CLIPTextModel"),
+            "text_encoder_2": ("transformers", "CLIPTextModelWithProjection"),
+            "tokenizer": ("transformers", "CLIPTokenizer"),
+            "tokenizer_2": ("transformers", "CLIPTokenizer"),
+            "unet": ("diffusers", "UNet2DConditionModel"),
+            "vae": ("diffusers", "AutoencoderKL"),
+        },
+        force_zeros_for_empty_prompt=True,
+    )
     return folder
 
 
@@ -181,17 +297,29 @@ def make_tiny_sdxl(folder: str | Path) -> Path:
 # diffusers -> LDM / SGM single files
 # ---------------------------------------------------------------------------------------------
 
-_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
-           "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
 
 
 def _unet_to_ldm(weights: dict, config: dict) -> dict:
     """diffusers UNet2DConditionModel keys -> LDM/SGM openaimodel keys (without the model prefix)."""
     per = config["layers_per_block"] + 1  # ResBlocks per level, plus the down/upsampler slot
     up_has_attention = ["CrossAttn" in t for t in config["up_block_types"]]
-    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
-             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    fixed = {
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "add_embedding.linear_1": "label_emb.0.0",
+        "add_embedding.linear_2": "label_emb.0.2",
+        "conv_in": "input_blocks.0.0",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+    }
     out = {}
     for key, value in weights.items():
         parts = key.split(".")
@@ -292,7 +420,8 @@ def _clip_to_open_clip(weights: dict, *, extra_block: bool, generator: torch.Gen
         q = f"transformer.resblocks.{i}."
         for param in ("weight", "bias"):
             out[q + f"attn.in_proj_{param}"] = torch.cat(
-                [weights[p + f"self_attn.{n}_proj.{param}"] for n in ("q", "k", "v")], dim=0)
+                [weights[p + f"self_attn.{n}_proj.{param}"] for n in ("q", "k", "v")], dim=0
+            )
             out[q + f"attn.out_proj.{param}"] = weights[p + f"self_attn.out_proj.{param}"]
             out[q + f"ln_1.{param}"] = weights[p + f"layer_norm1.{param}"]
             out[q + f"ln_2.{param}"] = weights[p + f"layer_norm2.{param}"]
@@ -349,32 +478,77 @@ def save_single_file(diffusers_folder: str | Path, out_path: str | Path, family:
 # full-size key sets (shapes only)
 # ---------------------------------------------------------------------------------------------
 
-_CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-               hidden_act="quick_gelu")
-_VAE_FULL = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-_SD_UNET = dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+_CLIP_L = dict(
+    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu"
+)
+_VAE_FULL = dict(
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+)
+_SD_UNET = dict(
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
 
 # the released base models' diffusers configs (stable-diffusion-v1-5, stable-diffusion-2-1,
 # stable-diffusion-xl-base-1.0: unet/, vae/, text_encoder*/config.json), the fields that shape them
 PUBLISHED = {
-    "sd1": {"unet": dict(_SD_UNET, cross_attention_dim=768, attention_head_dim=8, use_linear_projection=False),
-            "text": [_CLIP_L], "vae": _VAE_FULL},
-    "sd2": {"unet": dict(_SD_UNET, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
-                         use_linear_projection=True, upcast_attention=True),
-            "text": [dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-                          hidden_act="gelu")], "vae": _VAE_FULL},
-    "sdxl": {"unet": dict(block_out_channels=(320, 640, 1280), layers_per_block=2,
-                          down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                          up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                          transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
-                          cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-                          addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816),
-             "text": [_CLIP_L, dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                                    num_attention_heads=20, hidden_act="gelu", projection_dim=1280)],
-             "vae": _VAE_FULL},
+    "sd1": {
+        "unet": dict(_SD_UNET, cross_attention_dim=768, attention_head_dim=8, use_linear_projection=False),
+        "text": [_CLIP_L],
+        "vae": _VAE_FULL,
+    },
+    "sd2": {
+        "unet": dict(
+            _SD_UNET,
+            cross_attention_dim=1024,
+            attention_head_dim=(5, 10, 20, 20),
+            use_linear_projection=True,
+            upcast_attention=True,
+        ),
+        "text": [
+            dict(
+                hidden_size=1024,
+                intermediate_size=4096,
+                num_hidden_layers=23,
+                num_attention_heads=16,
+                hidden_act="gelu",
+            )
+        ],
+        "vae": _VAE_FULL,
+    },
+    "sdxl": {
+        "unet": dict(
+            block_out_channels=(320, 640, 1280),
+            layers_per_block=2,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10),
+            attention_head_dim=(5, 10, 20),
+            cross_attention_dim=2048,
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+        ),
+        "text": [
+            _CLIP_L,
+            dict(
+                hidden_size=1280,
+                intermediate_size=5120,
+                num_hidden_layers=32,
+                num_attention_heads=20,
+                hidden_act="gelu",
+                projection_dim=1280,
+            ),
+        ],
+        "vae": _VAE_FULL,
+    },
 }
 
 
@@ -393,15 +567,17 @@ def full_size_ldm_shapes(family: str) -> dict:
         unet = UNet2DConditionModel(**published["unet"])
         vae = AutoencoderKL(**published["vae"])
         texts = []
-        for i, config in enumerate(published["text"]):
+        for config in published["text"]:
             cls = CLIPTextModelWithProjection if "projection_dim" in config else CLIPTextModel
             texts.append(cls(CLIPTextConfig(**text_base, **config)).state_dict())
     tensors = {"model.diffusion_model." + k: v for k, v in _unet_to_ldm(unet.state_dict(), unet.config).items()}
     tensors.update({"first_stage_model." + k: v for k, v in _vae_to_ldm(vae.state_dict(), vae.config).items()})
 
     def classic(weights):
-        return {k if k.startswith("text_model.") or k == "text_projection.weight" else "text_model." + k: v
-                for k, v in weights.items()}
+        return {
+            k if k.startswith("text_model.") or k == "text_projection.weight" else "text_model." + k: v
+            for k, v in weights.items()
+        }
 
     generator = torch.Generator().manual_seed(0)
     if family in ("sd1", "sd2"):  # LDM checkpoints also carry the diffusion schedule and EMA counters
@@ -412,7 +588,8 @@ def full_size_ldm_shapes(family: str) -> dict:
     if family == "sd1":
         tensors.update({"cond_stage_model.transformer." + k: v for k, v in classic(texts[0]).items()})
         tensors["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.empty(
-            (1, 77), dtype=torch.int64, device="meta")
+            (1, 77), dtype=torch.int64, device="meta"
+        )
     elif family == "sd2":
         clip = _clip_to_open_clip(classic(texts[0]), extra_block=True, generator=generator)
         tensors.update({"cond_stage_model.model." + k: v for k, v in clip.items()})

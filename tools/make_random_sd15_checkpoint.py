@@ -20,6 +20,7 @@ Usage:
 fp16 (the default) is 2.1 GB (1.99 GiB); building it takes about 6 GB of memory and 35 s on two CPU cores.
 Needs torch, diffusers, transformers and safetensors (`pip install -e .[train]`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,15 @@ REPO = Path(__file__).resolve().parent.parent
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 # transformers' CLIPTextConfig fields that are not shape-bearing but belong to CLIP-L's tokenizer
-_TEXT_BASE = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-                  pad_token_id=49407, layer_norm_eps=1e-5, projection_dim=768)
+_TEXT_BASE = dict(
+    vocab_size=49408,
+    max_position_embeddings=77,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+    layer_norm_eps=1e-5,
+    projection_dim=768,
+)
 # SD1.x's VAE (stable-diffusion-v1-5/vae/config.json)
 _VAE_EXTRA = dict(in_channels=3, out_channels=3, norm_num_groups=32, sample_size=512, scaling_factor=0.18215)
 
@@ -51,8 +59,7 @@ def _mapping():
 
 
 def _cast(weights: dict, dtype: torch.dtype) -> dict:
-    return {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous()
-            for k, v in weights.items()}
+    return {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous() for k, v in weights.items()}
 
 
 def build_state_dict(seed: int = 0, dtype: torch.dtype = torch.float16, log=print) -> dict:
@@ -96,13 +103,17 @@ def build_state_dict(seed: int = 0, dtype: torch.dtype = torch.float16, log=prin
     log(f"CLIP-L text encoder: {n_text / 1e6:.0f}M parameters ({time.time() - t:.1f}s)")
 
     # released LDM checkpoints also carry the training schedule (scaled linear betas) and EMA counters
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
     alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
-    schedule = {"betas": betas, "alphas_cumprod": alphas_cumprod, "alphas_cumprod_prev": alphas_cumprod_prev,
-                "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
-                "posterior_variance": betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod),
-                "model_ema.decay": torch.tensor(0.9999)}
+    schedule = {
+        "betas": betas,
+        "alphas_cumprod": alphas_cumprod,
+        "alphas_cumprod_prev": alphas_cumprod_prev,
+        "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+        "posterior_variance": betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod),
+        "model_ema.decay": torch.tensor(0.9999),
+    }
     tensors.update({k: v.to(dtype) for k, v in schedule.items()})
     tensors["model_ema.num_updates"] = torch.tensor(0, dtype=torch.int32)
     return tensors
@@ -127,8 +138,9 @@ def main(argv=None) -> int:
     save_file(tensors, str(partial), metadata=metadata)
     partial.replace(args.output)
     size = args.output.stat().st_size
-    print(f"wrote {args.output}: {len(tensors)} tensors, {size / 2**30:.2f} GiB, {args.dtype}, "
-          f"{time.time() - start:.0f}s")
+    print(
+        f"wrote {args.output}: {len(tensors)} tensors, {size / 2**30:.2f} GiB, {args.dtype}, {time.time() - start:.0f}s"
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ Two ways, as test_workflows records ComfyUI's nodes:
 The import is used when it works; the ast reading always runs and the file says whether both agree.
 The tests check our TOML keys against the recorded file (tests/test_sd_scripts.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,12 +25,24 @@ SCRIPTS = ("train_network.py", "sdxl_train_network.py")
 # ConfigSanitizer(support_dreambooth=True, support_finetuning=True, support_controlnet=False,
 # support_dropout=True), as train_network.py builds it for a LoRA without masked loss
 _SCHEMAS = {
-    "general": ("DATASET_ASCENDABLE_SCHEMA", "SUBSET_ASCENDABLE_SCHEMA", "DB_SUBSET_ASCENDABLE_SCHEMA",
-                "DO_SUBSET_ASCENDABLE_SCHEMA"),
-    "datasets": ("DATASET_ASCENDABLE_SCHEMA", "SUBSET_ASCENDABLE_SCHEMA", "DB_SUBSET_ASCENDABLE_SCHEMA",
-                 "DO_SUBSET_ASCENDABLE_SCHEMA"),
-    "subsets": ("SUBSET_ASCENDABLE_SCHEMA", "DB_SUBSET_DISTINCT_SCHEMA", "DB_SUBSET_ASCENDABLE_SCHEMA",
-                "DO_SUBSET_ASCENDABLE_SCHEMA"),
+    "general": (
+        "DATASET_ASCENDABLE_SCHEMA",
+        "SUBSET_ASCENDABLE_SCHEMA",
+        "DB_SUBSET_ASCENDABLE_SCHEMA",
+        "DO_SUBSET_ASCENDABLE_SCHEMA",
+    ),
+    "datasets": (
+        "DATASET_ASCENDABLE_SCHEMA",
+        "SUBSET_ASCENDABLE_SCHEMA",
+        "DB_SUBSET_ASCENDABLE_SCHEMA",
+        "DO_SUBSET_ASCENDABLE_SCHEMA",
+    ),
+    "subsets": (
+        "SUBSET_ASCENDABLE_SCHEMA",
+        "DB_SUBSET_DISTINCT_SCHEMA",
+        "DB_SUBSET_ASCENDABLE_SCHEMA",
+        "DO_SUBSET_ASCENDABLE_SCHEMA",
+    ),
 }
 
 _IMPORT_PROBE = r"""
@@ -53,19 +66,21 @@ print("RECORDED " + json.dumps(out))
 
 def by_import(repo: Path, python: str) -> dict | None:
     try:
-        run = subprocess.run([python, "-c", _IMPORT_PROBE % (SCRIPTS,)], cwd=repo, capture_output=True, text=True,
-                             timeout=600)
+        run = subprocess.run(
+            [python, "-c", _IMPORT_PROBE % (SCRIPTS,)], cwd=repo, capture_output=True, text=True, timeout=600
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         print(f"import: could not run {python}: {exc}", file=sys.stderr)
         return None
     for line in run.stdout.splitlines():
         if line.startswith("RECORDED "):
-            return json.loads(line[len("RECORDED "):])
+            return json.loads(line[len("RECORDED ") :])
     print("import: failed, using the ast reading:\n" + (run.stderr.strip().splitlines() or ["?"])[-1], file=sys.stderr)
     return None
 
 
 # --- ast -----------------------------------------------------------------------------------------
+
 
 class _Source:
     def __init__(self, repo: Path):
@@ -79,7 +94,7 @@ class _Source:
 
     def function(self, module: str, name: str) -> ast.FunctionDef | None:
         tree = self.tree(module)
-        for node in (tree.body if tree else []):
+        for node in tree.body if tree else []:
             if isinstance(node, ast.FunctionDef) and node.name == name:
                 return node
         return None
@@ -209,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("repo", type=Path, help="an sd-scripts checkout")
     ap.add_argument("--python", help="the Python that has sd-scripts' requirements (try the import way)")
     ap.add_argument("--commit", help="the checkout's commit, when it is not a git clone")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "sd_scripts_options.json")
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "sd_scripts_options.json"
+    )
     args = ap.parse_args(argv)
     repo = args.repo.resolve()
     read = by_ast(repo)

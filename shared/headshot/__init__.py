@@ -3,4 +3,5 @@
 Host-independent: never imports ComfyUI, A1111 or gradio. Heavy optional libraries are imported
 where they are used.
 """
+
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """Which device and precision to run on: shared by training and sampling, so it sits below both."""
+
 from __future__ import annotations
 
 import torch

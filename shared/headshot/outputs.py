@@ -6,6 +6,7 @@ Every stage writes through these four pieces, so the rules hold everywhere at on
   FolderLock       one writing process per dataset or job folder; says who holds it
   OutputManifest   the files we created in a folder: a re-run replaces only those, never the user's
 """
+
 from __future__ import annotations
 
 import errno
@@ -16,9 +17,12 @@ import tempfile
 import time
 import unicodedata
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from .errors import HeadshotError
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 MAX_NAME_LENGTH = 100
 _FORBIDDEN = set('/\\:*?"<>|')
@@ -26,6 +30,7 @@ _FORBIDDEN = set('/\\:*?"<>|')
 
 def safe_name(value: str, option: str) -> str:
     """`value` unchanged when it can be one path component; otherwise a HeadshotError naming `option`."""
+
     def bad(why: str) -> HeadshotError:
         return HeadshotError(f"{option} {value!r}: {why}", "bad_name")
 
@@ -49,15 +54,19 @@ def safe_name(value: str, option: str) -> str:
 
 def _disk_error(path: Path, exc: OSError) -> HeadshotError:
     if exc.errno == errno.ENOSPC:
-        return HeadshotError(f"the disk is full while writing {path}: free some space and run again "
-                             "(the previous file is unchanged)", "disk_full")
+        return HeadshotError(
+            f"the disk is full while writing {path}: free some space and run again (the previous file is unchanged)",
+            "disk_full",
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return HeadshotError(f"cannot write {path}: the folder is read-only or not yours ({exc.strerror}); "
-                             "choose another output folder", "not_writable")
+        return HeadshotError(
+            f"cannot write {path}: the folder is read-only or not yours ({exc.strerror}); choose another output folder",
+            "not_writable",
+        )
     return HeadshotError(f"cannot write {path}: {exc.strerror or exc}", "write_failed")
 
 
-def atomic_save(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_save(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` to write a temporary file beside `path`, then rename it over `path`.
 
     On any failure the temporary file is removed and whatever `path` held before is unchanged.
@@ -107,8 +116,10 @@ def check_writable(folder: str | Path, option: str = "--out") -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise HeadshotError(f"{option} {folder} cannot be written ({exc.strerror or exc}): choose a folder you can "
-                            "write to", "not_writable") from exc
+        raise HeadshotError(
+            f"{option} {folder} cannot be written ({exc.strerror or exc}): choose a folder you can write to",
+            "not_writable",
+        ) from exc
     return folder
 
 
@@ -126,7 +137,7 @@ class FolderLock:
 
     def __init__(self, folder: str | Path, what: str = "folder"):
         self.folder, self.what = Path(folder), what
-        self._lock = None
+        self._lock: BaseFileLock | None = None
 
     @property
     def info_path(self) -> Path:
@@ -138,7 +149,7 @@ class FolderLock:
         except (OSError, ValueError):
             return None
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self) -> FolderLock:
         from filelock import FileLock, Timeout
 
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -148,11 +159,12 @@ class FolderLock:
         except Timeout:
             holder = self.holder() or {}
             who = f"process {holder['pid']} ({holder.get('command', '?')})" if holder.get("pid") else "another process"
-            raise FolderBusy(f"{self.folder} is in use by {who}: wait for it to finish or stop it, "
-                             f"then run again (one writer per {self.what})") from None
+            raise FolderBusy(
+                f"{self.folder} is in use by {who}: wait for it to finish or stop it, "
+                f"then run again (one writer per {self.what})"
+            ) from None
         self._lock = lock
-        atomic_write_json(self.info_path, {"pid": os.getpid(), "command": " ".join(sys.argv[:3]),
-                                           "since": time.time()})
+        atomic_write_json(self.info_path, {"pid": os.getpid(), "command": " ".join(sys.argv[:3]), "since": time.time()})
         return self
 
     def release(self) -> None:
@@ -161,7 +173,7 @@ class FolderLock:
             self._lock.release()
             self._lock = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -206,8 +218,11 @@ class OutputManifest:
         if rel.startswith("../"):
             raise HeadshotError(f"{path} is outside the output folder {self.folder}", "outside_output")
         if (path.exists() or path.is_symlink()) and rel not in self.files:
-            raise HeadshotError(f"{path} already exists and was not written by Headshot Studio; move it away or "
-                                "choose another output folder (nothing was overwritten)", "would_overwrite")
+            raise HeadshotError(
+                f"{path} already exists and was not written by Headshot Studio; move it away or "
+                "choose another output folder (nothing was overwritten)",
+                "would_overwrite",
+            )
         self.files.add(rel)
         return path
 
@@ -216,3 +231,31 @@ class OutputManifest:
 
     def forget_missing(self) -> None:
         self.files = {f for f in self.files if (self.folder / f).exists()}
+
+
+def toml_text(data: Mapping, comment: str | None = None) -> str:
+    """`data` as TOML (tomli-w, the one TOML writer here). None values are left out (TOML has no null), Paths
+    become their text; `comment` goes on top as # lines. A value TOML cannot hold is refused by name."""
+    import tomli_w
+
+    try:
+        text = tomli_w.dumps(_toml_ready(data))
+    except (TypeError, ValueError) as exc:
+        raise HeadshotError(f"cannot write this as TOML: {exc}", "bad_option") from None
+    head = "".join(f"# {line}\n" for line in comment.splitlines()) if comment else ""
+    return head + text
+
+
+def write_toml(path: str | Path, data: Mapping, comment: str | None = None) -> Path:
+    """`data` written as TOML at `path`, atomically (see toml_text)."""
+    return atomic_write_text(path, toml_text(data, comment))
+
+
+def _toml_ready(value):
+    if isinstance(value, Mapping):
+        return {str(key): _toml_ready(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        return [_toml_ready(item) for item in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value

@@ -1,4 +1,5 @@
 """Reading people's photos safely: orientation, colour modes, size caps, broken files."""
+
 from __future__ import annotations
 
 import errno
@@ -8,6 +9,7 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -59,7 +61,7 @@ def _grey_to_8bit(img: Image.Image) -> Image.Image:
     A band of rows at a time, in integers (float32 for "F"): a 9400x9400 16-bit scan converted as
     one float64 array took 2.3 GB; this needs the decoded image plus one byte per pixel.
     """
-    _, top_value = img.getextrema()
+    _, top_value = cast("tuple[float, float]", img.getextrema())  # one band: (min, max)
     if img.mode == "F":
         top = 1.0 if top_value <= 1.0 else 255.0
     else:
@@ -71,7 +73,7 @@ def _grey_to_8bit(img: Image.Image) -> Image.Image:
             scaled = np.clip(band.astype(np.float32) * np.float32(255.0 / top), 0, 255)
         else:
             scaled = (np.clip(band, 0, top).astype(np.uint32) * 255 + top // 2) // top  # rounded
-        out[y:y + band.shape[0]] = scaled
+        out[y : y + band.shape[0]] = scaled
     return Image.fromarray(out)
 
 
@@ -95,7 +97,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
                 src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
                 dst = ImageCms.createProfile("sRGB")
-                return ImageCms.profileToProfile(img, src, dst, outputMode="RGB")
+                converted = ImageCms.profileToProfile(img, src, dst, outputMode="RGB")
+                assert converted is not None  # None only with inPlace=True
+                return converted
             except Exception:  # a broken profile still leaves a usable naive conversion
                 pass
         return img.convert("RGB")
@@ -117,7 +121,7 @@ def read_photo(path: str | Path) -> Photo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img: Image.Image = Image.open(path)
             if img.width * img.height > MAX_PIXELS:
                 raise PhotoRejected(
                     f"{path.name}: {img.width}x{img.height} is too large to be a photo "
@@ -204,8 +208,9 @@ def scan_folder(folder: str | Path, skip: set[str] | frozenset[str] = frozenset(
     try:
         names = sorted(os.listdir(folder))
     except OSError as exc:
-        raise HeadshotError(f"{folder} cannot be read ({exc.strerror}); check its permissions", "unreadable_folder") \
-            from None
+        raise HeadshotError(
+            f"{folder} cannot be read ({exc.strerror}); check its permissions", "unreadable_folder"
+        ) from None
     entries = []
     for name in names:
         if name.startswith(".") or name in skip:
@@ -216,8 +221,10 @@ def scan_folder(folder: str | Path, skip: set[str] | frozenset[str] = frozenset(
             continue
         rejected = PhotoRejected(f"{shown}: {problem[1]}", code=problem[0]) if problem else None
         if rejected is None and shown != name:
-            rejected = PhotoRejected(f"{shown}: the file name is not valid UTF-8 text; rename the file "
-                                     "(for example photo1.jpg)", code="bad_file_name")
+            rejected = PhotoRejected(
+                f"{shown}: the file name is not valid UTF-8 text; rename the file (for example photo1.jpg)",
+                code="bad_file_name",
+            )
         entries.append(FolderEntry(path, shown, rejected))
     return entries
 
@@ -237,5 +244,5 @@ def downscaled(img: Image.Image, max_side: int) -> tuple[Image.Image, float]:
     # reduce() is a fast integer box filter; the final resize is exact
     factor = int(scale // 2) or 1
     small = img.reduce(factor) if factor > 1 else img
-    small = small.resize(size, Image.BILINEAR)
+    small = small.resize(size, Image.Resampling.BILINEAR)
     return small, img.width / size[0]

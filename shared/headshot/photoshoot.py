@@ -9,17 +9,17 @@ detailer with its own person's LoRA alone. Limits: identities can still bleed in
 the first pass, the left-to-right assignment follows the pose (people are placed as the pose
 says, not chosen), and faces the detector misses keep the blended look.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .finish.detail_and_restore import Finishing, finish_image
 from .finish.detailer import DetailerSettings
-from .finish.results import Batch, Finishing, finish_image
+from .finish.ranked_results import Batch
 from .sampling.protocol import LoraWeight, Sampler, TextToImage
 from .train.lora_files import lora_subject
-
-GROUP_POSES = {2: "two_people_side_by_side", 3: "three_people_group"}
 
 
 @dataclass
@@ -36,56 +36,104 @@ class GenerateSettings:
     style_dirs: list[Path] = field(default_factory=list)
     trigger: str | None = None  # default: from the LoRA's metadata
     class_word: str | None = None
+    pose_image: Path | None = None  # a photo whose pose the pictures take (controlnet_aux's OpenPose)
+    annotator_dir: Path | None = None  # the folder with controlnet_aux's OpenPose weights
+    size_preset: str | None = None  # an ID style's print size; default: the style's first
+    dpi: int = 300  # the print's pixels per inch, for ID styles
 
 
 def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing, progress=None) -> list[dict]:
-    from .generate.pose import preset_pose, render_openpose
-    from .generate.preflight import check_generate_options, check_loras_fit, parse_size
-    from .generate.styles import build_prompt, get_style
+    from .families import check_loras_fit
+    from .generate.id_photo import to_print
+    from .generate.picture_plan import plan_picture
+    from .generate.preflight import check_generate_options, parse_size
+    from .generate.styles import get_style
 
-    check_generate_options(style=settings.style, style_dirs=settings.style_dirs, count=settings.count,
-                           seed=settings.seed, steps=settings.steps, trigger=settings.trigger,
-                           class_word=settings.class_word, loras=settings.loras)
+    check_generate_options(
+        style=settings.style,
+        style_dirs=settings.style_dirs,
+        count=settings.count,
+        seed=settings.seed,
+        steps=settings.steps,
+        trigger=settings.trigger,
+        class_word=settings.class_word,
+        loras=settings.loras,
+        pose_image=settings.pose_image,
+        annotator_dir=settings.annotator_dir,
+        size_preset=settings.size_preset,
+    )
     if settings.size:
         parse_size("x".join(map(str, settings.size)))
     check_loras_fit(settings.loras, sampler.family)
-    style = get_style(settings.style, settings.style_dirs).for_family(sampler.family)
-    subjects = [lora_subject(p) for p in settings.loras]
-    trigger = settings.trigger or (subjects[0][0] if subjects else None) or "ohwx"
-    class_word = settings.class_word or (subjects[0][1] if subjects else None) or "person"
-    group = len(settings.loras) > 1
-    if group:
-        names = " and ".join(f"{t or 'ohwx'} {c or 'person'}" for t, c in subjects)
-        positive, negative = build_prompt(style, names, f"together, {len(subjects)} people")
-        pose_name = GROUP_POSES.get(len(settings.loras), GROUP_POSES[3])
-        weight = style.lora_weight / len(settings.loras)
-        first_pass = [LoraWeight(p, weight) for p in settings.loras]
-        finishing.detail_loras = [LoraWeight(p, style.lora_weight) for p in settings.loras]
-        finishing.group = True
+    recorded = [lora_subject(p) for p in settings.loras]
+    if len(settings.loras) > 1:
+        subjects = [(t or "ohwx", c or "person") for t, c in recorded]
     else:
-        positive, negative = build_prompt(style, trigger, class_word)
-        pose_name = style.pose
-        first_pass = [LoraWeight(p, style.lora_weight) for p in settings.loras]
-        finishing.detail_loras = first_pass
-    width, height = settings.size or (style.width, style.height)
-    steps = settings.steps or style.steps
-    # fitted to the canvas: the presets are drawn for a square and would stretch on a portrait
-    control = render_openpose(preset_pose(pose_name, width, height), width, height) if pose_name else None
+        trigger = settings.trigger or (recorded[0][0] if recorded else None) or "ohwx"
+        class_word = settings.class_word or (recorded[0][1] if recorded else None) or "person"
+        subjects = [(trigger, class_word)]
+    photo_pose = None
+    if settings.pose_image:
+        from .generate.pose_detect import photo_pose as read_pose
+        from .photos import read_photo
+
+        photo_pose = read_pose(read_photo(settings.pose_image).image, settings.annotator_dir)
+    plan = plan_picture(
+        get_style(settings.style, settings.style_dirs),
+        sampler.family,
+        subjects,
+        size=settings.size,
+        steps=settings.steps,
+        photo_pose=photo_pose,
+        size_preset=settings.size_preset,
+    )
+    first_pass = [LoraWeight(p, plan.lora_weight) for p in settings.loras]
+    # the detailer repaints each face with its own LoRA at the style's full weight
+    finishing.detail_loras = [LoraWeight(p, plan.style.lora_weight) for p in settings.loras]
+    finishing.group = plan.group
+    control = plan.control_image()
     if settings.detailer:
-        finishing.detailer = finishing.detailer or DetailerSettings(steps=steps, cfg=style.cfg, sampler=style.sampler)
-        finishing.detail_prompt = (positive, negative)
+        finishing.detailer = finishing.detailer or DetailerSettings(
+            steps=plan.steps, cfg=plan.cfg, sampler=plan.sampler
+        )
+        finishing.detail_prompt = (plan.positive, plan.negative)
         finishing.sampler = sampler
     batch = Batch(settings.out_dir, finishing)
     for i in range(settings.count):
         seed = settings.seed + i
         if progress:
             progress(i, settings.count, f"picture {i + 1} of {settings.count} (seed {seed})")
-        image = sampler.text_to_image(TextToImage(
-            prompt=positive, negative=negative, width=width, height=height, steps=steps, cfg=style.cfg, seed=seed,
-            sampler=style.sampler, loras=first_pass, control_image=control))
+        image = sampler.text_to_image(
+            TextToImage(
+                prompt=plan.positive,
+                negative=plan.negative,
+                width=plan.width,
+                height=plan.height,
+                steps=plan.steps,
+                cfg=plan.cfg,
+                seed=seed,
+                sampler=plan.sampler,
+                loras=first_pass,
+                control_image=control,
+            )
+        )
         image, done = finish_image(image, finishing, seed)
-        batch.add(f"{style.name}_{seed:06d}", image, {
-            "seed": seed, "style": style.name, "prompt": positive, "negative": negative, "width": width,
-            "height": height, "steps": steps, "cfg": style.cfg, "sampler": style.sampler, "pose": pose_name,
-            "loras": [l.path for l in first_pass], **done})
+        entry = {
+            "seed": seed,
+            "style": plan.style.name,
+            "prompt": plan.positive,
+            "negative": plan.negative,
+            "width": plan.width,
+            "height": plan.height,
+            "steps": plan.steps,
+            "cfg": plan.cfg,
+            "sampler": plan.sampler,
+            "pose": plan.pose,
+            "loras": [lora.path for lora in first_pass],
+            **done,
+        }
+        if plan.size_preset is not None:  # an ID photo: cropped to the print's aspect and pixels
+            image = to_print(image, plan.size_preset, settings.dpi)
+            entry.update(size_preset=plan.size_preset.name, print_size=list(image.size), dpi=settings.dpi)
+        batch.add(f"{plan.style.name}_{seed:06d}", image, entry)
     return batch.write(settings.top)

@@ -6,8 +6,10 @@ folder like the ones people drop in: several different shots of one person, othe
 photo and junk. The shots of one person are different crops, mirrorings and turns of the same
 portrait: the only person with several photos that is available offline.
 """
+
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +46,12 @@ def insightface_image(name: str) -> Image.Image:
 def astronaut_shots() -> dict[str, Image.Image]:
     """Different framings of the astronaut: distinct photos to a duplicate check, one identity."""
     base = astronaut()
-    zoomed = base.crop((90, 0, 390, 300)).resize((640, 640), Image.LANCZOS)
+    zoomed = base.crop((90, 0, 390, 300)).resize((640, 640), Image.Resampling.LANCZOS)
     wide = Image.new("RGB", (900, 700), (40, 40, 60))
     wide.paste(base, (300, 120))
     # turned inside a larger edge-extended canvas, so no empty wedge shows in the corners
     canvas = Image.fromarray(np.pad(np.asarray(base), ((128, 128), (128, 128), (0, 0)), mode="edge"))
-    tilted = canvas.rotate(12, resample=Image.BICUBIC).crop((128, 128, 640, 640))
+    tilted = canvas.rotate(12, resample=Image.Resampling.BICUBIC).crop((128, 128, 640, 640))
     return {
         "astronaut.png": base,
         "astronaut_mirrored.jpg": base.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
@@ -68,12 +70,12 @@ def write_sample_photos(folder: str | Path) -> list[Path]:
     """
     folder = Path(folder)
     group = insightface_image("t1.jpg")
-    hanks = insightface_image("Tom_Hanks_54745.png").resize((448, 448), Image.LANCZOS)
+    hanks = insightface_image("Tom_Hanks_54745.png").resize((448, 448), Image.Resampling.LANCZOS)
     noise = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
     images = dict(astronaut_shots())
     images["group_photo.jpg"] = group
     for name, box in GROUP_MEMBERS.items():
-        images[name] = group.crop(box).resize((480, 480), Image.LANCZOS)
+        images[name] = group.crop(box).resize((480, 480), Image.Resampling.LANCZOS)
     images["other_person.png"] = hanks
     images["masked.jpg"] = insightface_image("mask_white.jpg")
     images["no_face.png"] = Image.fromarray(noise)
@@ -82,6 +84,6 @@ def write_sample_photos(folder: str | Path) -> list[Path]:
     manifest.save()
     for name, img in images.items():
         fmt = {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP"}[Path(name).suffix]
-        atomic_save(folder / name, lambda tmp, img=img, fmt=fmt: img.save(tmp, format=fmt, quality=95))
+        atomic_save(folder / name, partial(img.save, format=fmt, quality=95))
     atomic_write_text(folder / "notes.txt", "not a photo\n")
     return paths

@@ -1,4 +1,5 @@
 """The `headshot` command: one module per stage builds its options and runs it."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,20 +7,25 @@ import sys
 from pathlib import Path
 
 from ..errors import HeadshotError
-from .generate import _add_finishing_options, _finish, _generate, _styles
+from .generate import _add_finishing_options, _add_generate_options, _finish, _generate, _styles
 from .prepare import _add_prepare_options, _demo, _prepare
 from .train import _add_train_options, _train
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="headshot", description="Headshot Studio: personalised headshots from selfies")
+    parser = argparse.ArgumentParser(
+        prog="headshot", description="Headshot Studio: personalised headshots from selfies"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     prepare = sub.add_parser("prepare", help="screen, frame and caption selfies into a kohya dataset")
     prepare.add_argument("input_dir", type=Path, help="folder of 3–20 photos of one person")
     _add_prepare_options(prepare)
     prepare.set_defaults(run=_prepare)
-    demo = sub.add_parser("demo", help="prepare a dataset from sample photos that ship with installed packages "
-                          "(and train on it with --base-model)")
+    demo = sub.add_parser(
+        "demo",
+        help="prepare a dataset from sample photos that ship with installed packages "
+        "(and train on it with --base-model)",
+    )
     _add_prepare_options(demo)
     demo.add_argument("--base-model", help="also train a LoRA on the sample dataset with this checkpoint")
     demo.set_defaults(run=_demo, class_word="woman")
@@ -31,13 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     styles.set_defaults(run=_styles)
     gen = sub.add_parser("generate", help="draw styled pictures with an identity LoRA, finished and ranked")
     _add_finishing_options(gen)
-    gen.add_argument("--style", required=True, help="a style name (see `headshot styles`)")
-    gen.add_argument("--count", type=int, default=4)
-    gen.add_argument("--controlnet", help="OpenPose ControlNet (file or diffusers folder) to follow the style's pose")
-    gen.add_argument("--size", help="WIDTHxHEIGHT (default: the style's)")
-    gen.add_argument("--styles", action="append", default=[], type=Path, metavar="DIR", help="your own style folder")
-    gen.add_argument("--trigger", help="default: from the LoRA's metadata")
-    gen.add_argument("--class", dest="class_word", help="default: from the LoRA's metadata")
+    _add_generate_options(gen)
     gen.set_defaults(run=_generate)
     fin = sub.add_parser("finish", help="detail, restore and rank pictures you already have")
     fin.add_argument("images", help="a picture or a folder of pictures")

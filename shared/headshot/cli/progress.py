@@ -1,4 +1,5 @@
 """Progress lines on stderr, with the seconds since the command started."""
+
 from __future__ import annotations
 
 import sys

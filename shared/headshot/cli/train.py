@@ -1,73 +1,91 @@
 """`headshot train`."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from ..errors import HeadshotError
-from .progress import progress_printer
+from ..faces import face_backend_choices
+from ..train.presets import PRESETS
+from ..train.settings import BACKENDS, MIXED_PRECISIONS, OPTIMIZERS, SCHEDULERS, TrainSettings
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    # defaults are None ("not given") and filled in _train, so --resume can tell what the person changed
+    # Each dest is a TrainSettings field, so _train builds the settings from the parsed arguments as they are.
+    # Defaults are None ("not given"): TrainSettings' own apply, and --resume can tell what the person changed.
     p.add_argument("dataset_dir", type=Path, help="what `headshot prepare` wrote (or any kohya train_data_dir)")
-    p.add_argument("--base-model", required=True, help="a .safetensors/.ckpt checkpoint, a diffusers folder, or a hub id")
-    p.add_argument("--out", required=True, type=Path, help="job folder; the LoRA is written here")
-    p.add_argument("--name", help="LoRA file name (without .safetensors; default headshot_lora)")
-    p.add_argument("--preset", choices=("fast", "balanced", "quality"), help="default balanced")
+    p.add_argument(
+        "--base-model", required=True, help="a .safetensors/.ckpt checkpoint, a diffusers folder, or a hub id"
+    )
+    p.add_argument("--out", dest="out_dir", required=True, type=Path, help="job folder; the LoRA is written here")
+    p.add_argument("--name", dest="output_name", help="LoRA file name (without .safetensors; default headshot_lora)")
+    p.add_argument("--preset", choices=tuple(PRESETS), help="default balanced")
     p.add_argument("--steps", type=int, help="total optimizer steps (default: photos x the preset's factor, clamped)")
     p.add_argument("--resolution", type=int, help="training size (default: the dataset's)")
     p.add_argument("--rank", type=int)
     p.add_argument("--alpha", type=float)
     p.add_argument("--lr", type=float, help="UNet learning rate")
     p.add_argument("--text-encoder-lr", type=float, help="also train the text encoder(s) at this rate")
-    p.add_argument("--optimizer", choices=("adamw", "adamw8bit", "prodigy"))
-    p.add_argument("--scheduler", choices=("constant", "constant_with_warmup", "cosine", "linear"))
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--scheduler", choices=SCHEDULERS)
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--seed", type=int, help="0 to 4294967295 (default 42)")
-    p.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), help="default auto")
+    p.add_argument("--mixed-precision", choices=MIXED_PRECISIONS, help="default auto")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
-    p.add_argument("--no-flip", action="store_true", help="no mirror augmentation (asymmetric faces, text)")
-    p.add_argument("--validation-images", type=int, help="images per checkpoint to score likeness (default 4 on GPU, 0 on CPU)")
+    p.add_argument(
+        "--no-flip",
+        dest="flip",
+        action="store_false",
+        default=None,
+        help="no mirror augmentation (asymmetric faces, text)",
+    )
+    p.add_argument(
+        "--validation-images", type=int, help="images per checkpoint to score likeness (default 4 on GPU, 0 on CPU)"
+    )
     p.add_argument("--validation-prompt")
-    p.add_argument("--face-backend", choices=("auto", "insightface", "dlib"), help="default auto")
-    p.add_argument("--face-models", action="append", metavar="DIR")
-    p.add_argument("--tokenizer", action="append", metavar="DIR",
-                   help="folder with CLIP tokenizer files (vocab.json, merges.txt), e.g. ComfyUI's comfy/sd1_tokenizer")
-    p.add_argument("--class-images", help="folder of class images for prior preservation")
+    p.add_argument("--face-backend", choices=face_backend_choices(), help="default auto")
+    p.add_argument("--face-models", dest="face_model_dirs", action="append", metavar="DIR")
+    p.add_argument(
+        "--tokenizer",
+        dest="tokenizer_dirs",
+        action="append",
+        metavar="DIR",
+        help="folder with CLIP tokenizer files (vocab.json, merges.txt), e.g. ComfyUI's comfy/sd1_tokenizer",
+    )
+    p.add_argument("--class-images", dest="class_images_dir", help="folder of class images for prior preservation")
     p.add_argument("--class-image-count", type=int, help="generate this many class images once (prior preservation)")
     p.add_argument("--prior-loss-weight", type=float, help="default 1.0")
-    p.add_argument("--backend", choices=("builtin", "sd-scripts"), help="default builtin")
-    p.add_argument("--sd-scripts", help="path of a kohya sd-scripts checkout (with --backend sd-scripts)")
+    p.add_argument("--backend", choices=BACKENDS, help="default builtin")
+    p.add_argument(
+        "--sd-scripts", dest="sd_scripts_repo", help="path of a kohya sd-scripts checkout (with --backend sd-scripts)"
+    )
     p.add_argument("--sd-scripts-python", help="the Python of the sd-scripts venv")
-    p.add_argument("--resume", action="store_true", help="continue the job in --out from its last checkpoint; "
-                   "options given again may change steps, checkpoints, validation, device and precision")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the job in --out from its last checkpoint; "
+        "options given again may change steps, checkpoints, validation, device and precision",
+    )
+
+
+def chosen_settings(args: argparse.Namespace) -> dict:
+    """The TrainSettings fields the person gave on the command line (an option left out is not there)."""
+    return {
+        name: value for name, value in vars(args).items() if name in TrainSettings.field_names() and value is not None
+    }
 
 
 def _train(args) -> int:
     import signal
 
-    from ..train.api import start_training
-    from ..train.settings import TrainSettings
+    from ..train.launch import start_training
 
-    chosen = dict(
-        dataset_dir=str(args.dataset_dir), base_model=args.base_model, out_dir=str(args.out), output_name=args.name,
-        preset=args.preset, backend=args.backend, steps=args.steps, resolution=args.resolution, rank=args.rank,
-        alpha=args.alpha, lr=args.lr, text_encoder_lr=args.text_encoder_lr, optimizer=args.optimizer,
-        scheduler=args.scheduler, warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
-        seed=args.seed, mixed_precision=args.mixed_precision, device=args.device, flip=False if args.no_flip else None,
-        validation_images=args.validation_images, validation_prompt=args.validation_prompt,
-        face_backend=args.face_backend, face_model_dirs=args.face_models, tokenizer_dirs=args.tokenizer,
-        class_images_dir=args.class_images, class_image_count=args.class_image_count,
-        prior_loss_weight=args.prior_loss_weight, sd_scripts_repo=args.sd_scripts,
-        sd_scripts_python=args.sd_scripts_python,
-    )
-    given = {name for name, value in chosen.items() if value is not None}
-    settings = TrainSettings(**{name: chosen[name] for name in given})  # the rest: TrainSettings' defaults
-    run = start_training(settings, resume=args.resume, given=given)
-    print(f"training in a worker process; job folder {args.out} (Ctrl-C stops after saving a checkpoint)")
+    chosen = chosen_settings(args)
+    settings = TrainSettings(**chosen)  # the rest: TrainSettings' defaults
+    run = start_training(settings, resume=args.resume, given=set(chosen))
+    print(f"training in a worker process; job folder {args.out_dir} (Ctrl-C stops after saving a checkpoint)")
 
     class Stopped(Exception):
         pass
@@ -96,14 +114,18 @@ def _train(args) -> int:
             signal.signal(sig, handler)
     state = record.get("state")
     if state == "done":
-        print(f"done: {run.job.lora_path(record)} (checkpoint of step {record['chosen_step']}: "
-              f"{record['choice']['reason']})")
+        print(
+            f"done: {run.job.lora_path(record)} (checkpoint of step {record['chosen_step']}: "
+            f"{record['choice']['reason']})"
+        )
         return 0
     if state == "cancelled":
-        print(f"cancelled at step {record.get('steps_done')}; continue with: headshot train {args.dataset_dir} "
-              f"--base-model {settings.base_model} --out {args.out} --resume")
+        print(
+            f"cancelled at step {record.get('steps_done')}; continue with: headshot train {args.dataset_dir} "
+            f"--base-model {settings.base_model} --out {args.out_dir} --resume"
+        )
         return 128 + int(stopped_by or signal.SIGINT)
-    print(f"error: {record.get('error', 'training failed')} (details: {args.out / 'worker.log'})", file=sys.stderr)
+    print(f"error: {record.get('error', 'training failed')} (details: {args.out_dir / 'worker.log'})", file=sys.stderr)
     return 1
 
 
@@ -111,8 +133,11 @@ def _print_event(event: dict) -> None:
     kind = event.get("type")
     if kind == "step":
         eta = event.get("eta_s") or 0
-        print(f"step {event['step']}/{event['total']}  loss {event['loss']:.4f}  lr {event['lr']:.2e}  "
-              f"{event['it_per_s']:.3f} it/s  eta {int(eta // 60)}m{int(eta % 60):02d}s", flush=True)
+        print(
+            f"step {event['step']}/{event['total']}  loss {event['loss']:.4f}  lr {event['lr']:.2e}  "
+            f"{event['it_per_s']:.3f} it/s  eta {int(eta // 60)}m{int(eta % 60):02d}s",
+            flush=True,
+        )
     elif kind in ("status", "resumed", "checkpoint", "validation", "cancelled"):
         detail = event.get("message") or ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "time"))
         print(f"[{kind}] {detail}", flush=True)

@@ -5,16 +5,18 @@ comma-separated token (what kohya's keep_tokens=1 holds in place when it shuffle
 Which tags to drop is data, in tag_rules.toml, each rule with its reason; this module only
 applies them.
 """
+
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10 (A1111)
+else:  # Python 3.10 (A1111)
     try:
         import tomli as tomllib
     except ModuleNotFoundError:
@@ -43,8 +45,7 @@ class Rule:
 
     def matches(self, tag: Tag) -> bool:
         name = canonical(tag.name)
-        return (name in self.tags or tag.category in self.categories
-                or any(p.fullmatch(name) for p in self.patterns))
+        return name in self.tags or tag.category in self.categories or any(p.fullmatch(name) for p in self.patterns)
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,7 @@ def _parse_rule(path: Path, where: str, entry: object) -> Rule:
         raise _invalid(path, f"{where} must be a table.")
     unknown = sorted(set(entry) - _RULE_KEYS)
     if unknown:  # most likely a typo ("tag" for "tags") that would silently match nothing
-        raise _invalid(path, f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
-                             f"{', '.join(sorted(_RULE_KEYS))}.")
+        raise _invalid(path, f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_RULE_KEYS))}.")
     reason = entry.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise _invalid(path, f"{where} has no `reason`; every rule must say why.")
@@ -88,8 +88,7 @@ def _parse_rule(path: Path, where: str, entry: object) -> Rule:
     categories = _string_list(path, where, entry, "categories")
     bad = sorted(set(categories) - _CATEGORIES)
     if bad:
-        raise _invalid(path, f"{where}: unknown categor(y/ies) {', '.join(bad)}; use "
-                             f"{', '.join(sorted(_CATEGORIES))}.")
+        raise _invalid(path, f"{where}: unknown categor(y/ies) {', '.join(bad)}; use {', '.join(sorted(_CATEGORIES))}.")
     patterns = []
     for text in _string_list(path, where, entry, "patterns"):
         try:
@@ -98,8 +97,7 @@ def _parse_rule(path: Path, where: str, entry: object) -> Rule:
             raise _invalid(path, f"{where}: pattern {text!r} is not a valid regex ({e}).") from e
     if not (tags or patterns or categories):
         raise _invalid(path, f"{where} ({reason!r}) lists no tags, patterns or categories.")
-    return Rule(reason.strip(), frozenset(canonical(t) for t in tags), tuple(patterns),
-                frozenset(categories))
+    return Rule(reason.strip(), frozenset(canonical(t) for t in tags), tuple(patterns), frozenset(categories))
 
 
 def load_tag_rules(path: str | Path | None = None) -> TagRules:
@@ -124,8 +122,7 @@ def load_tag_rules(path: str | Path | None = None) -> TagRules:
         entries = data.get(section, [])
         if not isinstance(entries, list):
             raise _invalid(path, f"`{section}` must be written [[{section}]] (an array of tables).")
-        sections[section] = tuple(_parse_rule(path, f"[[{section}]] #{i}", entry)
-                                  for i, entry in enumerate(entries, 1))
+        sections[section] = tuple(_parse_rule(path, f"[[{section}]] #{i}", entry) for i, entry in enumerate(entries, 1))
     return TagRules(remove=sections["remove"], keep=sections["keep"], source=path)
 
 
@@ -156,12 +153,11 @@ def _caption_part(text: str) -> str:
 
 
 def build_caption(trigger: str, class_word: str, tags: Iterable[str]) -> str:
-    """"ohwx man, smile, white shirt": trigger and class word first as one token, then the
+    """ "ohwx man, smile, white shirt": trigger and class word first as one token, then the
     tags, without repeats and without tags that merely repeat the trigger or class word."""
     trigger, class_word = _caption_part(trigger), _caption_part(class_word)
     if not trigger:
-        raise HeadshotError("The trigger word is empty; captions need one (e.g. 'ohwx').",
-                            code="invalid_trigger")
+        raise HeadshotError("The trigger word is empty; captions need one (e.g. 'ohwx').", code="invalid_trigger")
     head = f"{trigger} {class_word}".strip()
     seen = {canonical(trigger), canonical(class_word), canonical(head)} - {""}
     parts = [head]

@@ -1,4 +1,5 @@
 """A contact sheet of kept and rejected photos with their reasons, for people who would rather look."""
+
 from __future__ import annotations
 
 import textwrap
@@ -16,7 +17,9 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def contact_sheet(entries: list[tuple[Image.Image | None, str, bool, str]], tile: int = 192, columns: int = 5) -> Image.Image:
+def contact_sheet(
+    entries: list[tuple[Image.Image | None, str, bool, str]], tile: int = 192, columns: int = 5
+) -> Image.Image:
     """Tiles of (thumbnail or None, title, kept, note): green border kept, red rejected."""
     columns = max(1, min(columns, len(entries) or 1))
     rows = max(1, -(-len(entries) // columns))

@@ -1,10 +1,12 @@
 """The kohya dataset layout: `<repeats>_<trigger> <class>/` folders and a dataset TOML sd-scripts accepts."""
+
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
+
+from ..outputs import write_toml
 
 #: the folder under a prepared dataset that holds the kohya subset folders (sd-scripts' train_data_dir)
 IMAGE_ROOT = "img"
@@ -30,16 +32,7 @@ def parse_subset_folder(name: str) -> tuple[int, str] | None:
     return (int(match.group(1)), match.group(2)) if match else None
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    # JSON string escapes are valid TOML basic-string escapes; keep non-ASCII as is
-    return json.dumps(str(value), ensure_ascii=False)
-
-
-def dataset_toml(subset_dir: Path, class_tokens: str, repeats: int, resolution: int) -> str:
+def dataset_config(subset_dir: Path, class_tokens: str, repeats: int, resolution: int) -> dict:
     """A dataset config for sd-scripts' --dataset_config (DreamBooth-style subset with captions)."""
     general = {
         "caption_extension": CAPTION_EXTENSION,  # sd-scripts' own default is .caption
@@ -47,14 +40,18 @@ def dataset_toml(subset_dir: Path, class_tokens: str, repeats: int, resolution: 
         "keep_tokens": 1,  # the "trigger class" token stays first when captions are shuffled
         "enable_bucket": False,  # every crop is square at the dataset resolution
     }
-    dataset = {"resolution": resolution, "batch_size": 1}
     subset = {
         "image_dir": Path(subset_dir).resolve().as_posix(),
         "class_tokens": class_tokens,
         "num_repeats": repeats,
     }
-    lines = ["# Written by headshot prepare; sd-scripts: --dataset_config dataset.toml", "[general]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in general.items()]
-    lines += ["", "[[datasets]]"] + [f"{k} = {_toml_value(v)}" for k, v in dataset.items()]
-    lines += ["", "  [[datasets.subsets]]"] + [f"  {k} = {_toml_value(v)}" for k, v in subset.items()]
-    return "\n".join(lines) + "\n"
+    return {"general": general, "datasets": [{"resolution": resolution, "batch_size": 1, "subsets": [subset]}]}
+
+
+def write_dataset_toml(path: Path, subset_dir: Path, class_tokens: str, repeats: int, resolution: int) -> Path:
+    """The dataset config written as TOML at `path` (atomically)."""
+    return write_toml(
+        path,
+        dataset_config(subset_dir, class_tokens, repeats, resolution),
+        comment=f"Written by Headshot Studio; sd-scripts: --dataset_config {Path(path).name}",
+    )

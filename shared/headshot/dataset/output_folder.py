@@ -8,6 +8,7 @@ A prepare run may share its folder with the user's files (even be the photo fold
     previous report whole;
   - files of the previous run that this run does not write again are removed, and only those.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,11 @@ class DatasetFolder:
             probe.claim(self.out / name)
         image_root = self.out / kohya.IMAGE_ROOT
         if image_root.is_symlink() or (image_root.exists() and not image_root.is_dir()):
-            raise HeadshotError(f"{image_root} is not a folder Headshot Studio made; move it away or choose "
-                                "another output folder (nothing was changed)", "would_overwrite")
+            raise HeadshotError(
+                f"{image_root} is not a folder Headshot Studio made; move it away or choose "
+                "another output folder (nothing was changed)",
+                "would_overwrite",
+            )
         for root, dirs, files in os.walk(image_root):
             for name in files + [d for d in dirs if (Path(root) / d).is_symlink()]:
                 path = Path(root) / name
@@ -67,9 +71,10 @@ class DatasetFolder:
                     raise HeadshotError(
                         f"{path} was not written by Headshot Studio, and training reads everything under "
                         f"{image_root}: move it away or choose another output folder (nothing was changed)",
-                        "would_overwrite")
+                        "would_overwrite",
+                    )
 
-    def __enter__(self) -> "DatasetFolder":
+    def __enter__(self) -> DatasetFolder:
         self.staging = Path(tempfile.mkdtemp(prefix=".headshot-staging-", dir=self.out))
         return self
 
@@ -80,6 +85,7 @@ class DatasetFolder:
 
     def stage(self, image: Image.Image, number: int) -> Path:
         """Write a crop to the staging folder now, so it need not stay in memory."""
+        assert self.staging is not None, "stage() works inside `with DatasetFolder(...)`"
         return atomic_save(self.staging / f"{number:05d}.png", lambda tmp: image.save(tmp, format="PNG"))
 
     def claim_all(self, paths: list[Path]) -> None:
@@ -96,7 +102,7 @@ class DatasetFolder:
 
     def remove_stale(self) -> None:
         """Delete files the previous run wrote that this one did not, then the folders they leave empty."""
-        emptied = set()
+        emptied: set[Path] = set()
         root = os.path.realpath(self.out)
         for rel in sorted(self.previous - self.written):
             path = self.out / rel
@@ -130,25 +136,29 @@ def write_dataset(folder: DatasetFolder, outcomes: list, settings, class_word: s
         outcome.crop_path = folder.place(outcome.crop_path, image)
         atomic_write_text(image.with_suffix(kohya.CAPTION_EXTENSION), outcome.caption + "\n")
         outcome.image = image.relative_to(out).as_posix()
-    if kept:
-        toml = kohya.dataset_toml(subset_dir, f"{settings.trigger} {class_word}", repeats, settings.resolution)
-        atomic_write_text(out / DATASET_TOML_NAME, toml)
+    if subset_dir is not None and repeats is not None:  # set above exactly when photos were kept
+        kohya.write_dataset_toml(
+            out / DATASET_TOML_NAME, subset_dir, f"{settings.trigger} {class_word}", repeats, settings.resolution
+        )
     notes = [o.caption if o.status == "kept" else o.message.removeprefix(f"{o.source}: ") for o in outcomes]
     sheet = contact_sheet([(o.thumb, o.source, o.status == "kept", note or "") for o, note in zip(outcomes, notes)])
     atomic_save(out / CONTACT_SHEET_NAME, lambda tmp: sheet.save(tmp, format="JPEG", quality=90))
-    atomic_write_json(out / REPORT_NAME, {
-        "photos": [o.as_report() for o in outcomes],
-        "summary": {
-            "kept": len(kept),
-            "rejected": len(outcomes) - len(kept),
-            "reasons": dict(Counter(o.reason for o in outcomes if o.status == "rejected")),
+    atomic_write_json(
+        out / REPORT_NAME,
+        {
+            "photos": [o.as_report() for o in outcomes],
+            "summary": {
+                "kept": len(kept),
+                "rejected": len(outcomes) - len(kept),
+                "reasons": dict(Counter(o.reason for o in outcomes if o.status == "rejected")),
+            },
+            "trigger": settings.trigger,
+            "class": class_word,
+            "resolution": settings.resolution,
+            "dataset_dir": subset_dir.relative_to(out).as_posix() if subset_dir else None,
+            "dataset_toml": DATASET_TOML_NAME if kept else None,
+            "warnings": warnings,
         },
-        "trigger": settings.trigger,
-        "class": class_word,
-        "resolution": settings.resolution,
-        "dataset_dir": subset_dir.relative_to(out).as_posix() if subset_dir else None,
-        "dataset_toml": DATASET_TOML_NAME if kept else None,
-        "warnings": warnings,
-    })
+    )
     folder.remove_stale()
     return subset_dir

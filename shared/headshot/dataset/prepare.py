@@ -1,11 +1,12 @@
 """Prepare: from a folder of selfies to a screened, captioned kohya dataset with a report."""
+
 from __future__ import annotations
 
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -13,12 +14,19 @@ from PIL import Image
 from ..errors import HeadshotError, PhotoRejected
 from ..faces import FaceAnalyzer, load_face_analyzer
 from ..faces.framing import find_upright, frame_headshot
+from ..faces.subject import pick_subject
+from ..options import Field, Number, OptionModel, PathValue, Text, WholeNumber
 from ..outputs import FolderLock, check_writable, safe_name
 from ..photos import FolderEntry, Photo, read_photo, scan_folder
 from .captions import build_caption, clean_tags, load_tag_rules
-from .output_folder import (CONTACT_SHEET_NAME, DATASET_TOML_NAME, REPORT_NAME, DatasetFolder, our_files_beside,
-                            write_dataset)
-from ..faces.subject import pick_subject
+from .output_folder import (
+    CONTACT_SHEET_NAME,
+    DATASET_TOML_NAME,
+    REPORT_NAME,
+    DatasetFolder,
+    our_files_beside,
+    write_dataset,
+)
 from .screening import ScreeningSettings, difference_hash, face_sharpness, hamming, identity_consensus
 from .tagging import find_tagger
 
@@ -33,50 +41,83 @@ THUMB_SIDE = 184
 Progress = Callable[[int, int, str], None]
 
 
-@dataclass
-class PrepareSettings:
-    trigger: str = "ohwx"
-    class_word: str | None = None  # None: detected where a model allows, else "person"
-    resolution: int = 512
-    face_share: float = 1 / 3
-    face_backend: str = "auto"
-    face_model_dirs: list[Path] = field(default_factory=list)
-    tagger: str = "auto"
-    tagger_dirs: list[Path] = field(default_factory=list)
-    tag_rules: Path | None = None
-    repeats: int | None = None
-    keep: set[str] = field(default_factory=set)  # file names to keep even when screening rejects them
-    reference: list[Path] = field(default_factory=list)  # photos that define the identity
-    min_face_px: int | None = None
-    detect_side: int = 1024
+class PrepareSettings(OptionModel):
+    OPTION_NAMES: ClassVar[dict[str, str]] = {
+        "trigger": "--trigger",
+        "class_word": "--class",
+        "resolution": "--resolution",
+        "face_share": "--face-share",
+        "face_backend": "--face-backend",
+        "face_model_dirs": "--face-models",
+        "tagger": "--tagger",
+        "tagger_dirs": "--tagger-models",
+        "tag_rules": "--tag-rules",
+        "repeats": "--repeats",
+        "keep": "--keep",
+        "reference": "--reference",
+        "min_face_px": "--min-face",
+    }
+    VALUE_HINTS: ClassVar[dict[str, str]] = {"resolution": "must be a multiple of 64 between 256 and 2048"}
+    ABOUT: ClassVar[str] = "prepare"
 
-    def validate(self) -> None:
-        """Every option checked before any photo is read or model loaded; the error names the option."""
-        def bad(message: str, code: str = "bad_option") -> HeadshotError:
-            return HeadshotError(message, code)
+    trigger: Text = "ohwx"
+    class_word: Text | None = None  # None: detected where a model allows, else "person"
+    resolution: WholeNumber = 512
+    face_share: Number = 1 / 3
+    face_backend: Text = "auto"
+    face_model_dirs: list[PathValue] = Field(default_factory=list)
+    tagger: Text = "auto"
+    tagger_dirs: list[PathValue] = Field(default_factory=list)
+    tag_rules: PathValue | None = None
+    repeats: WholeNumber | None = None
+    # file names to keep even when screening rejects them (a list or tuple is taken as a set)
+    keep: set[Text] = Field(default_factory=set)
+    reference: list[PathValue] = Field(default_factory=list)  # photos that define the identity
+    min_face_px: WholeNumber | None = None
+    detect_side: WholeNumber = 1024
+
+    def check_values(self) -> None:
+        """The checks on the values alone (building settings runs them; `validate` adds the files)."""
+
+        def bad(message: str) -> HeadshotError:
+            return HeadshotError(message, "bad_option")
 
         safe_name(self.trigger, "--trigger")  # it becomes part of the kohya folder name
         if not re.fullmatch(r"[\w\-]+", self.trigger):
             raise bad(f"--trigger {self.trigger!r} must be one word (letters, digits, - or _)")
         if self.class_word is not None:
             safe_name(self.class_word, "--class")
-        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) \
-                or self.resolution % 64 or not 256 <= self.resolution <= 2048:
+        if (
+            isinstance(self.resolution, bool)
+            or not isinstance(self.resolution, int)
+            or self.resolution % 64
+            or not 256 <= self.resolution <= 2048
+        ):
             raise bad(f"--resolution {self.resolution} must be a multiple of 64 between 256 and 2048")
         low, high = FACE_SHARE_RANGE
         if not low <= self.face_share <= high:  # also refuses NaN
-            raise bad(f"--face-share {self.face_share} must be between {low} and {high} (the face's width as a "
-                      "share of the crop; 1/3 is a classic headshot)")
+            raise bad(
+                f"--face-share {self.face_share} must be between {low} and {high} (the face's width as a "
+                "share of the crop; 1/3 is a classic headshot)"
+            )
         if self.repeats is not None and self.repeats < 1:
             raise bad(f"--repeats {self.repeats} must be at least 1 (or leave it out to choose from the photo count)")
         if self.min_face_px is not None and self.min_face_px < 1:
             raise bad(f"--min-face {self.min_face_px} must be at least 1 pixel")
+
+    def validate(self) -> None:  # type: ignore[override]  # pydantic's classmethod: only nested models use it
+        """Every option checked before any photo is read or model loaded; the error names the option."""
+        self.check_values()
         for reference in self.reference:
             reference = Path(reference)
             if not reference.exists():
-                raise bad(f"--reference {reference}: not found; give the path of a photo of the person", "not_found")
+                raise HeadshotError(
+                    f"--reference {reference}: not found; give the path of a photo of the person", "not_found"
+                )
             if reference.is_dir():
-                raise bad(f"--reference {reference} is a folder; give one photo (repeat --reference for more)")
+                raise HeadshotError(
+                    f"--reference {reference} is a folder; give one photo (repeat --reference for more)", "bad_option"
+                )
 
 
 @dataclass
@@ -106,7 +147,12 @@ class PhotoOutcome:
         self.status, self.reason, self.message = "rejected", code, message
 
     def as_report(self) -> dict:
-        entry = {"source": self.source, "status": self.status, "reason": self.reason, "message": self.message}
+        entry: dict[str, Any] = {
+            "source": self.source,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+        }
         if self.status == "kept":
             entry["image"] = self.image
             entry["caption"] = self.caption
@@ -190,8 +236,11 @@ def _quiet(done: int, total: int, message: str) -> None:
 def _check_keep(keep: set[str], entries: list[FolderEntry], input_dir: Path) -> None:
     missing = sorted(keep - {e.name for e in entries})
     if missing:
-        raise HeadshotError(f"--keep {missing[0]}: no such file in {input_dir}; give a file name from that folder "
-                            "as it is written there (e.g. IMG_0001.jpg)", "bad_option")
+        raise HeadshotError(
+            f"--keep {missing[0]}: no such file in {input_dir}; give a file name from that folder "
+            "as it is written there (e.g. IMG_0001.jpg)",
+            "bad_option",
+        )
 
 
 def _read_reference(path: Path) -> Photo:
@@ -236,8 +285,9 @@ def _apply_keep(outcomes: list[PhotoOutcome], keep: set[str], warnings: list[str
         outcome.status, outcome.reason, outcome.message = "kept", None, "kept at your request despite screening"
 
 
-def _screen_photo(path, outcome, analyzer, screen: ScreeningSettings, settings: PrepareSettings, hashes,
-                  hold_crop) -> None:
+def _screen_photo(
+    path, outcome, analyzer, screen: ScreeningSettings, settings: PrepareSettings, hashes, hold_crop
+) -> None:
     try:
         photo = read_photo(path)
     except PhotoRejected as exc:
@@ -299,8 +349,10 @@ def _reference_embeddings(photos: list[Photo], analyzer, detect_side: int) -> li
         upright = find_upright(photo.image, analyzer, detect_side)
         subject, _ = pick_subject(upright.faces)
         if subject is None:
-            raise HeadshotError(f"--reference photo {photo.source.name}: no face found; pin a clear photo of the "
-                                "person", "bad_reference")
+            raise HeadshotError(
+                f"--reference photo {photo.source.name}: no face found; pin a clear photo of the person",
+                "bad_reference",
+            )
         embeddings.append(upright.embed(subject))
     return embeddings
 
@@ -332,7 +384,7 @@ def _screen_identity(outcomes: list[PhotoOutcome], analyzer, reference, warnings
 
 def _detect_class(kept: list[PhotoOutcome], analyzer, warnings: list[str]) -> str:
     """Majority vote of the backend's class model over the kept crops; 'person' without one."""
-    votes = Counter()
+    votes: Counter[str] = Counter()
     for outcome in kept:
         rgb = np.asarray(outcome.crop)
         faces = analyzer.detect(rgb)
@@ -363,5 +415,4 @@ def _caption(kept, settings: PrepareSettings, class_word: str, tagger, rules, re
 def _centre_square(img: Image.Image, resolution: int) -> Image.Image:
     side = min(img.size)
     left, top = (img.width - side) // 2, (img.height - side) // 2
-    return img.resize((resolution, resolution), Image.LANCZOS, box=(left, top, left + side, top + side))
-
+    return img.resize((resolution, resolution), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))

@@ -1,4 +1,5 @@
 """Quality screening: which faces are fit to train on, and why the others are not."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..faces.base import Face, FaceAnalyzer
+from ..faces.base import FaceAnalyzer
 
 
 @dataclass
@@ -30,9 +31,7 @@ def sharpness(face_crop: Image.Image) -> float:
     Dividing by the image's own variance makes the figure independent of contrast and exposure.
     """
     gray = np.asarray(face_crop.convert("L"), np.float32)
-    lap = (
-        -4 * gray[1:-1, 1:-1] + gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:]
-    )
+    lap = -4 * gray[1:-1, 1:-1] + gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:]
     return float(lap.var() / (gray.var() + 1e-6))
 
 
@@ -50,12 +49,12 @@ def face_sharpness(crop: Image.Image, face_width_source: float, settings: Screen
         (settings.resolution + face_px) / 2,
     )
     measure = int(max(32, min(face_px, face_width_source)))
-    return sharpness(crop.resize((measure, measure), Image.BILINEAR, box=box))
+    return sharpness(crop.resize((measure, measure), Image.Resampling.BILINEAR, box=box))
 
 
 def difference_hash(img: Image.Image, size: int = 16) -> np.ndarray:
     """A 256-bit perceptual hash: the same picture in another format or size hashes alike."""
-    small = np.asarray(img.convert("L").resize((size + 1, size), Image.BILINEAR), np.int16)
+    small = np.asarray(img.convert("L").resize((size + 1, size), Image.Resampling.BILINEAR), np.int16)
     return (small[:, 1:] > small[:, :-1]).ravel()
 
 

@@ -6,13 +6,14 @@ for an identity LoRA is `headshot.dataset.captions`' job, not this module's.
 onnxruntime is imported inside the constructors: importing this module must stay cheap and work
 where onnxruntime is not installed (the caller then writes template captions).
 """
+
 from __future__ import annotations
 
 import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Protocol, Union, runtime_checkable
+from typing import Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -23,10 +24,29 @@ GENERAL, CHARACTER, RATING = "general", "character", "rating"
 
 # Tags whose underscore is part of the face drawn, so "_" -> " " would break them
 # (the same list the SmilingWolf WD taggers keep).
-KAOMOJI = frozenset({
-    "0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9",
-    ">_o", "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||",
-})
+KAOMOJI = frozenset(
+    {
+        "0_0",
+        "(o)_(o)",
+        "+_+",
+        "+_-",
+        "._.",
+        "<o>_<o>",
+        "<|>_<|>",
+        "=_=",
+        ">_<",
+        "3_3",
+        "6_9",
+        ">_o",
+        "@_@",
+        "^_^",
+        "o_o",
+        "u_u",
+        "x_x",
+        "|_|",
+        "||_||",
+    }
+)
 
 WD14_FILES = ("model.onnx", "selected_tags.csv")
 WD14_SOURCE = (
@@ -75,8 +95,13 @@ def _by_score(tags: Iterable[Tag]) -> list[Tag]:
 def _default_providers(available: list[str]) -> list[str]:
     # Explicit list: GPU builds of onnxruntime refuse a session without one. TensorRT is left
     # out on purpose, its engine build takes minutes for a one-off tagging pass.
-    preferred = ("CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider",
-                 "CoreMLExecutionProvider", "CPUExecutionProvider")
+    preferred = (
+        "CUDAExecutionProvider",
+        "ROCMExecutionProvider",
+        "DmlExecutionProvider",
+        "CoreMLExecutionProvider",
+        "CPUExecutionProvider",
+    )
     chosen = [p for p in preferred if p in available]
     return chosen or available
 
@@ -142,11 +167,10 @@ def wd14_preprocess(image: Image.Image, size: int) -> np.ndarray:
     side = max(bgr.shape[:2])
     pad_y, pad_x = side - bgr.shape[0], side - bgr.shape[1]
     top, left = pad_y // 2, pad_x // 2
-    square = np.pad(bgr, ((top, pad_y - top), (left, pad_x - left), (0, 0)),
-                    mode="constant", constant_values=255)
+    square = np.pad(bgr, ((top, pad_y - top), (left, pad_x - left), (0, 0)), mode="constant", constant_values=255)
     if side != size:
         # PIL BOX is area averaging, the cv2.INTER_AREA the script asks for; no cv2 dependency.
-        resample = Image.BOX if side > size else Image.LANCZOS
+        resample = Image.Resampling.BOX if side > size else Image.Resampling.LANCZOS
         square = np.asarray(Image.fromarray(np.ascontiguousarray(square)).resize((size, size), resample))
     return square.astype(np.float32)
 
@@ -168,8 +192,13 @@ def _read_selected_tags(csv_path: Path) -> list[tuple[str, str]]:
 class WD14Tagger:
     """SmilingWolf's WD taggers (wd-v1-4-*, wd-*-v3): `model.onnx` + `selected_tags.csv`."""
 
-    def __init__(self, model_dir: str | Path, general_threshold: float = 0.35,
-                 character_threshold: float = 0.85, providers: list[str] | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        general_threshold: float = 0.35,
+        character_threshold: float = 0.85,
+        providers: list[str] | None = None,
+    ):
         self.model_dir = Path(model_dir)
         self.name = f"wd14:{self.model_dir.name}"
         self.general_threshold = general_threshold
@@ -195,8 +224,11 @@ class WD14Tagger:
             best = max(ratings, key=lambda i: probs[i])
             tags.append(Tag(self._names[best], float(probs[best]), RATING))
         thresholds = {GENERAL: self.general_threshold, CHARACTER: self.character_threshold}
-        tags += [Tag(n, float(p), c) for n, p, c in zip(self._names, probs, self._categories)
-                 if c in thresholds and p >= thresholds[c]]
+        tags += [
+            Tag(n, float(p), c)
+            for n, p, c in zip(self._names, probs, self._categories)
+            if c in thresholds and p >= thresholds[c]
+        ]
         return _by_score(tags)
 
 
@@ -210,7 +242,7 @@ def deepdanbooru_preprocess(image: Image.Image, size: int) -> np.ndarray:
     scale = size / max(rgb.size)
     w, h = (max(1, min(size, round(d * scale))) for d in rgb.size)
     if (w, h) != rgb.size:
-        rgb = rgb.resize((w, h), Image.BOX)
+        rgb = rgb.resize((w, h), Image.Resampling.BOX)
     pixels = np.asarray(rgb)
     pad_y, pad_x = size - h, size - w
     top, left = pad_y // 2, pad_x // 2
@@ -236,8 +268,7 @@ def _deepdanbooru_onnx(model_dir: Path) -> Path | None:
 class DeepDanbooruTagger:
     """An ONNX export of DeepDanbooru: one `*.onnx` plus `tags.txt` (one tag per output)."""
 
-    def __init__(self, model_dir: str | Path, threshold: float = 0.5,
-                 providers: list[str] | None = None):
+    def __init__(self, model_dir: str | Path, threshold: float = 0.5, providers: list[str] | None = None):
         self.model_dir = Path(model_dir)
         self.name = f"deepdanbooru:{self.model_dir.name}"
         self.threshold = threshold
@@ -252,8 +283,7 @@ class DeepDanbooruTagger:
         characters = self._optional_set("tags-character.txt")
         self._names = [tag_display_name(t) for t in raw]
         self._categories = [
-            RATING if t.startswith("rating:") else CHARACTER if t in characters else GENERAL
-            for t in raw
+            RATING if t.startswith("rating:") else CHARACTER if t in characters else GENERAL for t in raw
         ]
         self._session = _open_session(model_path, providers, DD_SOURCE)
         self._input_name, self.input_size = _nhwc_input(self._session, model_path, 512)
@@ -270,14 +300,17 @@ class DeepDanbooruTagger:
         if ratings:  # the rating outputs are independent sigmoids; report only the likeliest
             best = max(ratings, key=lambda i: probs[i])
             tags.append(Tag(self._names[best], float(probs[best]), RATING))
-        tags += [Tag(n, float(p), c) for n, p, c in zip(self._names, probs, self._categories)
-                 if c != RATING and p >= self.threshold]
+        tags += [
+            Tag(n, float(p), c)
+            for n, p, c in zip(self._names, probs, self._categories)
+            if c != RATING and p >= self.threshold
+        ]
         return _by_score(tags)
 
 
 # --- host-provided tagger -------------------------------------------------------------------
 
-TagFunction = Callable[[Image.Image], Union[Mapping[str, float], str]]
+TagFunction = Callable[[Image.Image], Mapping[str, float] | str]
 
 # A1111's deepbooru output: "tag", "(tag:0.953)" when ranks are on, "\(" when escaping is on.
 _RANKED = re.compile(r"^\((.*):(\d+(?:\.\d+)?)\)$")
@@ -313,16 +346,27 @@ class CallableTagger:
         else:
             raise HeadshotError(
                 f"Tagger {self.name!r} returned {type(result).__name__}; expected a dict of "
-                "tag -> score or a comma-separated string.", code="tagger_failed")
+                "tag -> score or a comma-separated string.",
+                code="tagger_failed",
+            )
         return _by_score(
             Tag(tag_display_name(n), s, RATING if n.strip().startswith("rating:") else GENERAL)
-            for n, s in pairs if n.strip()
+            for n, s in pairs
+            if n.strip()
         )
 
 
-# --- finding a model on disk ----------------------------------------------------------------
+# --- finding a model on disk: the registry ----------------------------------------------------
 
-KINDS = ("auto", "wd14", "deepdanbooru", "none")
+
+@dataclass(frozen=True)
+class TaggerKind:
+    """How to recognise one kind of tagger's model folder, open it, and say what it needs."""
+
+    is_model_dir: Callable[[Path], bool]
+    open: Callable[..., Tagger]  # (folder, providers=...) -> Tagger
+    needs: str  # what the folder must hold, for the "not found" message
+    example: str  # a folder name to suggest
 
 
 def _is_wd14_dir(d: Path) -> bool:
@@ -331,6 +375,23 @@ def _is_wd14_dir(d: Path) -> bool:
 
 def _is_deepdanbooru_dir(d: Path) -> bool:
     return (d / DD_TAGS_FILE).is_file() and _deepdanbooru_onnx(d) is not None
+
+
+#: kind -> how to find it; "auto" takes the first kind in this order whose folder is found
+TAGGERS: dict[str, TaggerKind] = {
+    "wd14": TaggerKind(
+        _is_wd14_dir,
+        WD14Tagger,
+        f"a folder with {' and '.join(WD14_FILES)}, from {WD14_SOURCE}",
+        "wd-v1-4-moat-tagger-v2",
+    ),
+    "deepdanbooru": TaggerKind(_is_deepdanbooru_dir, DeepDanbooruTagger, f"a folder with {DD_SOURCE}", "deepdanbooru"),
+}
+
+
+def tagger_choices() -> tuple[str, ...]:
+    """What a tagger option accepts: "auto", every registered kind, "none"."""
+    return ("auto", *TAGGERS, "none")
 
 
 def _candidate_dirs(search_dirs: list[Path]) -> Iterable[Path]:
@@ -345,48 +406,31 @@ def _candidate_dirs(search_dirs: list[Path]) -> Iterable[Path]:
             continue
 
 
-def _first(search_dirs: list[Path], matches: Callable[[Path], bool]) -> Path | None:
-    return next((d for d in _candidate_dirs(search_dirs) if matches(d)), None)
-
-
 def _not_found(kind: str, search_dirs: list[Path]) -> BackendUnavailable:
     looked = "; ".join(f"{d}{'' if d.is_dir() else ' (does not exist)'}" for d in search_dirs) or "(no folders given)"
-    if kind == "wd14":
-        needs = f"a folder with {' and '.join(WD14_FILES)}, from {WD14_SOURCE}"
-        example = "wd-v1-4-moat-tagger-v2"
-    else:
-        needs = f"a folder with {DD_SOURCE}"
-        example = "deepdanbooru"
-    where = f" Put it in e.g. {search_dirs[0] / example}." if search_dirs else ""
+    where = f" Put it in e.g. {search_dirs[0] / TAGGERS[kind].example}." if search_dirs else ""
     return BackendUnavailable(
         f"No {kind} tagger found. Looked in these folders and their direct subfolders: {looked}. "
-        f"Needed: {needs}.{where}"
+        f"Needed: {TAGGERS[kind].needs}.{where}"
     )
 
 
-def find_tagger(kind: str, search_dirs: Iterable[str | Path], *,
-                providers: list[str] | None = None) -> Tagger | None:
+def find_tagger(kind: str, search_dirs: Iterable[str | Path], *, providers: list[str] | None = None) -> Tagger | None:
     """The tagger `kind` asks for, from the first matching model folder in `search_dirs`.
 
-    "auto" prefers WD14, then DeepDanbooru, and returns None when neither is there (the caller
-    falls back to template captions); an explicit kind that is missing raises BackendUnavailable.
+    "auto" tries TAGGERS in order (WD14, then DeepDanbooru) and returns None when none is there (the
+    caller falls back to template captions); an explicit kind that is missing raises BackendUnavailable.
     """
     kind = kind.strip().lower()
-    if kind not in KINDS:
-        raise HeadshotError(f"Unknown tagger {kind!r}; choose one of {', '.join(KINDS)}.",
-                            code="invalid_option")
+    if kind not in tagger_choices():
+        raise HeadshotError(f"Unknown tagger {kind!r}; choose one of {', '.join(tagger_choices())}.", code="bad_option")
     if kind == "none":
         return None
     dirs = [Path(d) for d in search_dirs]
-    if kind in ("auto", "wd14"):
-        found = _first(dirs, _is_wd14_dir)
+    for name in TAGGERS if kind == "auto" else [kind]:
+        found = next((d for d in _candidate_dirs(dirs) if TAGGERS[name].is_model_dir(d)), None)
         if found is not None:
-            return WD14Tagger(found, providers=providers)
-        if kind == "wd14":
-            raise _not_found("wd14", dirs)
-    found = _first(dirs, _is_deepdanbooru_dir)
-    if found is not None:
-        return DeepDanbooruTagger(found, providers=providers)
-    if kind == "deepdanbooru":
-        raise _not_found("deepdanbooru", dirs)
+            return TAGGERS[name].open(found, providers=providers)
+    if kind != "auto":
+        raise _not_found(kind, dirs)
     return None

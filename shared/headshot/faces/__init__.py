@@ -1,15 +1,42 @@
-"""Face analysis: one interface (`FaceAnalyzer`), two backends (insightface ONNX, dlib)."""
+"""Face analysis: one interface (`FaceAnalyzer`), backends in one registry (`FACE_BACKENDS`).
+
+A backend is one module with `open_analyzer(model_dirs, required)` and one line in FACE_BACKENDS.
+Its module is imported only when that backend is asked for: a missing optional library disables
+that backend, never the package.
+"""
+
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, HeadshotError
 from .base import Face, FaceAnalyzer, cosine_distance
 
-BACKENDS = ("auto", "insightface", "dlib")
+#: (model_dirs, required) -> the analyzer; None when not required and its model files are not there
+OpenAnalyzer = Callable[[list[Path], bool], "FaceAnalyzer | None"]
 
-__all__ = ["BACKENDS", "Face", "FaceAnalyzer", "cosine_distance", "load_face_analyzer"]
+
+def _module_backend(module: str) -> OpenAnalyzer:
+    def open_analyzer(model_dirs: list[Path], required: bool):
+        return importlib.import_module(module, __name__).open_analyzer(model_dirs, required)
+
+    return open_analyzer
+
+
+#: name -> how to open it; "auto" takes the first in this order that finds its files
+FACE_BACKENDS: dict[str, OpenAnalyzer] = {
+    "insightface": _module_backend(".insightface_onnx"),
+    "dlib": _module_backend(".dlib_backend"),  # offline, always there: keep it last
+}
+
+__all__ = ["FACE_BACKENDS", "Face", "FaceAnalyzer", "cosine_distance", "face_backend_choices", "load_face_analyzer"]
+
+
+def face_backend_choices() -> tuple[str, ...]:
+    """What a face-backend option accepts: "auto", then every registered backend."""
+    return ("auto", *FACE_BACKENDS)
 
 
 def load_face_analyzer(backend: str = "auto", model_dirs: Iterable[str | Path] = ()) -> FaceAnalyzer:
@@ -18,22 +45,17 @@ def load_face_analyzer(backend: str = "auto", model_dirs: Iterable[str | Path] =
     `model_dirs` are the host's folders to look in (ComfyUI's models/insightface, A1111's
     models/insightface, or one a person names); insightface's own ~/.insightface is searched too.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown face backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend in ("auto", "insightface"):
-        from . import insightface_onnx
-
-        dirs = [Path(d).expanduser() for d in model_dirs] + insightface_onnx.default_search_dirs()
-        pack = insightface_onnx.find_model_pack(dirs)
-        if pack is not None:
-            return insightface_onnx.InsightFaceAnalyzer(pack)
-        if backend == "insightface":
-            searched = ", ".join(str(d) for d in dirs)
-            raise BackendUnavailable(
-                f"insightface model files not found (searched {searched}). Put the buffalo_l pack "
-                f"({', '.join(insightface_onnx.REQUIRED_FILES + (insightface_onnx.GENDERAGE_FILE,))}) in "
-                f"<models>/insightface/models/buffalo_l/, or use --face-backend dlib (works offline)"
-            )
-    from .dlib_backend import DlibFaceAnalyzer
-
-    return DlibFaceAnalyzer()
+    if backend not in face_backend_choices():
+        raise HeadshotError(
+            f"unknown face backend {backend!r}; choose one of {', '.join(face_backend_choices())}", "bad_option"
+        )
+    dirs = [Path(d).expanduser() for d in model_dirs]
+    names = list(FACE_BACKENDS) if backend == "auto" else [backend]
+    for name in names:
+        analyzer = FACE_BACKENDS[name](dirs, backend != "auto")
+        if analyzer is not None:
+            return analyzer
+    raise BackendUnavailable(
+        f"no face backend found its model files (tried {', '.join(names)}); "
+        "install one of them or use --face-backend dlib (works offline)"
+    )

@@ -1,4 +1,5 @@
 """The one face-analysis interface every backend implements."""
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,7 @@
 
 The model files come from the `face_recognition_models` package; nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,11 +21,10 @@ def _model_files_folder() -> Path:
     """The model folder of face_recognition_models, found without importing the package: its
     __init__ imports pkg_resources, which setuptools 81+ no longer ships."""
     spec = importlib.util.find_spec("face_recognition_models")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "models" if spec and spec.submodule_search_locations else None
+    locations = spec.submodule_search_locations if spec else None
+    folder = Path(list(locations)[0]) / "models" if locations else None
     if folder is None or not (folder / "shape_predictor_5_face_landmarks.dat").is_file():
-        raise BackendUnavailable(
-            "the dlib face backend needs its model files: pip install face_recognition_models"
-        )
+        raise BackendUnavailable("the dlib face backend needs its model files: pip install face_recognition_models")
     return folder
 
 
@@ -75,3 +75,8 @@ class DlibFaceAnalyzer:
 
     def estimate_class(self, rgb: np.ndarray, face: Face) -> str | None:
         return None  # dlib ships no gender model
+
+
+def open_analyzer(model_dirs, required: bool) -> DlibFaceAnalyzer:
+    """dlib needs no model folder (its files ship in face_recognition_models): always opened."""
+    return DlibFaceAnalyzer()

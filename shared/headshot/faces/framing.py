@@ -1,4 +1,5 @@
 """Making faces upright and framing square headshot crops around them."""
+
 from __future__ import annotations
 
 import math
@@ -24,6 +25,8 @@ class UprightResult:
 
     def embed(self, face: Face) -> np.ndarray:
         """The identity embedding of one of `faces`, computed on the detection copy (no re-decode)."""
+        # set whenever find_upright found faces, the only faces this is called with
+        assert self.analyzer is not None and self.detect_rgb is not None
         face.embedding = self.analyzer.embed(self.detect_rgb, _scale_face(face, 1 / self.detect_factor))
         return face.embedding
 
@@ -99,7 +102,7 @@ def frame_headshot(
         max(1, round((inside[2] - inside[0]) * work_scale)),
         max(1, round((inside[3] - inside[1]) * work_scale)),
     )
-    part = np.asarray(img.resize(size_inside, Image.LANCZOS, box=inside))
+    part = np.asarray(img.resize(size_inside, Image.Resampling.LANCZOS, box=inside))
     pad = (
         (max(0, round((inside[1] - box[1]) * work_scale)), 0),
         (max(0, round((inside[0] - box[0]) * work_scale)), 0),
@@ -114,10 +117,10 @@ def frame_headshot(
         part = _fill_outside(part, pad)
     region = Image.fromarray(part[:full, :full])
     if abs(roll) > 0.5:
-        region = region.rotate(roll, resample=Image.BICUBIC, center=(full / 2, full / 2))
+        region = region.rotate(roll, resample=Image.Resampling.BICUBIC, center=(full / 2, full / 2))
     keep = side * work_scale
     lo = full / 2 - keep / 2
-    crop = region.resize((resolution, resolution), Image.LANCZOS, box=(lo, lo, lo + keep, lo + keep))
+    crop = region.resize((resolution, resolution), Image.Resampling.LANCZOS, box=(lo, lo, lo + keep, lo + keep))
     return crop, Framing((cx, cy), side, roll, padded)
 
 

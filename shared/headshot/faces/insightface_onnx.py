@@ -5,6 +5,7 @@ dependencies. The three model files are plain ONNX, so SCRFD decoding, ArcFace a
 and the gender/age crop are re-implemented here with numpy and PIL, following insightface's
 model_zoo/scrfd.py, utils/face_align.py and model_zoo/attribute.py.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -24,8 +25,7 @@ REQUIRED_FILES = (DETECTOR_FILE, RECOGNIZER_FILE)
 
 # Where ArcFace expects the 5 keypoints in its 112x112 input (insightface utils/face_align.py).
 ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-     [41.5493, 92.3655], [70.7299, 92.2041]],
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
 )
 
@@ -48,6 +48,21 @@ def find_model_pack(search_dirs: Iterable[str | Path]) -> Path | None:
             if all((candidate / f).is_file() for f in REQUIRED_FILES):
                 return candidate
     return None
+
+
+def open_analyzer(model_dirs: Sequence[Path], required: bool) -> InsightFaceAnalyzer | None:
+    """The analyzer from the first buffalo_l pack found (host folders first, then ~/.insightface)."""
+    dirs = list(model_dirs) + default_search_dirs()
+    pack = find_model_pack(dirs)
+    if pack is not None:
+        return InsightFaceAnalyzer(pack)
+    if not required:
+        return None
+    raise BackendUnavailable(
+        f"insightface model files not found (searched {', '.join(str(d) for d in dirs)}). Put the buffalo_l pack "
+        f"({', '.join(REQUIRED_FILES + (GENDERAGE_FILE,))}) in "
+        f"<models>/insightface/models/buffalo_l/, or use --face-backend dlib (works offline)"
+    )
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -76,7 +91,7 @@ def warp_affine(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     half = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
     unhalf = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
     coeffs = (half @ inverse @ unhalf)[:2].ravel()
-    out = Image.fromarray(rgb).transform((size, size), Image.AFFINE, tuple(coeffs), Image.BILINEAR)
+    out = Image.fromarray(rgb).transform((size, size), Image.Transform.AFFINE, tuple(coeffs), Image.Resampling.BILINEAR)
     return np.asarray(out)
 
 
@@ -210,7 +225,10 @@ class InsightFaceAnalyzer:
         # Plain bilinear without antialiasing, like the cv2.resize SCRFD is run with in insightface
         # (PIL's resize() would low-pass when shrinking and shift scores).
         resized = Image.fromarray(rgb).transform(
-            (new_w, new_h), Image.AFFINE, (width / new_w, 0, 0, 0, height / new_h, 0), Image.BILINEAR
+            (new_w, new_h),
+            Image.Transform.AFFINE,
+            (width / new_w, 0, 0, 0, height / new_h, 0),
+            Image.Resampling.BILINEAR,
         )
         canvas = np.zeros((in_h, in_w, 3), np.uint8)
         canvas[:new_h, :new_w] = np.asarray(resized)
@@ -223,7 +241,7 @@ class InsightFaceAnalyzer:
         keep = _nms(boxes, scores, self.nms_threshold)
         faces = [
             Face(
-                box=tuple(float(v) for v in boxes[i]),
+                box=(float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3])),
                 score=float(scores[i]),
                 eyes=keypoints[i, :2].copy(),
                 keypoints=keypoints[i].copy(),

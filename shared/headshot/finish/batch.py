@@ -4,6 +4,7 @@ Every file of the input folder is judged, as prepare does: one that cannot be re
 an image, a FIFO, a broken link) is listed in results.json with its reason and the batch goes on.
 Inputs are only read: outputs get names of their own, even when --out is the input folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,8 @@ from pathlib import Path
 from ..errors import HeadshotError, PhotoRejected
 from ..outputs import OutputManifest
 from ..photos import read_photo
-from .results import Batch, Finishing, finish_image, printable
+from .detail_and_restore import Finishing, finish_image
+from .ranked_results import Batch, printable
 
 
 def list_inputs(source: str | Path, out_dir: str | Path) -> list[Path]:
@@ -51,8 +53,8 @@ def _unusable(path: Path) -> tuple[str, str] | None:
 
 def detail_with_loras(finishing: Finishing, loras: list[str], weight: float = 0.8) -> None:
     """Repaint faces with the identity LoRA(s) and their trigger; several LoRAs: one per face, left to right."""
-    from ..train.lora_files import lora_subject
     from ..sampling.protocol import LoraWeight
+    from ..train.lora_files import lora_subject
 
     trigger, class_word = lora_subject(loras[0]) if loras else (None, None)
     subject = " ".join(t for t in (trigger, class_word) if t)
@@ -61,8 +63,15 @@ def detail_with_loras(finishing: Finishing, loras: list[str], weight: float = 0.
     finishing.group = len(loras) > 1
 
 
-def finish_pictures(paths: list[Path], out_dir: str | Path, finishing: Finishing, *, seed: int = 0,
-                    top: int | None = None, progress=None) -> list[dict]:
+def finish_pictures(
+    paths: list[Path],
+    out_dir: str | Path,
+    finishing: Finishing,
+    *,
+    seed: int = 0,
+    top: int | None = None,
+    progress=None,
+) -> list[dict]:
     """Finish each picture into `out_dir` and rank them; returns the results.json entries."""
     batch = Batch(out_dir, finishing, inputs=paths)
     for i, path in enumerate(paths):

@@ -5,15 +5,22 @@ image-to-image over the dilated face region at `denoise` (with the identity LoRA
 and paste through a mask feathered *inside* the dilated region. Outside that region the weight
 is exactly zero, so those pixels stay bit-identical to the input.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..errors import HeadshotError
 from ..faces.base import Face
+from ..faces.subject import confident_faces, pick_subject
 from ..sampling.protocol import LoraWeight, MaskedImageToImage, Sampler
+
+#: which faces to repaint: the person (the subject rule of faces.subject), every face, or one by position
+FACE_CHOICES = ("largest", "all", "nth from left")
 
 
 @dataclass
@@ -65,15 +72,24 @@ def paste_feathered(original: Image.Image, repainted: Image.Image, mask: Image.I
     else:
         weight = hard
     base = np.asarray(original.convert("RGB"))
-    new = np.asarray(repainted.convert("RGB").resize(original.size, Image.LANCZOS))
+    new = np.asarray(repainted.convert("RGB").resize(original.size, Image.Resampling.LANCZOS))
     blended = base * (1 - weight[..., None]) + new * weight[..., None]
     out = np.where(weight[..., None] > 0, np.clip(blended + 0.5, 0, 255).astype(np.uint8), base)
     return Image.fromarray(out)
 
 
-def detail_faces(image: Image.Image, faces: list[Face], sampler: Sampler, prompt: str, negative: str, *,
-                 seed: int, settings: DetailerSettings | None = None,
-                 loras_per_face: list[list[LoraWeight]] | None = None, progress=None) -> tuple[Image.Image, list[DetailedFace]]:
+def detail_faces(
+    image: Image.Image,
+    faces: list[Face],
+    sampler: Sampler,
+    prompt: str,
+    negative: str,
+    *,
+    seed: int,
+    settings: DetailerSettings | None = None,
+    loras_per_face: list[list[LoraWeight]] | None = None,
+    progress=None,
+) -> tuple[Image.Image, list[DetailedFace]]:
     """Repaint `faces` of `image` one by one; `loras_per_face[i]` applies to face i (group photos)."""
     settings = settings or DetailerSettings()
     result = image.convert("RGB")
@@ -81,20 +97,82 @@ def detail_faces(image: Image.Image, faces: list[Face], sampler: Sampler, prompt
     for i, face in enumerate(faces):
         box = _crop_box(face, result.size, settings.context)
         crop = result.crop(box)
-        local = Face(box=(face.box[0] - box[0], face.box[1] - box[1], face.box[2] - box[0], face.box[3] - box[1]),
-                     score=face.score, eyes=face.eyes - np.array(box[:2]))
+        local = Face(
+            box=(face.box[0] - box[0], face.box[1] - box[1], face.box[2] - box[0], face.box[3] - box[1]),
+            score=face.score,
+            eyes=face.eyes - np.array(box[:2]),
+        )
         mask = face_mask(crop.size, local, settings.dilation)
         guide = settings.guide_size
         loras = loras_per_face[i] if loras_per_face else []
-        repainted = sampler.masked_image_to_image(MaskedImageToImage(
-            image=crop.resize((guide, guide), Image.LANCZOS), mask=mask.resize((guide, guide), Image.NEAREST),
-            prompt=prompt, negative=negative, steps=settings.steps, cfg=settings.cfg, seed=seed + i,
-            denoise=settings.denoise, sampler=settings.sampler, loras=loras), progress)
+        repainted = sampler.masked_image_to_image(
+            MaskedImageToImage(
+                image=crop.resize((guide, guide), Image.Resampling.LANCZOS),
+                mask=mask.resize((guide, guide), Image.Resampling.NEAREST),
+                prompt=prompt,
+                negative=negative,
+                steps=settings.steps,
+                cfg=settings.cfg,
+                seed=seed + i,
+                denoise=settings.denoise,
+                sampler=settings.sampler,
+                loras=loras,
+            ),
+            progress,
+        )
         # the paste mask lives in full-image coordinates: nothing outside it can change
         full_mask = Image.new("L", result.size, 0)
         full_mask.paste(mask, box[:2])
         canvas = result.copy()
-        canvas.paste(repainted.resize(crop.size, Image.LANCZOS), box[:2])
+        canvas.paste(repainted.resize(crop.size, Image.Resampling.LANCZOS), box[:2])
         result = paste_feathered(result, canvas, full_mask, settings.feather * crop.size[0])
-        done.append(DetailedFace(tuple(face.box), box, [l.path for l in loras]))
+        x0, y0, x1, y1 = face.box
+        done.append(DetailedFace((x0, y0, x1, y1), box, [lora.path for lora in loras]))
     return result, done
+
+
+def choose_faces(faces: list[Face], choice: str = "largest", index: int = 0) -> list[Face]:
+    """The faces to repaint. Faint detections (fabric, hands) are never chosen; "largest" is the
+    subject as prepare, training and ranking pick it; "nth from left" counts from 0."""
+    if choice == "largest":
+        subject, _ = pick_subject(faces)
+        return [subject] if subject is not None else []
+    if choice == "all":
+        return confident_faces(faces)
+    if choice == "nth from left":
+        ordered = sorted(confident_faces(faces), key=lambda f: f.center[0])
+        return [ordered[index]] if 0 <= index < len(ordered) else []
+    raise HeadshotError(f"unknown face choice {choice!r}; choose one of {', '.join(FACE_CHOICES)}", "bad_option")
+
+
+def detail_picture(
+    image: Image.Image,
+    analyzer,
+    sampler: Sampler,
+    *,
+    seed: int,
+    choice: str = "largest",
+    index: int = 0,
+    settings: DetailerSettings | None = None,
+    loras: Sequence[LoraWeight] = (),
+    prompt: str = "",
+    negative: str = "",
+    progress=None,
+) -> tuple[Image.Image, int, list[DetailedFace]]:
+    """Find the faces, repaint the chosen ones (each with `loras`); (picture, faces found, faces repainted)."""
+    found = confident_faces(analyzer.detect(np.asarray(image.convert("RGB"))))
+    chosen = choose_faces(found, choice, index)
+    if not chosen:
+        return image, len(found), []
+    image, done = detail_faces(
+        image,
+        chosen,
+        sampler,
+        prompt,
+        negative,
+        seed=seed,
+        settings=settings,
+        loras_per_face=[list(loras)] * len(chosen),
+        progress=progress,
+    )
+    return image, len(found), done

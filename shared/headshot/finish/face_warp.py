@@ -3,6 +3,7 @@
 Transforms are complex numbers (z -> a z + b) over PIL's continuous pixel coordinates (pixel i
 covers [i, i+1); landmark and template values are pixel indices: + 0.5).
 """
+
 from __future__ import annotations
 
 import math
@@ -59,11 +60,13 @@ def align(img: Image.Image, a: complex, b: complex, size: int = FACE_SIZE) -> Im
     if scale < 1:
         w, h = region.size
         size_small = (max(1, round(w * scale)), max(1, round(h * scale)))
-        region = region.resize(size_small, Image.LANCZOS)
+        region = region.resize(size_small, Image.Resampling.LANCZOS)
         kx, ky = size_small[0] / w, size_small[1] / h
     c = 1 / a
     d = -b / a - complex(x0, y0)
-    return region.transform((size, size), Image.AFFINE, _affine_data(c, d, kx, ky), resample=Image.BICUBIC)
+    return region.transform(
+        (size, size), Image.Transform.AFFINE, _affine_data(c, d, kx, ky), resample=Image.Resampling.BICUBIC
+    )
 
 
 @lru_cache(maxsize=4)
@@ -100,16 +103,20 @@ def paste(
     if scale > 1:  # the face is smaller in the photo than in the square: shrink with antialiasing first
         small = max(1, round(size / scale))
         k = small / size
-        planes = [p.resize((small, small), Image.LANCZOS) for p in planes]
-        mask = mask.resize((small, small), Image.BILINEAR)
+        planes = [p.resize((small, small), Image.Resampling.LANCZOS) for p in planes]
+        mask = mask.resize((small, small), Image.Resampling.BILINEAR)
     c = k * a
     d = k * (a * complex(x0, y0) + b)
     data = _affine_data(c, d)
     out_size = (x1 - x0, y1 - y0)
     warped = np.stack(
-        [np.asarray(p.transform(out_size, Image.AFFINE, data, resample=Image.BICUBIC)) for p in planes], axis=-1
+        [
+            np.asarray(p.transform(out_size, Image.Transform.AFFINE, data, resample=Image.Resampling.BICUBIC))
+            for p in planes
+        ],
+        axis=-1,
     )
-    weight = np.asarray(mask.transform(out_size, Image.AFFINE, data, resample=Image.BILINEAR))
+    weight = np.asarray(mask.transform(out_size, Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR))
     weight = np.clip(weight, 0.0, 1.0) * np.float32(strength)
     weight[weight < 1e-4] = 0.0
     original = base[y0:y1, x0:x1]

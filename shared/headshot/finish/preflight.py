@@ -1,4 +1,5 @@
 """Checks on the finishing options (generate's and finish's) that must fail before any model loads."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,11 +14,23 @@ def check_fraction(value: float | None, option: str) -> None:
         raise bad_option(f"{option} {value}: must be from 0 to 1")
 
 
-def check_finishing_options(*, out: Path, top: int | None = None, denoise: float | None = None,
-                            fidelity: float | None = None, steps: int | None = None, seed: int = 0,
-                            count: int = 1, identity: Path | None = None, reference: Path | None = None,
-                            restore: str | None = None, restore_dirs=(), loras=(), detailer: bool = False,
-                            base_model: str | None = None) -> None:
+def check_finishing_options(
+    *,
+    out: Path,
+    top: int | None = None,
+    denoise: float | None = None,
+    fidelity: float | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    count: int = 1,
+    identity: Path | None = None,
+    reference: Path | None = None,
+    restore: str | None = None,
+    restore_dirs=(),
+    loras=(),
+    detailer: bool = False,
+    base_model: str | None = None,
+) -> None:
     """One clear error for the first bad option; `out` is created and proved writable."""
     check_positive(top, "--top")
     check_positive(steps, "--steps")

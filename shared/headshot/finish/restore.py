@@ -8,6 +8,7 @@ Model files are the ones hosts already keep: ComfyUI's models/facerestore_models
 ReActor and facerestore_cf), A1111/Forge's models/GFPGAN and models/Codeformer. spandrel reads
 them (and spandrel_extra_arches adds CodeFormer); both are imported only when a model is loaded.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -17,10 +18,9 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
-from ..faces.subject import confident_faces
 from ..errors import BackendUnavailable, HeadshotError
+from ..faces.subject import confident_faces
 from .face_warp import FACE_SIZE, align, paste, similarity  # noqa: F401  (FACE_SIZE: public here too)
-
 
 #: Eye centres of the FFHQ alignment template at 512x512 (the widely published 5-point face
 #: template used to align faces for FFHQ-trained restorers), image-left eye first. Only the eye
@@ -301,7 +301,7 @@ def restore_faces(
     faces = confident_faces(analyzer.detect(np.asarray(small)))
 
     out_size = (rgb.width * upscale, rgb.height * upscale)
-    base_img = rgb.resize(out_size, Image.LANCZOS) if upscale > 1 else rgb
+    base_img = rgb.resize(out_size, Image.Resampling.LANCZOS) if upscale > 1 else rgb
     base = np.array(base_img)  # a writable copy
     infos: list[dict] = []
     for face in faces:
@@ -332,5 +332,12 @@ def restore_faces(
             info["region"] = region
     result = Image.fromarray(base)
     if alpha is not None:
-        result.putalpha(alpha.resize(out_size, Image.LANCZOS) if upscale > 1 else alpha)
+        result.putalpha(alpha.resize(out_size, Image.Resampling.LANCZOS) if upscale > 1 else alpha)
     return result, infos
+
+
+def restoration_summary(infos: list[dict]) -> str:
+    """restore_faces' per-face results in words: "2 face(s) found, 1 restored (why the other was not)"."""
+    done = sum(1 for info in infos if info["restored"])
+    reasons = "; ".join(sorted({info["reason"] for info in infos if "reason" in info}))
+    return f"{len(infos)} face(s) found, {done} restored" + (f" ({reasons})" if reasons else "")

@@ -17,51 +17,131 @@ proportions). For any other size, `preset_pose(name, width, height)` (or `fit_po
 figure on that canvas without stretching it; `render_openpose` itself draws points where they
 say, at any size.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Sequence
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import HeadshotError
 
-Point = Optional[Tuple[float, float]]
+Point = tuple[float, float] | None
 Person = list  # 18 Points
 People = list  # of Person
 
 KEYPOINT_NAMES = (
-    "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
-    "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
+    "nose",
+    "neck",
+    "r_shoulder",
+    "r_elbow",
+    "r_wrist",
+    "l_shoulder",
+    "l_elbow",
+    "l_wrist",
+    "r_hip",
+    "r_knee",
+    "r_ankle",
+    "l_hip",
+    "l_knee",
+    "l_ankle",
+    "r_eye",
+    "l_eye",
+    "r_ear",
+    "l_ear",
 )
-(NOSE, NECK, R_SHOULDER, R_ELBOW, R_WRIST, L_SHOULDER, L_ELBOW, L_WRIST, R_HIP, R_KNEE, R_ANKLE,
- L_HIP, L_KNEE, L_ANKLE, R_EYE, L_EYE, R_EAR, L_EAR) = range(18)
+(
+    NOSE,
+    NECK,
+    R_SHOULDER,
+    R_ELBOW,
+    R_WRIST,
+    L_SHOULDER,
+    L_ELBOW,
+    L_WRIST,
+    R_HIP,
+    R_KNEE,
+    R_ANKLE,
+    L_HIP,
+    L_KNEE,
+    L_ANKLE,
+    R_EYE,
+    L_EYE,
+    R_EAR,
+    L_EAR,
+) = range(18)
 N_KEYPOINTS = 18
 
 #: The 17 limbs in the order the OpenPose ControlNet annotator draws them; limb i gets COLORS[i].
 LIMBS = (
-    (NECK, R_SHOULDER), (NECK, L_SHOULDER), (R_SHOULDER, R_ELBOW), (R_ELBOW, R_WRIST),
-    (L_SHOULDER, L_ELBOW), (L_ELBOW, L_WRIST), (NECK, R_HIP), (R_HIP, R_KNEE), (R_KNEE, R_ANKLE),
-    (NECK, L_HIP), (L_HIP, L_KNEE), (L_KNEE, L_ANKLE), (NECK, NOSE), (NOSE, R_EYE), (R_EYE, R_EAR),
-    (NOSE, L_EYE), (L_EYE, L_EAR),
+    (NECK, R_SHOULDER),
+    (NECK, L_SHOULDER),
+    (R_SHOULDER, R_ELBOW),
+    (R_ELBOW, R_WRIST),
+    (L_SHOULDER, L_ELBOW),
+    (L_ELBOW, L_WRIST),
+    (NECK, R_HIP),
+    (R_HIP, R_KNEE),
+    (R_KNEE, R_ANKLE),
+    (NECK, L_HIP),
+    (L_HIP, L_KNEE),
+    (L_KNEE, L_ANKLE),
+    (NECK, NOSE),
+    (NOSE, R_EYE),
+    (R_EYE, R_EAR),
+    (NOSE, L_EYE),
+    (L_EYE, L_EAR),
 )
 
 #: The 18-colour palette (RGB): limb i and keypoint j use COLORS[i] and COLORS[j].
 COLORS = (
-    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
-    (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
-    (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+    (255, 0, 0),
+    (255, 85, 0),
+    (255, 170, 0),
+    (255, 255, 0),
+    (170, 255, 0),
+    (85, 255, 0),
+    (0, 255, 0),
+    (0, 255, 85),
+    (0, 255, 170),
+    (0, 255, 255),
+    (0, 170, 255),
+    (0, 85, 255),
+    (0, 0, 255),
+    (85, 0, 255),
+    (170, 0, 255),
+    (255, 0, 255),
+    (255, 0, 170),
+    (255, 0, 85),
 )
 
-LIMB_OPACITY = 0.6
+LIMB_SHADE = 0.6  # limbs are drawn opaque in int(colour * 0.6), keypoints in the full colour
 KEYPOINT_RADIUS = 4
 
 HEAD_POINTS = (NOSE, R_EYE, L_EYE, R_EAR, L_EAR)
 
 # left <-> right, for mirroring
-_MIRROR = (NOSE, NECK, L_SHOULDER, L_ELBOW, L_WRIST, R_SHOULDER, R_ELBOW, R_WRIST, L_HIP, L_KNEE,
-           L_ANKLE, R_HIP, R_KNEE, R_ANKLE, L_EYE, R_EYE, L_EAR, R_EAR)
+_MIRROR = (
+    NOSE,
+    NECK,
+    L_SHOULDER,
+    L_ELBOW,
+    L_WRIST,
+    R_SHOULDER,
+    R_ELBOW,
+    R_WRIST,
+    L_HIP,
+    L_KNEE,
+    L_ANKLE,
+    R_HIP,
+    R_KNEE,
+    R_ANKLE,
+    L_EYE,
+    R_EYE,
+    L_EAR,
+    R_EAR,
+)
 
 
 # --- presets ------------------------------------------------------------------------------------
@@ -72,53 +152,126 @@ _N = None
 
 #: Head and shoulders, facing the camera; arms and body below the frame.
 _HEADSHOT_FRONT = [
-    (0.500, 0.405), (0.500, 0.635), (0.260, 0.660), _N, _N, (0.740, 0.660), _N, _N,
-    _N, _N, _N, _N, _N, _N,
-    (0.458, 0.340), (0.542, 0.340), (0.400, 0.365), (0.600, 0.365),
+    (0.500, 0.405),
+    (0.500, 0.635),
+    (0.260, 0.660),
+    _N,
+    _N,
+    (0.740, 0.660),
+    _N,
+    _N,
+    _N,
+    _N,
+    _N,
+    _N,
+    _N,
+    _N,
+    (0.458, 0.340),
+    (0.542, 0.340),
+    (0.400, 0.365),
+    (0.600, 0.365),
 ]
 
 #: Head turned about 35 degrees toward the image's LEFT (the subject's own right): the right ear
 #: hides behind the head, the nose and eyes shift left, the shoulders turn a little with the head.
 _HEADSHOT_THREE_QUARTER_LEFT = [
-    (0.452, 0.405), (0.505, 0.635), (0.290, 0.660), _N, _N, (0.725, 0.650), _N, _N,
-    _N, _N, _N, _N, _N, _N,
-    (0.420, 0.340), (0.505, 0.338), _N, (0.590, 0.362),
+    (0.452, 0.405),
+    (0.505, 0.635),
+    (0.290, 0.660),
+    _N,
+    _N,
+    (0.725, 0.650),
+    _N,
+    _N,
+    _N,
+    _N,
+    _N,
+    _N,
+    _N,
+    _N,
+    (0.420, 0.340),
+    (0.505, 0.338),
+    _N,
+    (0.590, 0.362),
 ]
 
 #: Head to hips, arms relaxed with the hands in front of the hips.
 _HALF_BODY_FRONT = [
-    (0.500, 0.195), (0.500, 0.330), (0.370, 0.345), (0.340, 0.560), (0.360, 0.730),
-    (0.630, 0.345), (0.660, 0.560), (0.640, 0.730),
-    (0.425, 0.720), _N, _N, (0.575, 0.720), _N, _N,
-    (0.483, 0.165), (0.517, 0.165), (0.458, 0.178), (0.542, 0.178),
+    (0.500, 0.195),
+    (0.500, 0.330),
+    (0.370, 0.345),
+    (0.340, 0.560),
+    (0.360, 0.730),
+    (0.630, 0.345),
+    (0.660, 0.560),
+    (0.640, 0.730),
+    (0.425, 0.720),
+    _N,
+    _N,
+    (0.575, 0.720),
+    _N,
+    _N,
+    (0.483, 0.165),
+    (0.517, 0.165),
+    (0.458, 0.178),
+    (0.542, 0.178),
 ]
 
 #: Head to hips, forearms folded across the chest (each hand near the other arm's elbow).
 _ARMS_CROSSED = [
-    (0.500, 0.195), (0.500, 0.330), (0.365, 0.345), (0.350, 0.550), (0.560, 0.520),
-    (0.635, 0.345), (0.650, 0.550), (0.440, 0.535),
-    (0.425, 0.720), _N, _N, (0.575, 0.720), _N, _N,
-    (0.483, 0.165), (0.517, 0.165), (0.458, 0.178), (0.542, 0.178),
+    (0.500, 0.195),
+    (0.500, 0.330),
+    (0.365, 0.345),
+    (0.350, 0.550),
+    (0.560, 0.520),
+    (0.635, 0.345),
+    (0.650, 0.550),
+    (0.440, 0.535),
+    (0.425, 0.720),
+    _N,
+    _N,
+    (0.575, 0.720),
+    _N,
+    _N,
+    (0.483, 0.165),
+    (0.517, 0.165),
+    (0.458, 0.178),
+    (0.542, 0.178),
 ]
 
 #: Whole figure, weight even, arms hanging a little away from the body.
 _STANDING_FULL_BODY = [
-    (0.500, 0.130), (0.500, 0.245), (0.400, 0.255), (0.385, 0.410), (0.390, 0.545),
-    (0.600, 0.255), (0.615, 0.410), (0.610, 0.545),
-    (0.450, 0.515), (0.455, 0.745), (0.460, 0.955), (0.550, 0.515), (0.545, 0.745), (0.540, 0.955),
-    (0.483, 0.110), (0.517, 0.110), (0.4615, 0.120), (0.5385, 0.120),
+    (0.500, 0.130),
+    (0.500, 0.245),
+    (0.400, 0.255),
+    (0.385, 0.410),
+    (0.390, 0.545),
+    (0.600, 0.255),
+    (0.615, 0.410),
+    (0.610, 0.545),
+    (0.450, 0.515),
+    (0.455, 0.745),
+    (0.460, 0.955),
+    (0.550, 0.515),
+    (0.545, 0.745),
+    (0.540, 0.955),
+    (0.483, 0.110),
+    (0.517, 0.110),
+    (0.4615, 0.120),
+    (0.5385, 0.120),
 ]
 
 
 def _placed(person: Sequence[Point], scale: float, center_x: float, dy: float = 0.0) -> list:
     """`person` scaled about the canvas centre, its centre moved to `center_x`, then moved by dy."""
-    return [None if p is None else
-            (round((p[0] - 0.5) * scale + center_x, 4), round((p[1] - 0.5) * scale + 0.5 + dy, 4))
-            for p in person]
+    return [
+        None if p is None else (round((p[0] - 0.5) * scale + center_x, 4), round((p[1] - 0.5) * scale + 0.5 + dy, 4))
+        for p in person
+    ]
 
 
 def _mirrored(person: Sequence[Point]) -> list:
-    return [None if person[j] is None else (round(1.0 - person[j][0], 4), person[j][1]) for j in _MIRROR]
+    return [None if (p := person[j]) is None else (round(1.0 - p[0], 4), p[1]) for j in _MIRROR]
 
 
 def mirror_pose(people: People) -> People:
@@ -169,11 +322,11 @@ def _point(p: Any, where: str) -> Point:
     try:
         values = [float(v) for v in p]
     except (TypeError, ValueError):
-        raise HeadshotError(f"{where} must be (x, y), (x, y, confidence) or None, not {p!r}.",
-                            code="invalid_pose") from None
+        raise HeadshotError(
+            f"{where} must be (x, y), (x, y, confidence) or None, not {p!r}.", code="invalid_pose"
+        ) from None
     if len(values) not in (2, 3) or not all(math.isfinite(v) for v in values):
-        raise HeadshotError(f"{where} must be (x, y), (x, y, confidence) or None, not {p!r}.",
-                            code="invalid_pose")
+        raise HeadshotError(f"{where} must be (x, y), (x, y, confidence) or None, not {p!r}.", code="invalid_pose")
     if len(values) == 3 and values[2] <= 0:
         return None  # OpenPose JSON writes missing points with confidence 0
     return values[0], values[1]
@@ -182,15 +335,20 @@ def _point(p: Any, where: str) -> Point:
 def _checked(people: Any) -> list:
     """`people` as a list of 18-point lists of (x, y) or None; raises naming what is wrong."""
     if isinstance(people, str) or not isinstance(people, Sequence):
-        raise HeadshotError("A pose is a list of people, each a list of 18 points (or a name in "
-                            "POSE_PRESETS passed through preset_pose).", code="invalid_pose")
+        raise HeadshotError(
+            "A pose is a list of people, each a list of 18 points (or a name in "
+            "POSE_PRESETS passed through preset_pose).",
+            code="invalid_pose",
+        )
     out = []
     for n, person in enumerate(people):
         if isinstance(person, str) or not isinstance(person, Sequence) or len(person) != N_KEYPOINTS:
             count = len(person) if isinstance(person, Sequence) else "no"
             raise HeadshotError(
                 f"Person {n} of the pose has {count} points; OpenPose BODY_18 needs 18 "
-                f"({', '.join(KEYPOINT_NAMES)}), with None for points not seen.", code="invalid_pose")
+                f"({', '.join(KEYPOINT_NAMES)}), with None for points not seen.",
+                code="invalid_pose",
+            )
         out.append([_point(p, f"Person {n}, point {j} ({KEYPOINT_NAMES[j]})") for j, p in enumerate(person)])
     return out
 
@@ -212,11 +370,33 @@ def _head_top(person: list) -> tuple[float, float] | None:
     return sum(p[0] for p in head) / len(head), top - drop
 
 
-def fit_pose(people: People, width: int, height: int, *, source_aspect: float = 1.0,
-             frame: Sequence[int] | None = None, fill: float = 0.88,
-             anchor: tuple[float, float] = (0.5, 0.5), include_head_top: bool = True,
-             keep_inside: Sequence[int] = (), margin: float = 0.02,
-             drop_outside: bool = True) -> People:
+def head_extent(person: Sequence[Point]) -> tuple[float, float, float] | None:
+    """(centre x, crown y, chin y) of one person's head, estimated from the face points: the crown
+    as `_head_top` puts it, the chin as far below the eyes as the crown is above them (the eyes
+    sit about halfway down the head). None when no face point is seen."""
+    points = _checked([person])[0]
+    top = _head_top(points)
+    if top is None:
+        return None
+    eyes = [points[j] for j in (R_EYE, L_EYE) if points[j] is not None]
+    eye_y = sum(p[1] for p in eyes) / len(eyes) if eyes else points[NOSE][1] if points[NOSE] else top[1]
+    return top[0], top[1], eye_y + (eye_y - top[1])
+
+
+def fit_pose(
+    people: People,
+    width: int,
+    height: int,
+    *,
+    source_aspect: float = 1.0,
+    frame: Sequence[int] | None = None,
+    fill: float = 0.88,
+    anchor: tuple[float, float] = (0.5, 0.5),
+    include_head_top: bool = True,
+    keep_inside: Sequence[int] = (),
+    margin: float = 0.02,
+    drop_outside: bool = True,
+) -> People:
     """`people` (normalised for a canvas of aspect `source_aspect` = width/height) placed on a
     `width` x `height` canvas without stretching, returned normalised for that canvas.
 
@@ -252,14 +432,16 @@ def fit_pose(people: People, width: int, height: int, *, source_aspect: float = 
         for j in keep_inside:
             if person[j] is None:
                 continue
-            for d, a, size in ((person[j][0] * source_aspect - cx, anchor[0], width),
-                               (person[j][1] - cy, anchor[1], height)):
+            for d, a, size in (
+                (person[j][0] * source_aspect - cx, anchor[0], width),
+                (person[j][1] - cy, anchor[1], height),
+            ):
                 room = (1 - margin - a) if d > 0 else (a - margin)
                 if abs(d) > 1e-9 and room > 0:
                     scale = min(scale, room * size / abs(d))
     out = []
     for person in people:
-        moved = []
+        moved: list[Point] = []
         for p in person:
             if p is None:
                 moved.append(None)
@@ -280,49 +462,62 @@ def preset_pose(name: str, width: int, height: int) -> People:
 
         close = difflib.get_close_matches(name, list(POSE_PRESETS), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise HeadshotError(f"Unknown pose preset {name!r}.{hint} Presets: {', '.join(POSE_PRESETS)}.",
-                            code="unknown_pose")
+        raise HeadshotError(
+            f"Unknown pose preset {name!r}.{hint} Presets: {', '.join(POSE_PRESETS)}.", code="unknown_pose"
+        )
     frame, fill, anchor, keep_inside = _FRAMING.get(name, _DEFAULT_FRAMING)
-    return fit_pose(POSE_PRESETS[name], width, height, frame=frame, fill=fill, anchor=anchor,
-                    keep_inside=keep_inside)
+    return fit_pose(POSE_PRESETS[name], width, height, frame=frame, fill=fill, anchor=anchor, keep_inside=keep_inside)
 
 
 def _check_size(width: int, height: int) -> None:
     if not (isinstance(width, int) and isinstance(height, int)) or width < 1 or height < 1:
-        raise HeadshotError(f"The pose image size must be positive whole pixels (got {width} x {height}).",
-                            code="invalid_pose")
+        raise HeadshotError(
+            f"The pose image size must be positive whole pixels (got {width} x {height}).", code="invalid_pose"
+        )
 
 
 # --- the skeleton image -------------------------------------------------------------------------
 
 
-def _limb_polygon(a: tuple[float, float], b: tuple[float, float], half_width: float) -> list[tuple[float, float]]:
-    """An ellipse around segment a-b: half-length |ab|/2 along it, `half_width` across it."""
-    cx, cy = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
-    half_len = math.hypot(b[0] - a[0], b[1] - a[1]) / 2
-    angle = math.atan2(b[1] - a[1], b[0] - a[0])
+# a filled circle of radius 4 as OpenCV rasterises it: the pixels within the radius of the centre
+_DISC = [
+    (dx, dy)
+    for dx in range(-KEYPOINT_RADIUS, KEYPOINT_RADIUS + 1)
+    for dy in range(-KEYPOINT_RADIUS, KEYPOINT_RADIUS + 1)
+    if dx * dx + dy * dy <= KEYPOINT_RADIUS**2
+]
+
+
+def _limb_polygon(a: tuple[float, float], b: tuple[float, float], stick_width: int) -> list[tuple[int, int]]:
+    """The annotator's limb: an ellipse around segment a-b as OpenCV's ellipse2Poly makes it (centre,
+    half-length and angle cut to whole numbers; semi-minor axis `stick_width`; one point a degree)."""
+    cx, cy = int((a[0] + b[0]) / 2), int((a[1] + b[1]) / 2)
+    half_len = int(math.hypot(b[0] - a[0], b[1] - a[1]) / 2)
+    angle = math.radians(int(math.degrees(math.atan2(a[1] - b[1], a[0] - b[0]))))
     ca, sa = math.cos(angle), math.sin(angle)
-    out = []
-    for deg in range(0, 360, 4):
+    out: list[tuple[int, int]] = []
+    for deg in range(0, 361):
         t = math.radians(deg)
-        u, v = half_len * math.cos(t), half_width * math.sin(t)
-        out.append((cx + u * ca - v * sa, cy + u * sa + v * ca))
+        u, v = half_len * math.cos(t), stick_width * math.sin(t)
+        point = (round(cx + u * ca - v * sa), round(cy + u * sa + v * ca))
+        if not out or out[-1] != point:
+            out.append(point)
     return out
 
 
 def render_openpose(people: People, width: int, height: int, stick_width: int = 4) -> Image.Image:
-    """The body-pose image ControlNet OpenPose models take, drawn with PIL and numpy.
+    """The body-pose image ControlNet OpenPose models take, drawn as controlnet_aux's
+    `draw_poses` / `draw_bodypose` draw it (the ControlNet 1.1 annotator convention, BODY_18):
 
-    The published annotator convention (lllyasviel's ControlNet OpenPose annotator, BODY_18):
     - a black RGB canvas of `width` x `height`;
-    - the 17 limbs in `LIMBS` order (neck-r_shoulder, neck-l_shoulder, r_shoulder-r_elbow,
-      r_elbow-r_wrist, l_shoulder-l_elbow, l_elbow-l_wrist, neck-r_hip, r_hip-r_knee,
-      r_knee-r_ankle, neck-l_hip, l_hip-l_knee, l_knee-l_ankle, neck-nose, nose-r_eye,
-      r_eye-r_ear, nose-l_eye, l_eye-l_ear), limb i in `COLORS[i]`, each a filled ellipse
-      spanning the two points with half-width `stick_width`, laid over the canvas at 60 %
-      opacity (new = 0.4 * canvas + 0.6 * colour: over black, 0.6 * colour; where limbs cross,
-      the later one is blended over the earlier one). Limb by limb, every person in turn;
-    - then every keypoint j present as a filled circle of radius 4 in `COLORS[j]`, opaque.
+    - person by person, in the order given: first the 17 limbs in `LIMBS` order (neck-r_shoulder,
+      neck-l_shoulder, r_shoulder-r_elbow, r_elbow-r_wrist, l_shoulder-l_elbow, l_elbow-l_wrist,
+      neck-r_hip, r_hip-r_knee, r_knee-r_ankle, neck-l_hip, l_hip-l_knee, l_knee-l_ankle,
+      neck-nose, nose-r_eye, r_eye-r_ear, nose-l_eye, l_eye-l_ear), limb i a filled ellipse
+      spanning its two points with semi-minor axis `stick_width`, opaque, in `COLORS[i]` scaled
+      by 0.6 (whole numbers cut down: (255, 85, 0) -> (153, 51, 0)); a later limb covers an
+      earlier one; then that person's keypoints, keypoint j a filled circle of radius 4 in
+      `COLORS[j]` at full strength.
     A limb is skipped when either end is missing. Points are normalised (x times `width`,
     y times `height`), so any size and aspect works; for non-square canvases place presets with
     `preset_pose`/`fit_pose` first so bodies are not stretched.
@@ -331,28 +526,17 @@ def render_openpose(people: People, width: int, height: int, stick_width: int = 
     if stick_width <= 0:
         raise HeadshotError(f"stick_width must be positive (got {stick_width}).", code="invalid_pose")
     people = _checked(people)
-    canvas = np.zeros((height, width, 3), dtype=np.float32)
-    px_people = [[None if p is None else (p[0] * width, p[1] * height) for p in person] for person in people]
-    for i, (a, b) in enumerate(LIMBS):
-        color = np.asarray(COLORS[i], dtype=np.float32)
-        for person in px_people:
-            pa, pb = person[a], person[b]
-            if pa is None or pb is None:
-                continue
-            mask_img = Image.new("L", (width, height), 0)
-            ImageDraw.Draw(mask_img).polygon(_limb_polygon(pa, pb, stick_width), fill=255)
-            mask = np.asarray(mask_img) > 0
-            canvas[mask] = (1.0 - LIMB_OPACITY) * canvas[mask] + LIMB_OPACITY * color
-    image = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
+    image = Image.new("RGB", (width, height), (0, 0, 0))
     draw = ImageDraw.Draw(image)
-    r = KEYPOINT_RADIUS
-    for person in px_people:
-        for j, p in enumerate(person):
+    for person in people:
+        px = [None if p is None else (p[0] * width, p[1] * height) for p in person]
+        for i, (a, b) in enumerate(LIMBS):
+            end_a, end_b = px[a], px[b]
+            if end_a is not None and end_b is not None:
+                shade = tuple(int(c * LIMB_SHADE) for c in COLORS[i])
+                draw.polygon(_limb_polygon(end_a, end_b, stick_width), fill=shade, outline=shade)
+        for j, p in enumerate(px):
             if p is not None:
-                draw.ellipse((p[0] - r, p[1] - r, p[0] + r, p[1] + r), fill=COLORS[j])
+                x, y = int(p[0]), int(p[1])
+                draw.point([(x + dx, y + dy) for dx, dy in _DISC], fill=COLORS[j])
     return image
-
-
-# --- detection (pose_detect.py; these names stay importable from here) ---------------------------
-
-from .pose_detect import ANNOTATOR_FILES, pose_from_image  # noqa: E402,F401

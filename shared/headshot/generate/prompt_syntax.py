@@ -1,4 +1,5 @@
 """Prompt text both hosts read alike: the syntax check, escaping user text, building a style's prompt."""
+
 from __future__ import annotations
 
 import math
@@ -34,10 +35,12 @@ def prompt_syntax_problem(text: str) -> str | None:
         elif c == ")":
             if depth_start is None:
                 return f"an unmatched ')' at character {i + 1}"
-            inner = text[depth_start + 1:i]
+            inner = text[depth_start + 1 : i]
             if not _WEIGHT_GROUP.fullmatch(inner):
-                return (f"'({inner})' is not a (text:weight) group; write (text:1.1) for emphasis or "
-                        f"\\( \\) for literal parentheses")
+                return (
+                    f"'({inner})' is not a (text:weight) group; write (text:1.1) for emphasis or "
+                    f"\\( \\) for literal parentheses"
+                )
             depth_start = None
         elif c in "[]":
             return f"'{c}' at character {i + 1}: A1111 reads [..] as less weight, ComfyUI as text; use (text:0.9)"
@@ -70,20 +73,29 @@ def _weight_text(weight: float) -> str:
     return text if "." in text else text + ".0"
 
 
-def build_prompt(style: "Style", trigger: str, class_word: str, *, extra: str = "",
-                 subject_weight: float | None = None, extra_negative: str = "") -> tuple[str, str]:
+def build_prompt(
+    style: Style,
+    trigger: str,
+    class_word: str,
+    *,
+    extra: str = "",
+    subject_weight: float | None = None,
+    extra_negative: str = "",
+) -> tuple[str, str]:
     """(positive, negative) for `style`: "<trigger> <class>" in place of {subject} (or first),
     `extra` appended; user text is escaped so both hosts read it literally. With
     `subject_weight`, the subject is written `(ohwx man:1.2)`."""
     trigger, class_word = escape_prompt_text(trigger), escape_prompt_text(class_word)
     if not trigger:
-        raise HeadshotError("The trigger word is empty; the prompt needs the LoRA's trigger (e.g. 'ohwx').",
-                            code="invalid_trigger")
+        raise HeadshotError(
+            "The trigger word is empty; the prompt needs the LoRA's trigger (e.g. 'ohwx').", code="invalid_trigger"
+        )
     subject = f"{trigger} {class_word}".strip()
     if subject_weight is not None:
         if not (isinstance(subject_weight, (int, float)) and math.isfinite(subject_weight) and subject_weight > 0):
-            raise HeadshotError(f"subject_weight must be a positive number (got {subject_weight!r}).",
-                                code="invalid_weight")
+            raise HeadshotError(
+                f"subject_weight must be a positive number (got {subject_weight!r}).", code="invalid_weight"
+            )
         subject = f"({subject}:{_weight_text(float(subject_weight))})"
     prompt = style.prompt.strip()
     if "{subject}" in prompt:

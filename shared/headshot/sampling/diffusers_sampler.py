@@ -1,18 +1,24 @@
 """`DiffusersSampler`: the `Sampler` protocol over diffusers, for the CLI and the service.
 
-It loads the base model with `headshot.train.models` (single file, diffusers folder or hub id),
+It loads the base model with `headshot.train.base_model_loading` (single file, diffusers folder or hub id),
 the LoRAs as forward hooks (`lora_patch`, no adapter API version gates), and an optional
 OpenPose ControlNet.
 """
+
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from ..errors import HeadshotError
+from ..train.base_model import diffusers_pipeline
 from .protocol import LoraWeight, MaskedImageToImage, Progress, TextToImage
+
+if TYPE_CHECKING:
+    from .lora_patch import LoraPatches
 
 
 def _scheduler_for(name: str, config):
@@ -22,7 +28,9 @@ def _scheduler_for(name: str, config):
     from .schedulers import sampler_spec
 
     spec = sampler_spec(name)
-    return getattr(diffusers, spec.diffusers_scheduler).from_config(config, steps_offset=1, **dict(spec.diffusers_kwargs))
+    return getattr(diffusers, spec.diffusers_scheduler).from_config(
+        config, steps_offset=1, **dict(spec.diffusers_kwargs)
+    )
 
 
 class DiffusersSampler:
@@ -32,47 +40,26 @@ class DiffusersSampler:
         import torch
 
         from ..devices import autocast_dtype, pick_device
-        from ..train.models import load_base_model
+        from ..train.base_model_loading import load_base_model
 
         self.device = pick_device(device)
         dtype = autocast_dtype(self.device, "auto") or torch.float32
-        self.base = load_base_model(base_model, tokenizer_dirs=[Path(d) for d in tokenizer_dirs], dtype=dtype,
-                                    device=self.device)
+        self.base = load_base_model(
+            base_model, tokenizer_dirs=[Path(d) for d in tokenizer_dirs], dtype=dtype, device=self.device
+        )
         self.family = self.base.family
         self.dtype = dtype
         self.controlnet = _load_controlnet(controlnet, self.base, dtype, self.device) if controlnet else None
-        self._patches = None  # LoraPatches, made at the first LoRA
-        self._pipes: dict[str, object] = {}
+        self._patches: LoraPatches | None = None  # made at the first LoRA
+        self._pipes: dict[tuple[str, str], Any] = {}  # diffusers pipelines by (kind, sampler)
 
     # -- pipelines share the same modules; only the wrapper differs -------------------------------
-    def _components(self, sampler: str):
-        b = self.base
-        parts = dict(vae=b.vae, unet=b.unet, scheduler=_scheduler_for(sampler, b.noise_scheduler.config))
-        if self.family == "sdxl":
-            parts.update(text_encoder=b.text_encoders[0], text_encoder_2=b.text_encoders[1],
-                         tokenizer=b.tokenizers[0], tokenizer_2=b.tokenizers[1])
-        else:
-            parts.update(text_encoder=b.text_encoders[0], tokenizer=b.tokenizers[0], safety_checker=None,
-                         feature_extractor=None, requires_safety_checker=False)
-        return parts
-
     def _pipe(self, kind: str, sampler: str):
-        import diffusers
-
-        names = {
-            ("sdxl", "txt"): "StableDiffusionXLPipeline", ("sdxl", "control"): "StableDiffusionXLControlNetPipeline",
-            ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline", ("sd", "txt"): "StableDiffusionPipeline",
-            ("sd", "control"): "StableDiffusionControlNetPipeline", ("sd", "inpaint"): "StableDiffusionInpaintPipeline",
-        }
         key = (kind, sampler)
         if key not in self._pipes:
-            cls = getattr(diffusers, names[("sdxl" if self.family == "sdxl" else "sd", kind)])
-            parts = self._components(sampler)
-            if kind == "control":
-                parts["controlnet"] = self.controlnet
-            pipe = cls(**parts)
-            pipe.set_progress_bar_config(disable=True)
-            self._pipes[key] = pipe
+            scheduler = _scheduler_for(sampler, self.base.noise_scheduler.config)
+            extra = {"controlnet": self.controlnet} if kind == "control" else {}
+            self._pipes[key] = diffusers_pipeline(self.base, kind, scheduler, **extra)
         return self._pipes[key]
 
     def _apply_loras(self, pipe, loras: list[LoraWeight]) -> None:
@@ -83,11 +70,12 @@ class DiffusersSampler:
             self._patches = LoraPatches(self.family, self.base.unet, list(self.base.text_encoders))
         for lora in loras:
             if not Path(lora.path).is_file():
-                raise HeadshotError(f"LoRA {lora.path} not found; give the .safetensors file `headshot train` wrote",
-                                    "lora_missing")
+                raise HeadshotError(
+                    f"LoRA {lora.path} not found; give the .safetensors file `headshot train` wrote", "lora_missing"
+                )
             self._patches.load(lora.path)
         # every pipeline wraps the same modules: the weights set here hold for all of them
-        self._patches.set_weights({l.path: l.weight for l in loras})
+        self._patches.set_weights({lora.path: lora.weight for lora in loras})
 
     def _conditioning(self, prompt: str, negative: str) -> dict:
         """Prompt embeddings read as the hosts read prompts: long ones chunked, (text:w) weighted."""
@@ -108,18 +96,26 @@ class DiffusersSampler:
     def text_to_image(self, request: TextToImage, progress: Progress | None = None) -> Image.Image:
         import torch
 
-        use_control = self.controlnet is not None and request.control_image is not None
-        pipe = self._pipe("control" if use_control else "txt", request.sampler)
+        control_image = request.control_image if self.controlnet is not None else None
+        pipe = self._pipe("control" if control_image is not None else "txt", request.sampler)
         self._apply_loras(pipe, request.loras)
-        extra = {}
-        if use_control:
-            extra = {"image": request.control_image.convert("RGB").resize((request.width, request.height)),
-                     "controlnet_conditioning_scale": request.control_strength}
+        extra: dict[str, Any] = {}
+        if control_image is not None:
+            extra = {
+                "image": control_image.convert("RGB").resize((request.width, request.height)),
+                "controlnet_conditioning_scale": request.control_strength,
+            }
         with torch.no_grad():
-            return pipe(**self._conditioning(request.prompt, request.negative), width=request.width,
-                        height=request.height, num_inference_steps=request.steps, guidance_scale=request.cfg,
-                        generator=torch.Generator().manual_seed(request.seed),
-                        callback_on_step_end=self._callback(progress, request.steps, "sampling"), **extra).images[0]
+            return pipe(
+                **self._conditioning(request.prompt, request.negative),
+                width=request.width,
+                height=request.height,
+                num_inference_steps=request.steps,
+                guidance_scale=request.cfg,
+                generator=torch.Generator().manual_seed(request.seed),
+                callback_on_step_end=self._callback(progress, request.steps, "sampling"),
+                **extra,
+            ).images[0]
 
     def masked_image_to_image(self, request: MaskedImageToImage, progress: Progress | None = None) -> Image.Image:
         import torch
@@ -130,11 +126,18 @@ class DiffusersSampler:
         # diffusers runs steps x denoise steps: keep at least one whatever the pair
         steps = max(request.steps, math.ceil(1 / max(request.denoise, 1e-3)))
         with torch.no_grad():
-            return pipe(**self._conditioning(request.prompt, request.negative), image=request.image.convert("RGB"),
-                        mask_image=request.mask.convert("L"), width=width, height=height, strength=request.denoise,
-                        num_inference_steps=steps, guidance_scale=request.cfg,
-                        generator=torch.Generator().manual_seed(request.seed),
-                        callback_on_step_end=self._callback(progress, request.steps, "inpainting")).images[0]
+            return pipe(
+                **self._conditioning(request.prompt, request.negative),
+                image=request.image.convert("RGB"),
+                mask_image=request.mask.convert("L"),
+                width=width,
+                height=height,
+                strength=request.denoise,
+                num_inference_steps=steps,
+                guidance_scale=request.cfg,
+                generator=torch.Generator().manual_seed(request.seed),
+                callback_on_step_end=self._callback(progress, request.steps, "inpainting"),
+            ).images[0]
 
 
 def _load_controlnet(path: str, base, dtype, device):
@@ -151,13 +154,17 @@ def _load_controlnet(path: str, base, dtype, device):
             raise HeadshotError(
                 f"ControlNet {source.name} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                 "give a diffusers ControlNet folder (config.json + weights) for the base model's family",
-                "controlnet_unreadable") from None
+                "controlnet_unreadable",
+            ) from None
     else:
-        raise HeadshotError(f"ControlNet {path} not found; give an OpenPose ControlNet file or diffusers folder",
-                            "controlnet_missing")
+        raise HeadshotError(
+            f"ControlNet {path} not found; give an OpenPose ControlNet file or diffusers folder", "controlnet_missing"
+        )
     cross = model.config.cross_attention_dim
     if cross != base.unet.config.cross_attention_dim:
-        raise HeadshotError(f"ControlNet {source.name} is for another model family (text width {cross}, the base "
-                            f"model has {base.unet.config.cross_attention_dim}); use the {base.family} OpenPose ControlNet",
-                            "controlnet_mismatch")
+        raise HeadshotError(
+            f"ControlNet {source.name} is for another model family (text width {cross}, the base "
+            f"model has {base.unet.config.cross_attention_dim}); use the {base.family} OpenPose ControlNet",
+            "controlnet_mismatch",
+        )
     return model.to(device)

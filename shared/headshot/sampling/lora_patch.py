@@ -6,6 +6,7 @@ which refuses to run unless the installed peft is at least the version that tran
 untouched, each adapted module gets `weight * alpha / rank * up(down(x))` added to its output, the way
 ComfyUI and A1111 apply LoRAs. Every key of a file must find its module, or loading fails.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ..errors import HeadshotError
 
@@ -35,7 +37,7 @@ class LoraPatches:
     text_encoders: list[nn.Module]
     weights: dict[str, float] = field(default_factory=dict)  # file -> weight; 0 switches it off
     _deltas: dict[nn.Module, list[_Delta]] = field(default_factory=dict)
-    _hooks: dict[nn.Module, object] = field(default_factory=dict)
+    _hooks: dict[nn.Module, RemovableHandle] = field(default_factory=dict)
 
     @property
     def loaded(self) -> list[str]:
@@ -43,7 +45,8 @@ class LoraPatches:
 
     def load(self, path: str | Path) -> int:
         """Hook every module of the file in (weight 0 until `set_weights`); returns the number of modules."""
-        from ..train.lora_format import kohya_to_peft, load_lora
+        from ..train.lora_conversion import kohya_to_peft
+        from ..train.lora_files import load_lora
 
         path = str(path)
         if path in self.weights:
@@ -60,9 +63,13 @@ class LoraPatches:
                 module = models[component].get_submodule(name)
                 up = state[f"{name}.lora_B.weight"]
                 ref = module.weight
-                delta = _Delta(path, _shape_for(module, down).to(ref.device, ref.dtype),
-                               _shape_for(module, up, up=True).to(ref.device, ref.dtype),
-                               alphas[f"{component}.{name}"] / down.shape[0])
+                assert isinstance(ref, torch.Tensor)  # LoRAs target Linear and Conv layers, which have one
+                delta = _Delta(
+                    path,
+                    _shape_for(module, down).to(ref.device, ref.dtype),
+                    _shape_for(module, up, up=True).to(ref.device, ref.dtype),
+                    alphas[f"{component}.{name}"] / down.shape[0],
+                )
                 self._deltas.setdefault(module, []).append(delta)
                 if module not in self._hooks:
                     self._hooks[module] = module.register_forward_hook(self._add_deltas)
@@ -94,8 +101,9 @@ class LoraPatches:
 
 
 def _text_encoder_map(family: str, text_encoders: list[nn.Module]) -> dict[str, nn.Module]:
-    names = ("te1", "te2") if family == "sdxl" else ("te",)
-    return dict(zip(names, text_encoders))
+    from ..families import get_family
+
+    return dict(zip(get_family(family).text_components, text_encoders))
 
 
 def _shape_for(module: nn.Module, weight: torch.Tensor, up: bool = False) -> torch.Tensor:

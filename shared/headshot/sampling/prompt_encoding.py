@@ -5,11 +5,14 @@ instead split long prompts into 75-token chunks (each wrapped in start/end token
 separately, concatenated) and scale the embeddings of weighted words. This does the same for
 the only weight form our styles write: un-nested "(text:w)", with "\\(" "\\)" as literal brackets.
 """
+
 from __future__ import annotations
 
 import re
 
 import torch
+
+from ..families import get_family
 
 CHUNK = 75  # tokens per chunk, plus the start and end tokens: CLIP's 77
 _WEIGHTED = re.compile(r"(?<!\\)\((?P<text>(?:[^()\\]|\\.)*?):(?P<weight>[0-9.]+)(?<!\\)\)")
@@ -20,7 +23,7 @@ def parse_weights(prompt: str) -> list[tuple[str, float]]:
     segments, pos = [], 0
     for match in _WEIGHTED.finditer(prompt):
         if match.start() > pos:
-            segments.append((prompt[pos:match.start()], 1.0))
+            segments.append((prompt[pos : match.start()], 1.0))
         segments.append((match.group("text"), float(match.group("weight"))))
         pos = match.end()
     if pos < len(prompt):
@@ -43,8 +46,8 @@ def _encode_chunks(tokenizer, encoder, ids, weights, chunks: int, device, penult
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     hidden, pooled = [], None
     for c in range(chunks):
-        part = ids[c * CHUNK:(c + 1) * CHUNK]
-        part_w = weights[c * CHUNK:(c + 1) * CHUNK]
+        part = ids[c * CHUNK : (c + 1) * CHUNK]
+        part_w = weights[c * CHUNK : (c + 1) * CHUNK]
         tokens = [bos] + part + [eos] + [pad] * (CHUNK - len(part))
         scale = torch.tensor([1.0] + part_w + [1.0] * (CHUNK + 1 - len(part)), device=device)
         out = encoder(torch.tensor([tokens], device=device), output_hidden_states=penultimate)
@@ -64,14 +67,16 @@ def encode_prompts(base, prompt: str, negative: str, device) -> dict:
     encoders = list(zip(base.tokenizers, base.text_encoders))
     parsed = [[_tokens_and_weights(tok, text) for tok, _ in encoders] for text in (prompt, negative)]
     chunks = max(1, *(-(-len(ids) // CHUNK) for per_text in parsed for ids, _ in per_text))
-    sdxl = base.family == "sdxl"
-    result = {}
+    family = get_family(base.family)
+    result: dict[str, torch.Tensor | None] = {}
     for key, per_text in zip(("prompt_embeds", "negative_prompt_embeds"), parsed):
         states, pooled = [], None
         for (tokenizer, encoder), (ids, weights) in zip(encoders, per_text):
-            hidden, pooled = _encode_chunks(tokenizer, encoder, ids, weights, chunks, device, penultimate=sdxl)
+            hidden, pooled = _encode_chunks(
+                tokenizer, encoder, ids, weights, chunks, device, penultimate=family.penultimate_text_states
+            )
             states.append(hidden)
         result[key] = torch.cat(states, dim=-1)
-        if sdxl:
+        if family.size_conditioning:  # the UNet also takes the pooled text embedding
             result["pooled_prompt_embeds" if key == "prompt_embeds" else "negative_pooled_prompt_embeds"] = pooled
     return result

@@ -3,13 +3,13 @@
 ComfyUI and A1111 already hold the model, LoRAs and samplers a person chose; their adapters
 implement this protocol over them. Standalone, `diffusers_sampler.DiffusersSampler` implements it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
 from PIL import Image
-
 
 Progress = Callable[[int, int, str], None]
 

@@ -1,4 +1,5 @@
 """Our sampler names and what each host calls them (ComfyUI, A1111/Forge, diffusers)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,27 +29,47 @@ class SamplerSpec:
         return self.a1111_sampler, self.a1111_scheduler
 
 
-SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
-    SamplerSpec("euler", "euler", "normal", "Euler", "Automatic", "Euler", "EulerDiscreteScheduler"),
-    SamplerSpec("euler_a", "euler_ancestral", "normal", "Euler a", "Automatic", "Euler a",
-                "EulerAncestralDiscreteScheduler"),
-    SamplerSpec("dpmpp_2m", "dpmpp_2m", "normal", "DPM++ 2M", "Automatic", "DPM++ 2M",
-                "DPMSolverMultistepScheduler", (("algorithm_type", "dpmsolver++"), ("solver_order", 2))),
-    SamplerSpec("dpmpp_2m_karras", "dpmpp_2m", "karras", "DPM++ 2M", "Karras", "DPM++ 2M Karras",
-                "DPMSolverMultistepScheduler",
-                (("algorithm_type", "dpmsolver++"), ("solver_order", 2), ("use_karras_sigmas", True))),
-    # DDIM's own schedule is evenly spaced timesteps: ComfyUI's "ddim_uniform"
-    SamplerSpec("ddim", "ddim", "ddim_uniform", "DDIM", "Automatic", "DDIM", "DDIMScheduler"),
-    SamplerSpec("unipc", "uni_pc", "normal", "UniPC", "Automatic", "UniPC", "UniPCMultistepScheduler"),
-)}
+SAMPLERS: dict[str, SamplerSpec] = {
+    s.name: s
+    for s in (
+        SamplerSpec("euler", "euler", "normal", "Euler", "Automatic", "Euler", "EulerDiscreteScheduler"),
+        SamplerSpec(
+            "euler_a", "euler_ancestral", "normal", "Euler a", "Automatic", "Euler a", "EulerAncestralDiscreteScheduler"
+        ),
+        SamplerSpec(
+            "dpmpp_2m",
+            "dpmpp_2m",
+            "normal",
+            "DPM++ 2M",
+            "Automatic",
+            "DPM++ 2M",
+            "DPMSolverMultistepScheduler",
+            (("algorithm_type", "dpmsolver++"), ("solver_order", 2)),
+        ),
+        SamplerSpec(
+            "dpmpp_2m_karras",
+            "dpmpp_2m",
+            "karras",
+            "DPM++ 2M",
+            "Karras",
+            "DPM++ 2M Karras",
+            "DPMSolverMultistepScheduler",
+            (("algorithm_type", "dpmsolver++"), ("solver_order", 2), ("use_karras_sigmas", True)),
+        ),
+        # DDIM's own schedule is evenly spaced timesteps: ComfyUI's "ddim_uniform"
+        SamplerSpec("ddim", "ddim", "ddim_uniform", "DDIM", "Automatic", "DDIM", "DDIMScheduler"),
+        SamplerSpec("unipc", "uni_pc", "normal", "UniPC", "Automatic", "UniPC", "UniPCMultistepScheduler"),
+    )
+}
 
 
 def sampler_spec(name: str) -> SamplerSpec:
     try:
         return SAMPLERS[name]
     except KeyError:
-        raise HeadshotError(f"Unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}.",
-                            code="unknown_sampler") from None
+        raise HeadshotError(
+            f"Unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}.", code="unknown_sampler"
+        ) from None
 
 
 def comfy_sampler(name: str) -> tuple[str, str]:

@@ -1,9 +1,16 @@
 """Train: a kohya-compatible identity LoRA from a prepared dataset.
 
 Modules:
-  models       base-model loading (single file LDM/SGM, diffusers folder, hub id), family detection,
-               local tokenizers
-  lora_format  kohya key naming, ss_* metadata, A1111 sidecar, reading LoRA files back
+  base_model_loading   load_base_model: single file, diffusers folder or hub id (base_model: the result)
+  single_file_loading  LDM/SGM single files -> diffusers modules, strictly (configs_from_shapes: their configs)
+  diffusers_loading    diffusers folders and hub ids
+  clip_tokenizers      CLIP tokenizers from local sources only
+  lora_targets         kohya's LoRA target modules
+  lora_names           the kohya module-name rule
+  lora_conversion      peft <-> kohya state dicts
+  lora_files           LoRA files (atomic, with hashes), the A1111 sidecar
+  lora_metadata        sd-scripts' ss_* / modelspec.* metadata
+  launch               checks, job folder and worker for a training run (what the CLI and hosts call)
   presets      fast / balanced / quality defaults, each traced to its source
   engine       the builtin diffusers + peft training loop
   job          job folders, events, the worker process, cancel and resume

@@ -1,4 +1,5 @@
 """What training reuses every step, computed once: image latents and text embeddings."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..families import get_family
 from .dataset import TrainingImage, caption_variants
 
 
@@ -21,13 +23,15 @@ def _image_tensor(path, resolution: int) -> torch.Tensor:
     if img.size != (resolution, resolution):
         side = min(img.size)
         left, top = (img.width - side) // 2, (img.height - side) // 2
-        img = img.resize((resolution, resolution), Image.LANCZOS, box=(left, top, left + side, top + side))
+        img = img.resize((resolution, resolution), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))
     arr = torch.from_numpy(np.asarray(img, np.float32) / 127.5 - 1.0)
     return arr.permute(2, 0, 1)
 
 
 @torch.no_grad()
-def encode_latents(vae, images: list[TrainingImage], resolution: int, flip: bool, device, dtype, seed: int, progress=None):
+def encode_latents(
+    vae, images: list[TrainingImage], resolution: int, flip: bool, device, dtype, seed: int, progress=None
+):
     """Per image: latents of the image and (with flip) of its mirror, scaled for the UNet.
 
     The mirror is encoded, not flipped in latent space: the VAE is not mirror-symmetric.
@@ -44,7 +48,7 @@ def encode_latents(vae, images: list[TrainingImage], resolution: int, flip: bool
         dist = vae.encode(batch).latent_dist
         noise = torch.randn(dist.mean.shape, generator=generator).to(device, dtype)
         latents = (dist.mean + dist.std * noise - shift) * scale
-        cache.append([l.float() for l in latents])
+        cache.append([latent.float() for latent in latents])
     return cache
 
 
@@ -52,18 +56,25 @@ def encode_prompt(base, caption: str, device, with_grad: bool = False) -> TextEm
     """The UNet conditioning for one caption, the way each family's pipelines build it."""
     context = torch.enable_grad() if with_grad else torch.no_grad()
     with context:
-        if base.family == "sdxl":
+        if get_family(base.family).penultimate_text_states:  # SDXL
             hidden_states, pooled = [], None
             for tokenizer, encoder in zip(base.tokenizers, base.text_encoders):
-                ids = tokenizer(caption, padding="max_length", max_length=tokenizer.model_max_length,
-                                truncation=True, return_tensors="pt").input_ids.to(device)
+                ids = tokenizer(
+                    caption,
+                    padding="max_length",
+                    max_length=tokenizer.model_max_length,
+                    truncation=True,
+                    return_tensors="pt",
+                ).input_ids.to(device)
                 out = encoder(ids, output_hidden_states=True)
-                hidden_states.append(out.hidden_states[-2])  # SDXL conditions on the penultimate layer
+                hidden_states.append(out.hidden_states[-2])
                 pooled = out[0]  # the projected pooled output of the second encoder
+            assert pooled is not None  # SDXL has two text encoders
             return TextEmbedding(torch.cat(hidden_states, dim=-1)[0], pooled[0])
         tokenizer, encoder = base.tokenizers[0], base.text_encoders[0]
-        ids = tokenizer(caption, padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids.to(device)
+        ids = tokenizer(
+            caption, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(device)
         return TextEmbedding(encoder(ids)[0][0], None)
 
 

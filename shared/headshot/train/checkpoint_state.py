@@ -10,12 +10,13 @@ Nothing here unpickles: a job folder is data (it may come from anyone, e.g. a sh
 `torch.load(weights_only=False)` on it would run whatever code the file names. A `state.pt` written by
 an older version is never read.
 """
+
 from __future__ import annotations
 
 import json
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, cast
 
 from ..errors import HeadshotError
 from ..outputs import atomic_save, atomic_write_json
@@ -64,13 +65,23 @@ def _join_optimizer(data: dict, tensors: dict, live_groups: list[dict]) -> dict:
     groups = []
     for saved, live in zip(data["param_groups"], live_groups):
         # JSON has no tuples; give back the type the optimizer uses (AdamW's betas)
-        groups.append({k: tuple(v) if isinstance(live.get(k), tuple) and isinstance(v, list) else v
-                       for k, v in saved.items()})
+        groups.append(
+            {k: tuple(v) if isinstance(live.get(k), tuple) and isinstance(v, list) else v for k, v in saved.items()}
+        )
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(folder: Path, write_lora: Callable[[Path], None], *, step: int, trainable: list[torch.Tensor],
-                    optimizer, lr_schedule, scaler, generator: torch.Generator) -> None:
+def save_checkpoint(
+    folder: Path,
+    write_lora: Callable[[Path], None],
+    *,
+    step: int,
+    trainable: list[torch.Tensor],
+    optimizer,
+    lr_schedule,
+    scaler,
+    generator: torch.Generator,
+) -> None:
     """Write checkpoint `step` into `folder`: the LoRA (`write_lora(path)`), the state tensors, state.json last."""
     import numpy as np
     import torch
@@ -86,11 +97,15 @@ def save_checkpoint(folder: Path, write_lora: Callable[[Path], None], *, step: i
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     for i, s in enumerate(cuda):
         tensors[f"rng.cuda.{i}"] = s
-    np_state = np.random.get_state()
+    # the legacy tuple (get_state's default); numpy's stub picks the dict overload for a bare call
+    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     tensors["rng.numpy"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
     version, py_state, gauss = random.getstate()
     record = {
-        "format": FORMAT, "step": step, "lora_count": len(trainable), "cuda_rng_count": len(cuda),
+        "format": FORMAT,
+        "step": step,
+        "lora_count": len(trainable),
+        "cuda_rng_count": len(cuda),
         "optimizer": optimizer_json,
         "lr_schedule": _json_safe(lr_schedule.state_dict(), "the learning-rate schedule"),
         "scaler": _json_safe(scaler.state_dict(), "the gradient scaler") if scaler else None,
@@ -109,8 +124,16 @@ def is_legacy(folder: Path) -> bool:
     return (folder / LEGACY_NAME).is_file() and not is_complete(folder)
 
 
-def load_state(folder: Path, step: int, *, trainable: list[torch.Tensor], optimizer, lr_schedule, scaler,
-               generator: torch.Generator) -> None:
+def load_state(
+    folder: Path,
+    step: int,
+    *,
+    trainable: list[torch.Tensor],
+    optimizer,
+    lr_schedule,
+    scaler,
+    generator: torch.Generator,
+) -> None:
     """Restore what `save_state` wrote into live objects; a mismatch is a HeadshotError, nothing half-applied
     to the weights."""
     import numpy as np
@@ -118,8 +141,10 @@ def load_state(folder: Path, step: int, *, trainable: list[torch.Tensor], optimi
     from safetensors.torch import load_file
 
     def mismatch(why: str) -> HeadshotError:
-        return HeadshotError(f"checkpoint {folder} cannot be resumed: {why}; start a new job in another --out "
-                             "folder", "checkpoint_mismatch")
+        return HeadshotError(
+            f"checkpoint {folder} cannot be resumed: {why}; start a new job in another --out folder",
+            "checkpoint_mismatch",
+        )
 
     try:
         record = json.loads((folder / STATE_NAME).read_text(encoding="utf-8"))
@@ -130,8 +155,8 @@ def load_state(folder: Path, step: int, *, trainable: list[torch.Tensor], optimi
         raise mismatch("state.json is not a training state of this step")
     if record.get("lora_count") != len(trainable):
         raise mismatch("it was made with other settings (rank or targets)")
-    saved = [tensors.get(f"lora.{i}") for i in range(len(trainable))]
-    if any(s is None or s.shape != p.shape for s, p in zip(saved, trainable)):
+    saved = [s for i in range(len(trainable)) if (s := tensors.get(f"lora.{i}")) is not None]
+    if len(saved) != len(trainable) or any(s.shape != p.shape for s, p in zip(saved, trainable)):
         raise mismatch("its LoRA weights have other shapes (rank or targets)")
     try:
         optimizer.load_state_dict(_join_optimizer(record["optimizer"], tensors, optimizer.param_groups))

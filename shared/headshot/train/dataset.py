@@ -1,4 +1,5 @@
 """Reading a prepared (kohya-layout) dataset for training."""
+
 from __future__ import annotations
 
 import json
@@ -83,7 +84,9 @@ def load_training_set(dataset_dir: str | Path) -> TrainingSet:
         info = json.loads(report.read_text(encoding="utf-8"))
         trigger, class_word = info.get("trigger"), info.get("class")
     else:
-        tokens = kohya.parse_subset_folder(images[0].subset)[1].split(" ", 1)
+        parsed = kohya.parse_subset_folder(images[0].subset)
+        assert parsed is not None  # images come only from folders that parse as subsets
+        tokens = parsed[1].split(" ", 1)
         trigger, class_word = tokens[0], (tokens[1] if len(tokens) > 1 else None)
     return TrainingSet(root, images, trigger, class_word)
 

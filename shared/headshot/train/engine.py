@@ -4,6 +4,7 @@ One step is exactly one UNet forward and backward on cached latents and cached t
 embeddings; everything else (sampling the dataset, noise, loss weighting) is a few tensor ops,
 so the engine runs as fast as a bare PyTorch loop over the same model.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,18 +18,19 @@ import torch.nn.functional as F
 
 from ..devices import autocast_dtype, pick_device
 from ..errors import HeadshotError
+from ..families import get_family
 from ..outputs import OutputManifest
-from . import lora_format
 from .caching import cache_text_embeddings, encode_latents, encode_prompt
 from .checkpoint_state import load_state, save_checkpoint
 from .dataset import TrainingSet, caption_variants, epoch_order, load_training_set
 from .job import Cancelled, JobFolder
+from .lora_conversion import peft_to_kohya
+from .lora_files import load_lora, save_lora, write_a1111_sidecar
+from .lora_metadata import kohya_metadata
+from .lora_targets import kohya_unet_targets, text_encoder_targets
 from .loss_curve import draw_loss_curve, trim_loss_log
 from .optimizers import make_lr_schedule, make_optimizer
 from .settings import TrainSettings
-
-#: the text-encoder components of each family, in kohya's naming
-TEXT_COMPONENTS = {"sd1": ["te"], "sd2": ["te"], "sdxl": ["te1", "te2"]}
 
 
 def add_lora(model, targets: list[str], rank: int, alpha: float, seed: int) -> list[torch.nn.Parameter]:
@@ -36,7 +38,8 @@ def add_lora(model, targets: list[str], rank: int, alpha: float, seed: int) -> l
     from peft import LoraConfig, inject_adapter_in_model
 
     torch.manual_seed(seed)  # LoRA-A initialisation is random: repeatable runs need it seeded
-    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets)
+    # peft annotates lora_alpha as int; it only computes alpha / r, and kohya alphas are floats
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets)  # type: ignore[arg-type]
     inject_adapter_in_model(config, model)
     params = []
     for name, param in model.named_parameters():
@@ -57,8 +60,9 @@ def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float, v_predictio
     return clipped / (snr + 1) if v_prediction else clipped / snr
 
 
-def diffusion_loss(base, latents, hidden, pooled, settings: TrainSettings, generator: torch.Generator,
-                   autocast: torch.dtype | None) -> torch.Tensor:
+def diffusion_loss(
+    base, latents, hidden, pooled, settings: TrainSettings, generator: torch.Generator, autocast: torch.dtype | None
+) -> torch.Tensor:
     """Per-sample denoising loss for one batch of cached latents and text conditioning."""
     unet, scheduler = base.unet, base.noise_scheduler
     device = latents.device
@@ -66,13 +70,17 @@ def diffusion_loss(base, latents, hidden, pooled, settings: TrainSettings, gener
     if settings.noise_offset:
         noise += settings.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator)
     noise = noise.to(device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator).to(device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator).to(
+        device
+    )
     noisy = scheduler.add_noise(latents, noise, timesteps)
     added = None
-    if base.family == "sdxl":
+    if get_family(base.family).size_conditioning:
         res = settings.resolution
         # size/crop conditioning: the crops were made square at this size with no further crop
-        time_ids = torch.tensor([[res, res, 0, 0, res, res]], dtype=hidden.dtype, device=device).repeat(latents.shape[0], 1)
+        time_ids = torch.tensor([[res, res, 0, 0, res, res]], dtype=hidden.dtype, device=device).repeat(
+            latents.shape[0], 1
+        )
         added = {"text_embeds": pooled, "time_ids": time_ids}
     with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
         prediction = unet(noisy, timesteps, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
@@ -87,28 +95,41 @@ def diffusion_loss(base, latents, hidden, pooled, settings: TrainSettings, gener
 class LoraTrainer:
     """Trains one identity LoRA into a job folder. Construct, then `run()`."""
 
-    def __init__(self, settings: TrainSettings, job: JobFolder, base=None, training_set: TrainingSet | None = None,
-                 progress: Callable[[int, int, str], None] | None = None):
+    def __init__(
+        self,
+        settings: TrainSettings,
+        job: JobFolder,
+        base=None,
+        training_set: TrainingSet | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
+    ):
         self.job = job
         self.training_set = training_set or load_training_set(settings.dataset_dir)
         self.device = pick_device(settings.device)
         images = self.training_set.images
-        self.settings = settings.resolved(len(images), images[0].repeats, self.training_set.resolution, self.device.type == "cuda")
+        self.settings = settings.resolved(
+            len(images), images[0].repeats, self.training_set.resolution, self.device.type == "cuda"
+        )
         self.autocast = autocast_dtype(self.device, self.settings.mixed_precision)
         self._base = base
         self.progress = progress or (lambda done, total, message: None)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _load(self):
-        from .models import load_base_model
+        from .base_model_loading import load_base_model
 
         s = self.settings
         if self._base is None:
             weights_dtype = self.autocast or torch.float32  # frozen weights in half precision on a GPU
             self.job.emit("status", message=f"loading base model {s.base_model}")
             # the UNet comes after caching: the VAE and text encoders are gone by then (lower peak memory)
-            self._base = load_base_model(s.base_model, tokenizer_dirs=[Path(d) for d in s.tokenizer_dirs],
-                                         dtype=weights_dtype, device=self.device, defer_unet=True)
+            self._base = load_base_model(
+                s.base_model,
+                tokenizer_dirs=[Path(d) for d in s.tokenizer_dirs],
+                dtype=weights_dtype,
+                device=self.device,
+                defer_unet=True,
+            )
         base = self._base
         for module in [base.unet, base.vae, *base.text_encoders]:
             if module is not None:
@@ -117,31 +138,43 @@ class LoraTrainer:
 
     def _check_resolution(self, base) -> None:
         # the VAE halves the size per level after the first, the UNet again per level after the first
-        factor = 2 ** (len(base.vae.config.block_out_channels) - 1) * 2 ** (len(base.unet.config.block_out_channels) - 1)
+        factor = 2 ** (len(base.vae.config.block_out_channels) - 1) * 2 ** (
+            len(base.unet.config.block_out_channels) - 1
+        )
         if self.settings.resolution % factor:
-            raise HeadshotError(f"resolution {self.settings.resolution} must be a multiple of {factor} for this model "
-                                f"(try {max(factor, self.settings.resolution // factor * factor)})", "bad_option")
+            raise HeadshotError(
+                f"resolution {self.settings.resolution} must be a multiple of {factor} for this model "
+                f"(try {max(factor, self.settings.resolution // factor * factor)})",
+                "bad_option",
+            )
 
     def _cache(self, base):
         s = self.settings
         images = self.training_set.images
         self.job.emit("status", message=f"caching latents of {len(images)} images")
-        vae_dtype = torch.float32 if base.family == "sdxl" else next(base.vae.parameters()).dtype  # SDXL's VAE overflows in fp16
+        # a VAE that overflows in fp16 (SDXL's) encodes in fp32
+        vae_dtype = torch.float32 if get_family(base.family).vae_force_upcast else next(base.vae.parameters()).dtype
         if next(base.vae.parameters()).dtype != vae_dtype:
             base.vae.to(dtype=vae_dtype)
         base.vae.to(self.device)
-        self.latents = encode_latents(base.vae, images, s.resolution, s.flip, self.device, vae_dtype, s.seed, self.progress)
+        self.latents = encode_latents(
+            base.vae, images, s.resolution, s.flip, self.device, vae_dtype, s.seed, self.progress
+        )
         self.prior_latents, self.prior_text = [], None
         if s.class_images_dir or s.class_image_count:
             from .prior import class_images
 
             prior = class_images(s, base, self.training_set.class_word, self.job.emit)
-            self.prior_latents = encode_latents(base.vae, prior, s.resolution, s.flip, self.device, vae_dtype, s.seed + 1)
+            self.prior_latents = encode_latents(
+                base.vae, prior, s.resolution, s.flip, self.device, vae_dtype, s.seed + 1
+            )
             self.prior_text = encode_prompt(base, prior[0].caption, self.device)
         self.text_cache = None
         if s.text_encoder_lr is None:
             self.job.emit("status", message="caching text embeddings (text encoder frozen)")
-            self.text_cache = cache_text_embeddings(base, images, s.caption_variants, s.shuffle_captions, s.seed, self.device)
+            self.text_cache = cache_text_embeddings(
+                base, images, s.caption_variants, s.shuffle_captions, s.seed, self.device
+            )
         if not s.validation_images:
             # nothing renders images in this run: the VAE (and a frozen text encoder) can go
             base.vae.to("meta")
@@ -154,13 +187,13 @@ class LoraTrainer:
         s = self.settings
         base.ensure_unet()
         self._check_resolution(base)
-        self.unet_targets = lora_format.kohya_unet_targets(base.unet)
+        self.unet_targets = kohya_unet_targets(base.unet)
         params = add_lora(base.unet, self.unet_targets, s.rank, s.alpha, s.seed)
         groups = [{"params": params, "lr": s.lr}]
         self.text_targets = []
         if s.text_encoder_lr is not None:
             for encoder in base.text_encoders:
-                targets = lora_format.text_encoder_targets(encoder)
+                targets = text_encoder_targets(encoder)
                 self.text_targets.append(targets)
                 groups.append({"params": add_lora(encoder, targets, s.rank, s.alpha, s.seed), "lr": s.text_encoder_lr})
         if s.gradient_checkpointing:
@@ -176,36 +209,74 @@ class LoraTrainer:
         from peft.utils import get_peft_model_state_dict
 
         base, s = self._base, self.settings
-        tensors = lora_format.peft_to_kohya(base.family, "unet", get_peft_model_state_dict(base.unet), s.rank, s.alpha,
-                                            self.unet_targets, unet_config=base.unet)
+        assert s.rank is not None and s.alpha is not None  # resolved() filled them from the preset
+        tensors = peft_to_kohya(
+            base.family,
+            "unet",
+            get_peft_model_state_dict(base.unet),
+            s.rank,
+            s.alpha,
+            self.unet_targets,
+            unet_config=base.unet,
+        )
         if s.text_encoder_lr is not None:
-            for component, encoder in zip(TEXT_COMPONENTS[base.family], base.text_encoders):
+            for component, encoder in zip(get_family(base.family).text_components, base.text_encoders):
                 state = get_peft_model_state_dict(encoder)
-                tensors.update(lora_format.peft_to_kohya(base.family, component, state, s.rank, s.alpha))
-        return {k: v.detach().to("cpu", torch.float16 if v.dim() else torch.float32).contiguous() for k, v in tensors.items()}
+                tensors.update(peft_to_kohya(base.family, component, state, s.rank, s.alpha))
+        return {
+            k: v.detach().to("cpu", torch.float16 if v.dim() else torch.float32).contiguous()
+            for k, v in tensors.items()
+        }
 
     def metadata(self, step: int, chosen_step: int | None = None) -> dict[str, str]:
         s, ts = self.settings, self.training_set
-        return lora_format.kohya_metadata(
-            family=self._base.family, rank=s.rank, alpha=s.alpha, output_name=s.output_name,
-            trigger=ts.trigger or "", class_word=ts.class_word or "", tag_frequency=ts.tag_frequency(),
-            dataset_dirs=ts.subsets, resolution=s.resolution, chosen_step=chosen_step,
+        assert s.rank is not None and s.alpha is not None  # resolved() filled them from the preset
+        return kohya_metadata(
+            family=self._base.family,
+            rank=s.rank,
+            alpha=s.alpha,
+            output_name=s.output_name,
+            trigger=ts.trigger or "",
+            class_word=ts.class_word or "",
+            tag_frequency=ts.tag_frequency(),
+            dataset_dirs=ts.subsets,
+            resolution=s.resolution,
+            chosen_step=chosen_step,
             training={
-                "steps": step, "learning_rate": s.lr, "unet_lr": s.lr, "text_encoder_lr": s.text_encoder_lr,
-                "lr_scheduler": s.scheduler, "lr_warmup_steps": s.warmup_steps, "optimizer": s.optimizer,
-                "num_train_images": len(ts.images), "seed": s.seed, "min_snr_gamma": s.min_snr_gamma,
-                "noise_offset": s.noise_offset, "flip_aug": s.flip, "shuffle_caption": s.shuffle_captions,
-                "gradient_checkpointing": s.gradient_checkpointing, "mixed_precision": str(self.autocast or "no"),
-                "max_train_steps": s.steps, "batch_size": s.batch_size, "preset": s.preset,
+                "steps": step,
+                "learning_rate": s.lr,
+                "unet_lr": s.lr,
+                "text_encoder_lr": s.text_encoder_lr,
+                "lr_scheduler": s.scheduler,
+                "lr_warmup_steps": s.warmup_steps,
+                "optimizer": s.optimizer,
+                "num_train_images": len(ts.images),
+                "seed": s.seed,
+                "min_snr_gamma": s.min_snr_gamma,
+                "noise_offset": s.noise_offset,
+                "flip_aug": s.flip,
+                "shuffle_caption": s.shuffle_captions,
+                "gradient_checkpointing": s.gradient_checkpointing,
+                "mixed_precision": str(self.autocast or "no"),
+                "max_train_steps": s.steps,
+                "batch_size": s.batch_size,
+                "preset": s.preset,
                 "base_model": Path(s.base_model).name,
             },
         )
 
     def save_checkpoint(self, step: int, generator: torch.Generator) -> Path:
         folder = self.job.checkpoint_dir(step)
-        save_checkpoint(folder, lambda path: lora_format.save_lora(path, self.lora_tensors(), self.metadata(step)),
-                        step=step, trainable=self.trainable, optimizer=self.optimizer, lr_schedule=self.lr_schedule,
-                        scaler=self.scaler, generator=generator)
+        save_checkpoint(
+            folder,
+            lambda path: save_lora(path, self.lora_tensors(), self.metadata(step)),
+            step=step,
+            trainable=self.trainable,
+            optimizer=self.optimizer,
+            lr_schedule=self.lr_schedule,
+            scaler=self.scaler,
+            generator=generator,
+        )
         self.job.emit("checkpoint", step=step, path=str(folder / "lora.safetensors"))
         return folder
 
@@ -214,16 +285,29 @@ class LoraTrainer:
         checkpoints, legacy = self.job.checkpoints(), self.job.legacy_checkpoints()
         if not checkpoints:
             if legacy:
-                raise HeadshotError(f"checkpoint {legacy[-1][1]} was written by an older version and is not loaded "
-                                    "for safety; start a new job in another --out folder", "legacy_checkpoint")
+                raise HeadshotError(
+                    f"checkpoint {legacy[-1][1]} was written by an older version and is not loaded "
+                    "for safety; start a new job in another --out folder",
+                    "legacy_checkpoint",
+                )
             trim_loss_log(self.job.path / "loss.csv", 0)
             return 0
         step, folder = checkpoints[-1]
         if legacy and legacy[-1][0] > step:
-            self.job.emit("status", message=f"checkpoints after step {step} were written by an older version and are "
-                          f"not loaded for safety; resuming from step {step}")
-        load_state(folder, step, trainable=self.trainable, optimizer=self.optimizer, lr_schedule=self.lr_schedule,
-                   scaler=self.scaler, generator=generator)
+            self.job.emit(
+                "status",
+                message=f"checkpoints after step {step} were written by an older version and are "
+                f"not loaded for safety; resuming from step {step}",
+            )
+        load_state(
+            folder,
+            step,
+            trainable=self.trainable,
+            optimizer=self.optimizer,
+            lr_schedule=self.lr_schedule,
+            scaler=self.scaler,
+            generator=generator,
+        )
         trim_loss_log(self.job.path / "loss.csv", step)
         self.job.emit("resumed", step=step, checkpoint=str(folder))
         return step
@@ -250,7 +334,11 @@ class LoraTrainer:
             if self.text_cache is not None:
                 emb = self.text_cache[i][pick.randrange(len(self.text_cache[i]))]
             else:
-                text = caption_variants(images[i].caption, 2, s.seed + position)[-1] if s.shuffle_captions else images[i].caption
+                text = (
+                    caption_variants(images[i].caption, 2, s.seed + position)[-1]
+                    if s.shuffle_captions
+                    else images[i].caption
+                )
                 emb = encode_prompt(self._base, text, self.device, with_grad=True)
             hidden.append(emb.hidden)
             pooled.append(emb.pooled)
@@ -265,8 +353,10 @@ class LoraTrainer:
         from .selection import CheckpointJudge
 
         s = self.settings
-        self.job.update(state="running", settings=s.to_dict(), total_steps=s.steps, device=str(self.device),
-                        worker_pid=os.getpid())
+        assert s.steps is not None and s.checkpoint_every is not None  # resolved() filled them from the preset
+        self.job.update(
+            state="running", settings=s.to_dict(), total_steps=s.steps, device=str(self.device), worker_pid=os.getpid()
+        )
         self._claim_outputs()
         base = self._load()
         self._stop_if_asked()
@@ -295,8 +385,10 @@ class LoraTrainer:
                 if self.prior_latents:
                     loss = loss + s.prior_loss_weight * self._prior_loss(step, generator)
                 if not torch.isfinite(loss):
-                    raise HeadshotError(f"the loss became {loss.item()} at step {step + 1}: lower --lr, "
-                                        "or use --mixed-precision no", "loss_not_finite")
+                    raise HeadshotError(
+                        f"the loss became {loss.item()} at step {step + 1}: lower --lr, or use --mixed-precision no",
+                        "loss_not_finite",
+                    )
                 self._optimizer_step(loss)
                 step += 1
                 done_here += 1
@@ -305,8 +397,15 @@ class LoraTrainer:
                 lr = self.lr_schedule.get_last_lr()[0]
                 loss_log.write(f"{step},{loss.item():.6f},{lr:.3e}\n")
                 loss_log.flush()
-                self.job.emit("step", step=step, total=s.steps, loss=round(loss.item(), 6), lr=lr,
-                              it_per_s=round(rate, 4), eta_s=round((s.steps - step) / rate, 1))
+                self.job.emit(
+                    "step",
+                    step=step,
+                    total=s.steps,
+                    loss=round(loss.item(), 6),
+                    lr=lr,
+                    it_per_s=round(rate, 4),
+                    eta_s=round((s.steps - step) / rate, 1),
+                )
                 self.job.update(steps_done=step)
                 if step % s.checkpoint_every == 0 or step == s.steps:
                     self.save_checkpoint(step, generator)
@@ -352,14 +451,15 @@ class LoraTrainer:
     def export(self, judge) -> dict:
         """Copy the chosen checkpoint's LoRA into the output folder with full metadata and sidecars."""
         s = self.settings
+        assert s.steps is not None  # resolved() filled it from the preset
         chosen = judge.choose()
         source = self.job.checkpoint_dir(chosen["step"]) / "lora.safetensors"
-        tensors, _ = lora_format.load_lora(source)
+        tensors, _ = load_lora(source)
         out = self.job.path / f"{s.output_name}.safetensors"
-        lora_format.save_lora(out, tensors, self.metadata(s.steps, chosen_step=chosen["step"]))
+        save_lora(out, tensors, self.metadata(s.steps, chosen_step=chosen["step"]))
         trigger = " ".join(t for t in (self.training_set.trigger, self.training_set.class_word) if t)
-        sd_version = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}[self._base.family]
-        lora_format.write_a1111_sidecar(out, activation_text=trigger, preferred_weight=0.8, sd_version=sd_version)
+        sd_version = get_family(self._base.family).a1111_sd_version
+        write_a1111_sidecar(out, activation_text=trigger, preferred_weight=0.8, sd_version=sd_version)
         identity = judge.save_reference(out.with_suffix(".identity.json"))
         return {"lora": str(out), "chosen_step": chosen["step"], "choice": chosen, "identity": identity}
 

@@ -15,6 +15,7 @@ A job folder alone tells what happened:
 job.json is data: paths are derived from where the folder is now and from the caller, never
 followed from the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,11 +31,14 @@ from ..errors import HeadshotError
 from ..outputs import FolderBusy, FolderLock, OutputManifest, atomic_write_json, pid_alive
 from . import checkpoint_state
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
 #: what a job writes at its top level and in each checkpoint; a failed start removes these and nothing else
 OWN_FILES = ("job.json", "events.jsonl", "loss.csv", "loss.png", "worker.log", "validation.json", "CANCEL")
-OWN_CHECKPOINT_FILES = ("lora.safetensors", checkpoint_state.TENSORS_NAME, checkpoint_state.STATE_NAME,
-                        checkpoint_state.LEGACY_NAME)
+OWN_CHECKPOINT_FILES = (
+    "lora.safetensors",
+    checkpoint_state.TENSORS_NAME,
+    checkpoint_state.STATE_NAME,
+    checkpoint_state.LEGACY_NAME,
+)
 OWN_SD_SCRIPTS_FILES = ("dataset.toml", "sd-scripts.toml", "sd-scripts.log")
 
 
@@ -64,8 +68,9 @@ class JobFolder:
         except FileNotFoundError:
             raise HeadshotError(f"{self.path} holds no training job (no job.json)", "no_job") from None
         except (ValueError, OSError) as exc:
-            raise HeadshotError(f"{self.record_path} is damaged ({exc}); choose another --out folder",
-                                "job_damaged") from None
+            raise HeadshotError(
+                f"{self.record_path} is damaged ({exc}); choose another --out folder", "job_damaged"
+            ) from None
         if not isinstance(record, dict):
             raise HeadshotError(f"{self.record_path} is not a job record; choose another --out folder", "job_damaged")
         return record
@@ -131,8 +136,12 @@ class JobFolder:
             lock.release()
         record = self.read() if self.exists() else {}
         pid = record.get("worker_pid")
-        return (record.get("state") in ("queued", "running") and pid != os.getpid()
-                and isinstance(pid, int) and pid_alive(pid))
+        return (
+            record.get("state") in ("queued", "running")
+            and pid != os.getpid()
+            and isinstance(pid, int)
+            and pid_alive(pid)
+        )
 
     def status(self, holding_lock: bool = False) -> dict:
         """The record, with a job left queued/running by a process that is gone repaired to a resumable failure."""
@@ -140,11 +149,16 @@ class JobFolder:
         if record.get("state") not in ("queued", "running") or self.busy(holding_lock):
             return record
         checkpoints = self.checkpoints()
-        hint = (f"resume with --resume to continue from step {checkpoints[-1][0]}" if checkpoints
-                else "start it again (no step was saved)")
-        return self.update(state="failed", error_code="interrupted",
-                           error=f"the training process (pid {record.get('worker_pid') or '?'}) stopped without "
-                                 f"finishing; {hint}")
+        hint = (
+            f"resume with --resume to continue from step {checkpoints[-1][0]}"
+            if checkpoints
+            else "start it again (no step was saved)"
+        )
+        return self.update(
+            state="failed",
+            error_code="interrupted",
+            error=f"the training process (pid {record.get('worker_pid') or '?'}) stopped without finishing; {hint}",
+        )
 
     def lora_path(self, record: dict) -> Path | None:
         """The finished LoRA, found in this folder wherever it has moved (the record's path is not followed)."""
@@ -157,8 +171,9 @@ class JobFolder:
             (self.path / name).unlink(missing_ok=True)
             for tmp in self.path.glob(f".{Path(name).stem}.*.tmp*"):
                 tmp.unlink(missing_ok=True)  # an atomic write of it cut short
-        for folder, names in [(d, OWN_CHECKPOINT_FILES) for d in self._step_dirs()] + \
-                             [(self.path / "sd-scripts", OWN_SD_SCRIPTS_FILES)]:
+        for folder, names in [(d, OWN_CHECKPOINT_FILES) for d in self._step_dirs()] + [
+            (self.path / "sd-scripts", OWN_SD_SCRIPTS_FILES)
+        ]:
             for name in names:
                 (folder / name).unlink(missing_ok=True)
             for tmp in folder.glob(".*.tmp*") if folder.is_dir() else []:
@@ -184,8 +199,11 @@ class JobFolder:
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """Complete checkpoints (state.json, written last, marks them whole), oldest first."""
-        return sorted((int(d.name[5:]), d) for d in self._step_dirs()
-                      if checkpoint_state.is_complete(d) and (d / "lora.safetensors").is_file())
+        return sorted(
+            (int(d.name[5:]), d)
+            for d in self._step_dirs()
+            if checkpoint_state.is_complete(d) and (d / "lora.safetensors").is_file()
+        )
 
     def legacy_checkpoints(self) -> list[tuple[int, Path]]:
         """Checkpoints of an older version (a pickled state.pt): never loaded, only reported."""
@@ -253,7 +271,9 @@ def hold_lock(job: JobFolder, wait: float = 30.0) -> FolderLock:
             time.sleep(0.1)
 
 
-def follow(job: JobFolder, process: subprocess.Popen | None, on_event: Callable[[dict], None], poll: float = 0.5) -> dict:
+def follow(
+    job: JobFolder, process: subprocess.Popen | None, on_event: Callable[[dict], None], poll: float = 0.5
+) -> dict:
     """Pass every new event to `on_event` until the worker exits; returns the final record."""
     offset = 0
     while True:
@@ -271,7 +291,9 @@ def follow(job: JobFolder, process: subprocess.Popen | None, on_event: Callable[
     record = job.read()
     if process is not None and process.returncode != 0 and record.get("state") in ("queued", "running"):
         # killed from outside (OOM killer, kill -9): say so, the last checkpoint stays resumable
-        record = job.update(state="failed", error=f"the worker process stopped (exit code {process.returncode}); "
-                            "resume with --resume to continue from the last checkpoint")
+        record = job.update(
+            state="failed",
+            error=f"the worker process stopped (exit code {process.returncode}); "
+            "resume with --resume to continue from the last checkpoint",
+        )
     return record
-

@@ -8,6 +8,7 @@ metadata later keeps them. The legacy hash reads 0x10000 bytes at offset 0x10000
 serialisation, exactly as A1111's `sd_models.model_hash` reads a file: when it is shorter than 1 MiB
 the read is empty and the hash is SHA-256 of no bytes, e3b0c442 (so every LoRA under 1 MiB shares it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,9 +21,9 @@ from typing import Any
 import torch
 
 from headshot.errors import HeadshotError
+from headshot.families import families
 from headshot.outputs import atomic_save, atomic_write_text
 
-_A1111_SD_VERSION = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
 LEGACY_HASH_OFFSET, LEGACY_HASH_LENGTH = 0x100000, 0x10000
 
 
@@ -46,8 +47,8 @@ def _addnet_hashes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, s
     ss_only = {k: v for k, v in metadata.items() if k.startswith("ss_")}
     blob = save(dict(tensors), metadata=ss_only or None)
     header_len = int.from_bytes(blob[:8], "little")
-    model_hash = hashlib.sha256(blob[8 + header_len:]).hexdigest()
-    legacy_hash = hashlib.sha256(blob[LEGACY_HASH_OFFSET:LEGACY_HASH_OFFSET + LEGACY_HASH_LENGTH]).hexdigest()[:8]
+    model_hash = hashlib.sha256(blob[8 + header_len :]).hexdigest()
+    legacy_hash = hashlib.sha256(blob[LEGACY_HASH_OFFSET : LEGACY_HASH_OFFSET + LEGACY_HASH_LENGTH]).hexdigest()[:8]
     return model_hash, legacy_hash
 
 
@@ -62,9 +63,7 @@ def save_lora(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], meta
 
     path = Path(path)
     if not tensors:
-        raise HeadshotError(
-            f"no tensors to write to {path}; pass the LoRA state from peft_to_kohya.", "lora_bad_state"
-        )
+        raise HeadshotError(f"no tensors to write to {path}; pass the LoRA state from peft_to_kohya.", "lora_bad_state")
     out: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
         if not isinstance(tensor, torch.Tensor):
@@ -151,12 +150,7 @@ def write_a1111_sidecar(
     existing sidecar (e.g. a user's own edits) are kept unless written here.
     """
     lora_path = Path(lora_path)
-    version = _A1111_SD_VERSION.get(str(sd_version).lower(), str(sd_version).upper())
-    if version not in ("SD1", "SD2", "SDXL"):
-        raise HeadshotError(
-            f"sd_version {sd_version!r} is not one A1111 knows; use SD1, SD2 or SDXL (or sd1/sd2/sdxl).",
-            "lora_bad_metadata",
-        )
+    version = _a1111_sd_version(str(sd_version))
     weight = float(preferred_weight)
     if not (0.0 <= weight <= 2.0):
         raise HeadshotError(
@@ -183,6 +177,19 @@ def write_a1111_sidecar(
     )
     atomic_write_text(sidecar, json.dumps(data, indent=4, ensure_ascii=False) + "\n")
     return sidecar
+
+
+def _a1111_sd_version(text: str) -> str:
+    """A1111's "sd version" for a family name or an A1111 version ("sdxl" or "SDXL" -> "SDXL")."""
+    for family in families():
+        if text.lower() == family.name or text.upper() == family.a1111_sd_version.upper():
+            return family.a1111_sd_version
+    known = [f.a1111_sd_version for f in families()]
+    raise HeadshotError(
+        f"sd_version {text!r} is not one A1111 knows; use {', '.join(known[:-1])} or {known[-1]} "
+        f"(or {'/'.join(f.name for f in families())}).",
+        "lora_bad_metadata",
+    )
 
 
 def lora_subject(path: str) -> tuple[str | None, str | None]:

@@ -1,4 +1,5 @@
 """The safetensors metadata sd-scripts writes for a LoRA (ss_*, modelspec.*), plus our headshot.* keys."""
+
 from __future__ import annotations
 
 import datetime
@@ -11,23 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from headshot.errors import HeadshotError
+from headshot.families import get_family
 
 from .lora_files import _meta_str
-
-FAMILIES = ("sd1", "sd2", "sdxl")
-# ss_base_model_version exactly as sd-scripts writes it (model_util / sdxl_model_util)
-_BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
-
-# modelspec.architecture ids from sd-scripts' library/sai_model_spec.py, "/lora" appended for LoRAs
-_ARCH = {
-    "sd1": "stable-diffusion-v1",
-    "sd2": "stable-diffusion-v2-512",
-    "sd2_v": "stable-diffusion-v2-768-v",
-    "sdxl": "stable-diffusion-xl-v1-base",
-}
-# sd-scripts: SDXL LoRAs are named after the SGM implementation, SD1/SD2 LoRAs after diffusers
-_IMPL_SGM = "https://github.com/Stability-AI/generative-models"
-_IMPL_DIFFUSERS = "diffusers"
 
 
 def _resolution(resolution: Any) -> tuple[int, int]:
@@ -44,7 +31,7 @@ def _resolution(resolution: Any) -> tuple[int, int]:
         parts = parts * 2
     if len(parts) != 2 or min(parts) <= 0:
         raise HeadshotError(
-            f"resolution {resolution!r} is not a size; pass 512, (768, 1024) or \"768,1024\" (width, height).",
+            f'resolution {resolution!r} is not a size; pass 512, (768, 1024) or "768,1024" (width, height).',
             "lora_bad_metadata",
         )
     return parts[0], parts[1]
@@ -74,9 +61,7 @@ def _tag_frequency(tag_frequency: Mapping[str, Any], default_dir: str) -> dict[s
         return {}
     values = list(tag_frequency.values())
     if all(isinstance(v, Mapping) for v in values):
-        return {
-            str(Path(str(d)).name): {str(t): int(c) for t, c in tags.items()} for d, tags in tag_frequency.items()
-        }
+        return {str(Path(str(d)).name): {str(t): int(c) for t, c in tags.items()} for d, tags in tag_frequency.items()}
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return {default_dir: {str(t): int(c) for t, c in tag_frequency.items()}}
     raise HeadshotError(
@@ -145,8 +130,7 @@ def kohya_metadata(
     ``chosen_step``: the step of the checkpoint this file holds, if selection picked one.
     Every value is a str; None values are written as "None", as sd-scripts does.
     """
-    if family not in FAMILIES:
-        raise HeadshotError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}.", "lora_bad_family")
+    fam = get_family(family)  # ss_base_model_version, modelspec.* as sd-scripts writes them for it
     training = dict(training or {})
     width, height = _resolution(resolution)
     v_param = bool(training.get("v_parameterization", False))
@@ -175,7 +159,7 @@ def kohya_metadata(
 
     steps = chosen_step if chosen_step is not None else training.get("steps", training.get("max_train_steps"))
     now = time.time()
-    base_version = _BASE_MODEL_VERSION[family] + ("_v" if v_param and family != "sdxl" else "")
+    base_version = fam.base_model_version(v_param)
 
     meta: dict[str, Any] = {
         "ss_session_id": random.randint(0, 2**32),
@@ -190,11 +174,11 @@ def kohya_metadata(
         "ss_batch_size_per_device": None,
         "ss_max_train_steps": training.get("steps"),
         "ss_lr_scheduler": None,
-        "ss_network_module": "networks.lora",
+        "ss_network_module": fam.sd_scripts_network_module,
         "ss_network_dim": int(rank),
         "ss_network_alpha": float(alpha),
         "ss_mixed_precision": None,
-        "ss_v2": family == "sd2",
+        "ss_v2": fam.ss_v2,
         "ss_base_model_version": base_version,
         "ss_clip_skip": None,
         "ss_seed": None,
@@ -214,22 +198,22 @@ def kohya_metadata(
         else:
             meta[_TRAINING_ALIASES.get(key, f"ss_{key}")] = value
     # these are ours to say, whatever the training dict held
-    meta["ss_network_module"] = "networks.lora"
+    meta["ss_network_module"] = fam.sd_scripts_network_module
     meta["ss_network_dim"] = int(rank)
     meta["ss_network_alpha"] = float(alpha)
     meta["ss_base_model_version"] = base_version
-    meta["ss_v2"] = family == "sd2"
+    meta["ss_v2"] = fam.ss_v2
     meta["ss_output_name"] = output_name
     meta["ss_steps"] = steps
     meta["ss_resolution"] = (width, height)
 
-    arch = _ARCH["sd2_v" if (family == "sd2" and v_param) else family]
+    arch = fam.architecture(v_param)
     started = float(meta["ss_training_started_at"]) if meta["ss_training_started_at"] is not None else now
     meta.update(
         {
             "modelspec.sai_model_spec": "1.0.0",
             "modelspec.architecture": f"{arch}/lora",
-            "modelspec.implementation": _IMPL_SGM if family == "sdxl" else _IMPL_DIFFUSERS,
+            "modelspec.implementation": fam.modelspec_implementation,
             "modelspec.title": training.get("title") or output_name,
             "modelspec.resolution": f"{width}x{height}",
             "modelspec.date": datetime.datetime.fromtimestamp(int(started)).isoformat(),

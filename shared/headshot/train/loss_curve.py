@@ -1,4 +1,5 @@
 """loss.csv (step,loss,lr) and its picture loss.png, both rewritten atomically."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,7 +42,7 @@ def draw_loss_curve(csv_path: Path, png_path: Path, size=(640, 320)) -> None:
 
     draw.rectangle((left, top, right, bottom), outline=(180, 180, 180))
     draw.line([xy(s, v) for s, v in zip(steps, losses)], fill=(170, 200, 240), width=1)
-    draw.line([xy(s, v) for s, v in zip(steps[window - 1:], smooth)], fill=(30, 90, 200), width=2)
+    draw.line([xy(s, v) for s, v in zip(steps[window - 1 :], smooth)], fill=(30, 90, 200), width=2)
     draw.text((left, 4), f"loss  (step {int(steps[-1])}, last {losses[-1]:.4f})", fill="black")
     draw.text((4, top), f"{hi:.3f}", fill="black")
     draw.text((4, bottom - 10), f"{lo:.3f}", fill="black")

@@ -1,4 +1,5 @@
 """The optimizer and learning-rate schedule of the builtin engine."""
+
 from __future__ import annotations
 
 import math
@@ -15,15 +16,20 @@ def make_optimizer(name: str, params, lr: float):
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise HeadshotError("optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes, CUDA only); "
-                                "or use --optimizer adamw", "missing_optimizer") from None
+            raise HeadshotError(
+                "optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes, CUDA only); "
+                "or use --optimizer adamw",
+                "missing_optimizer",
+            ) from None
         return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=1e-2)
     if name == "prodigy":
         try:
             from prodigyopt import Prodigy
         except ImportError:
-            raise HeadshotError("optimizer prodigy needs prodigyopt (pip install prodigyopt); "
-                                "or use --optimizer adamw", "missing_optimizer") from None
+            raise HeadshotError(
+                "optimizer prodigy needs prodigyopt (pip install prodigyopt); or use --optimizer adamw",
+                "missing_optimizer",
+            ) from None
         return Prodigy(params, lr=lr, weight_decay=1e-2, safeguard_warmup=True, use_bias_correction=True)
     raise HeadshotError(f"unknown optimizer {name!r}", "bad_option")
 

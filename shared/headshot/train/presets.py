@@ -1,4 +1,5 @@
 """Training presets. Every default names where it comes from."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ _EP = "EasyPhoto (aigc-apps/sd-webui-EasyPhoto, scripts/easyphoto_ui.py and easy
 _FC = "FaceChain (modelscope/facechain, app.py train_lora_fn)"
 _KOHYA = "kohya sd-scripts docs/train_network_README"
 
-_MIN_SNR = Setting(5.0, "Min-SNR weighting paper (Hang et al. 2023): '5 is recommended by paper' (sd-scripts --min_snr_gamma help)")
+_MIN_SNR = Setting(
+    5.0, "Min-SNR weighting paper (Hang et al. 2023): '5 is recommended by paper' (sd-scripts --min_snr_gamma help)"
+)
 _ADAMW = Setting("adamw", f"{_EP} and {_FC} both train with AdamW")
 _CHECKPOINTING = Setting(True, "fits SD1.5 at 512 in 8 GB and SDXL at 1024 in 12 GB, at some speed cost")
 _EVERY_100 = Setting(100, f"{_EP}: val_and_checkpointing_steps = 100")
@@ -70,7 +73,9 @@ PRESETS = {
             "scheduler": Setting("cosine", f"{_FC}: lr_scheduler cosine"),
             "warmup_share": Setting(0.0, f"{_EP} and {_FC}: no warmup"),
             "min_snr_gamma": _MIN_SNR,
-            "noise_offset": Setting(0.05, f"{_KOHYA} (train_README) finds about 0.1 good; half keeps skin tones faithful"),
+            "noise_offset": Setting(
+                0.05, f"{_KOHYA} (train_README) finds about 0.1 good; half keeps skin tones faithful"
+            ),
             "gradient_checkpointing": _CHECKPOINTING,
             "checkpoint_every": _EVERY_100,
         },

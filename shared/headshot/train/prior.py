@@ -3,10 +3,12 @@
 Class images come from the person (a folder) or are generated once by the base model and kept
 in a cache keyed by model, prompt, size and seed, so a second job on the same model reuses them.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -47,16 +49,24 @@ def class_images(settings, base, class_word: str | None, emit) -> list[TrainingI
     if len(existing) < count:
         from .selection import build_pipeline
 
-        emit("status", message=f"generating {count - len(existing)} class images for prior preservation "
-             f"('{prompt}'), cached in {folder}")
+        emit(
+            "status",
+            message=f"generating {count - len(existing)} class images for prior preservation "
+            f"('{prompt}'), cached in {folder}",
+        )
         base.ensure_unet()  # generation needs it now; training would load it next anyway
         pipe = build_pipeline(base)
         for i in range(len(existing), count):
             with torch.no_grad():
-                image = pipe(prompt, num_inference_steps=settings.validation_steps, height=settings.resolution,
-                             width=settings.resolution, generator=torch.Generator().manual_seed(settings.seed + i)).images[0]
+                image = pipe(
+                    prompt,
+                    num_inference_steps=settings.validation_steps,
+                    height=settings.resolution,
+                    width=settings.resolution,
+                    generator=torch.Generator().manual_seed(settings.seed + i),
+                ).images[0]
             # a killed run leaves no half image in the cache; two jobs filling it never share a temporary file
-            atomic_save(folder / f"class-{i:04d}.png", lambda tmp: image.save(tmp, format="PNG"))
+            atomic_save(folder / f"class-{i:04d}.png", partial(image.save, format="PNG"))
             emit("status", message=f"class image {i + 1}/{count}")
         existing = sorted(folder.glob("class-*.png"))
     return [TrainingImage(p, prompt, 1, "class") for p in existing[:count]]

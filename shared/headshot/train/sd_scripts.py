@@ -8,23 +8,33 @@ Run directly (`python train_network.py`, no `accelerate launch`), the script bui
 `Accelerator`: one process on the first GPU, or the CPU when there is none. That works on both
 without an `accelerate config` file, which `accelerate launch` would otherwise want.
 """
+
 from __future__ import annotations
 
 import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import BackendUnavailable, HeadshotError
+from ..families import get_family
 from .sd_scripts_config import (  # noqa: F401  (re-exported: the backend's one public module)
-    MIXED_PRECISION, OPTIMIZERS, PRODIGY_ARGS, SCRIPTS, _read_config, finished_state, latest_state,
-    normalize_family, one_epoch_repeats, training_config, write_config,
+    MIXED_PRECISION,
+    OPTIMIZERS,
+    PRODIGY_ARGS,
+    _read_config,
+    finished_state,
+    latest_state,
+    one_epoch_repeats,
+    training_config,
+    write_config,
 )
 from .sd_scripts_output import _read_lines, parse_progress
 
@@ -44,10 +54,11 @@ class SdScriptsSetup:
     python: Path  # the Python of its venv
 
     def script(self, family: str) -> Path:
-        return self.repo / SCRIPTS[normalize_family(family)]
+        return self.repo / get_family(family).sd_scripts_script
 
 
 # --- finding the checkout ------------------------------------------------------------------------
+
 
 def _venv_pythons(repo: Path) -> list[Path]:
     names = ("venv", ".venv", "env")
@@ -95,8 +106,6 @@ def locate(repo, python=None) -> SdScriptsSetup:
     return SdScriptsSetup(repo=repo, python=python)
 
 
-
-
 def command(setup: SdScriptsSetup, family: str, config_path: Path, resume: Path | None = None) -> list[str]:
     """The command line that trains with `config_path`; run it with cwd = setup.repo.
 
@@ -107,20 +116,18 @@ def command(setup: SdScriptsSetup, family: str, config_path: Path, resume: Path 
     """
     script = setup.script(family)
     if not script.is_file():
-        raise BackendUnavailable(
-            f"{script.name} is missing from {setup.repo}: update your sd-scripts checkout"
-        )
+        raise BackendUnavailable(f"{script.name} is missing from {setup.repo}: update your sd-scripts checkout")
     config_path = Path(config_path)
     if config_path.suffix.lower() != ".toml":
-        raise HeadshotError(f"an sd-scripts config file must end in .toml: {config_path}", code="bad_training_config")
+        raise HeadshotError(f"an sd-scripts config file must end in .toml: {config_path}", code="bad_option")
     cmd = [str(setup.python), str(script), "--config_file", str(config_path.absolute())]
     if resume is not None:
         cmd += ["--resume", str(Path(resume).absolute()), "--skip_until_initial_step"]
     return cmd
 
 
-
 # --- running it -----------------------------------------------------------------------------------
+
 
 def _child_env(env: Mapping[str, str | None] | None) -> dict:
     child = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
@@ -181,7 +188,7 @@ def run(
         config_path = write_config(values, out_dir / CONFIG_NAME)
     output_name = values.get("output_name")
     if not output_name:
-        raise HeadshotError("the sd-scripts config has no output_name", code="bad_training_config")
+        raise HeadshotError("the sd-scripts config has no output_name", code="bad_option")
     save_as = values.get("save_model_as", "safetensors")
     target = Path(values.get("output_dir") or out_dir).expanduser()
     if not target.is_absolute():
@@ -194,16 +201,23 @@ def run(
     tail: deque[str] = deque(maxlen=ERROR_TAIL_LINES)
     errors: list[str] = []
     lines: queue.Queue = queue.Queue()
-    popen_extra = (
-        {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
-    )
+    popen_extra: dict[str, Any]
+    if sys.platform == "win32":  # os.name == "nt", spelt so mypy skips the branch for the other platform
+        popen_extra = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    else:
+        popen_extra = {"start_new_session": True}
     with log_path.open("w", encoding="utf-8", errors="replace") as log:
         log.write("$ " + subprocess.list2cmdline(cmd) + f"\n# cwd: {setup.repo}\n")
         log.flush()
         try:
             proc = subprocess.Popen(
-                cmd, cwd=str(setup.repo), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, env=_child_env(env), **popen_extra,
+                cmd,
+                cwd=str(setup.repo),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=_child_env(env),
+                **popen_extra,
             )
         except OSError as exc:
             raise BackendUnavailable(f"cannot start sd-scripts with {setup.python}: {exc}") from exc
@@ -273,6 +287,14 @@ def run(
 
 
 __all__ = [
-    "SdScriptsSetup", "locate", "training_config", "write_config", "command", "parse_progress", "run",
-    "normalize_family", "SCRIPTS", "latest_state", "finished_state", "one_epoch_repeats",
+    "SdScriptsSetup",
+    "locate",
+    "training_config",
+    "write_config",
+    "command",
+    "parse_progress",
+    "run",
+    "latest_state",
+    "finished_state",
+    "one_epoch_repeats",
 ]

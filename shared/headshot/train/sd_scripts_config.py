@@ -22,38 +22,23 @@ tests/sd_scripts_options.json records its option names, tools/record_sd_scripts_
   steps into the current epoch, then trains max_train_steps minus that: kohya-ss/sd-scripts#1406,
   #1999), so `one_epoch_repeats` makes the whole run one epoch.
 """
+
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Mapping
 
 from ..errors import HeadshotError
-from ..outputs import atomic_write_text
+from ..families import get_family
+from ..outputs import write_toml
 
-#: the scripts that train a LoRA, by model family
-SCRIPTS = {"sd1": "train_network.py", "sd2": "train_network.py", "sdxl": "sdxl_train_network.py"}
-_FAMILY_ALIASES = {
-    "sd1": "sd1", "sd15": "sd1", "sd1.5": "sd1", "sd1x": "sd1", "sd1.x": "sd1", "sd_1": "sd1",
-    "sd2": "sd2", "sd21": "sd2", "sd2.1": "sd2", "sd2x": "sd2", "sd2.x": "sd2",
-    "sdxl": "sdxl", "sd_xl": "sdxl", "xl": "sdxl",
-}
 OPTIMIZERS = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "prodigy": "Prodigy"}
 # Prodigy's README recommends these for diffusion models (prodigyopt 1.x); sd-scripts parses each
 # "key=value" with ast.literal_eval (library/train_util.py get_optimizer).
 PRODIGY_ARGS = ["decouple=True", "weight_decay=0.01", "use_bias_correction=True", "safeguard_warmup=True"]
 MIXED_PRECISION = {"no": "no", "fp32": "no", "float32": "no", "none": "no", "fp16": "fp16", "bf16": "bf16"}
-
-
-def normalize_family(family: str) -> str:
-    key = str(family).strip().lower().replace("-", "").replace(" ", "")
-    if key not in _FAMILY_ALIASES:
-        raise HeadshotError(
-            f"unknown model family {family!r} for sd-scripts: use sd1, sd2 or sdxl", code="unknown_family"
-        )
-    return _FAMILY_ALIASES[key]
 
 
 def training_config(
@@ -94,31 +79,29 @@ def training_config(
     more); the caller answers for them. `save_state` keeps sd-scripts' training state (optimizer,
     scheduler, RNG, step) beside each step checkpoint, the last two only, so `--resume` can go on.
     """
-    fam = normalize_family(family)
+    fam = get_family(family)  # its script, network module and options (names and aliases accepted)
     if steps < 1:
-        raise HeadshotError(f"steps must be at least 1, got {steps}", code="bad_training_config")
+        raise HeadshotError(f"steps must be at least 1, got {steps}", code="bad_option")
     if rank < 1:
-        raise HeadshotError(f"rank must be at least 1, got {rank}", code="bad_training_config")
+        raise HeadshotError(f"rank must be at least 1, got {rank}", code="bad_option")
     opt = OPTIMIZERS.get(str(optimizer).strip().lower())
     if opt is None:
         raise HeadshotError(
             f"optimizer {optimizer!r} is not supported with sd-scripts here: use one of "
             + ", ".join(OPTIMIZERS.values()),
-            code="bad_training_config",
+            code="bad_option",
         )
     precision = MIXED_PRECISION.get(str(mixed_precision).strip().lower())
     if precision is None:
         raise HeadshotError(
-            f"mixed precision {mixed_precision!r} is not one of fp32 (no), fp16, bf16", code="bad_training_config"
+            f"mixed precision {mixed_precision!r} is not one of fp32 (no), fp16, bf16", code="bad_option"
         )
     on_cpu = device is not None and str(device).lower().startswith("cpu")
     if on_cpu and precision == "fp16":
-        raise HeadshotError(
-            "fp16 mixed precision needs a GPU; on the CPU use bf16 or fp32", code="bad_training_config"
-        )
+        raise HeadshotError("fp16 mixed precision needs a GPU; on the CPU use bf16 or fp32", code="bad_option")
     attention = str(attention).lower()
     if attention not in ("sdpa", "xformers", "none"):
-        raise HeadshotError(f"attention {attention!r} is not one of sdpa, xformers, none", code="bad_training_config")
+        raise HeadshotError(f"attention {attention!r} is not one of sdpa, xformers, none", code="bad_option")
     if on_cpu and attention == "xformers":
         attention = "sdpa"
     warmup_steps = int(warmup_steps or 0)
@@ -134,7 +117,7 @@ def training_config(
         "output_dir": _absolute(out_dir),  # T add_training_arguments
         "output_name": str(output_name),  # T add_training_arguments
         "save_model_as": "safetensors",  # N setup_parser
-        "network_module": "networks.lora",  # N setup_parser
+        "network_module": fam.sd_scripts_network_module,  # N setup_parser
         "network_dim": int(rank),  # N
         "network_alpha": float(alpha),  # N
         "learning_rate": float(lr),  # T add_optimizer_arguments
@@ -154,7 +137,7 @@ def training_config(
         "max_data_loader_n_workers": 0,  # T add_training_arguments
         "persistent_data_loader_workers": False,  # T add_training_arguments
         "console_log_simple": True,  # U: plain log lines on stdout instead of rich's wrapped columns
-        "training_comment": f"Headshot Studio identity LoRA ({fam}) trained with sd-scripts",  # N
+        "training_comment": f"Headshot Studio identity LoRA ({fam.name}) trained with sd-scripts",  # N
     }
     if text_encoder_lr is None:
         cfg["network_train_unet_only"] = True  # N
@@ -174,11 +157,7 @@ def training_config(
             cfg["save_last_n_steps_state"] = int(save_every_n_steps)  # T add_training_arguments
     if tokenizer_cache_dir is not None:
         cfg["tokenizer_cache_dir"] = _absolute(tokenizer_cache_dir)  # T add_sd_models_arguments
-    if fam == "sd2":
-        cfg["v2"] = True  # T add_sd_models_arguments (v-prediction models also need v_parameterization)
-    if fam == "sdxl":
-        # SDXL's original VAE overflows in fp16; with cached latents it only runs once anyway
-        cfg["no_half_vae"] = True  # N setup_parser
+    cfg.update(fam.sd_scripts_options)  # SD2: v2 (T add_sd_models_arguments); SDXL: no_half_vae (N setup_parser)
     for key, value in (extra or {}).items():
         if value is None:
             cfg.pop(key, None)
@@ -198,60 +177,17 @@ def _model_ref(model) -> str:
     return str(local.absolute()) if isinstance(model, Path) or local.exists() else str(model)
 
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
-
-
-def _toml_string(value: str) -> str:
-    # JSON escapes are valid TOML basic-string escapes; TOML also wants DEL escaped
-    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, (str, Path)):
-        return _toml_string(str(value))
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise HeadshotError(f"cannot write {type(value).__name__} value to a TOML config: {value!r}", code="bad_training_config")
-
-
 def write_config(config: dict, path: Path) -> Path:
-    """Write `config` as TOML (top-level keys, then one table per nested dict); returns the path."""
+    """Write `config` as TOML (None values left out); returns the path."""
     path = Path(path)
     if path.suffix.lower() != ".toml":
         # sd-scripts appends ".toml" to a config_file name that does not end in it
-        raise HeadshotError(f"an sd-scripts config file must end in .toml: {path}", code="bad_training_config")
-    lines = ["# Written by Headshot Studio for kohya sd-scripts: train_network.py --config_file " + path.name]
-    tables = []
-    for key, value in config.items():
-        if value is None:
-            continue
-        if isinstance(value, Mapping):
-            tables.append((key, value))
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for name, table in tables:
-        lines += ["", f"[{_toml_key(name)}]"]
-        for key, value in table.items():
-            if isinstance(value, Mapping):
-                raise HeadshotError(f"config table {name!r} nests too deep at {key!r}", code="bad_training_config")
-            if value is not None:
-                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+        raise HeadshotError(f"an sd-scripts config file must end in .toml: {path}", code="bad_option")
+    return write_toml(
+        path,
+        config,
+        comment=f"Written by Headshot Studio for kohya sd-scripts: train_network.py --config_file {path.name}",
+    )
 
 
 def _read_config(config) -> tuple[dict, Path | None]:
@@ -261,12 +197,12 @@ def _read_config(config) -> tuple[dict, Path | None]:
     try:
         import tomllib
     except ImportError:  # Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[no-redef]
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh), path
     except (OSError, ValueError) as exc:
-        raise HeadshotError(f"cannot read sd-scripts config {path}: {exc}", code="bad_training_config") from exc
+        raise HeadshotError(f"cannot read sd-scripts config {path}: {exc}", code="unreadable") from exc
 
 
 # --- resuming ------------------------------------------------------------------------------------
@@ -276,8 +212,12 @@ _STEP_STATE = re.compile(r"^(?P<name>.+)-step(?P<step>\d{8})-state$")  # train_u
 
 def _whole_state(folder: Path) -> bool:
     # accelerate writes random_states_<process>.pkl last; train_state.json comes from train_network.py
-    return (folder.is_dir() and not folder.is_symlink() and (folder / "train_state.json").is_file()
-            and any(folder.glob("random_states_*.pkl")))
+    return (
+        folder.is_dir()
+        and not folder.is_symlink()
+        and (folder / "train_state.json").is_file()
+        and any(folder.glob("random_states_*.pkl"))
+    )
 
 
 def latest_state(output_dir: Path, output_name: str, before_step: int) -> tuple[int, Path] | None:
@@ -309,5 +249,5 @@ def one_epoch_repeats(image_count: int, repeats: int, steps: int, batch_size: in
     more repeats and fewer epochs show each image as often over the run.
     """
     if image_count < 1:
-        raise HeadshotError("the dataset holds no images", code="bad_training_config")
+        raise HeadshotError("the dataset holds no images", code="no_dataset")
     return max(int(repeats), math.ceil(int(steps) * int(batch_size) / int(image_count)))

@@ -5,9 +5,9 @@ sd-scripts works in <job>/sd-scripts/: its config, dataset TOML, log, step check
 <job>/<name>.safetensors with its A1111 sidecar and identity reference, each written atomically and
 only over a file this project wrote before.
 """
+
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 from pathlib import Path
@@ -15,31 +15,35 @@ from pathlib import Path
 from ..dataset import kohya
 from ..errors import HeadshotError
 from ..faces import load_face_analyzer
-from ..outputs import OutputManifest, atomic_save, atomic_write_text
-from . import lora_format, sd_scripts
+from ..families import detect_checkpoint, diffusers_folder_family, get_family
+from ..families.checkpoint_file import read_checkpoint
+from ..outputs import OutputManifest, atomic_save
+from . import sd_scripts
 from .dataset import load_training_set
 from .job import Cancelled, JobFolder
+from .lora_files import write_a1111_sidecar
 from .loss_curve import draw_loss_curve, trim_loss_log
 from .selection import identity_reference, write_identity_reference
 from .settings import TrainSettings
 
 OPTIMIZER_NAMES = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "prodigy": "Prodigy"}
-SD_VERSIONS = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
 PREFERRED_WEIGHT = 0.8
 
 
-def base_model_family(base_model: str) -> str:
-    """The family of a checkpoint file or diffusers folder, read from the weights (or model_index.json)."""
-    from .models import checkpoint_family
-
+def _base_model_family(base_model: str) -> str:
+    """The family of a checkpoint file or diffusers folder, read from the weights or configs."""
     path = Path(base_model)
-    if path.is_dir():
-        index = json.loads((path / "model_index.json").read_text())
-        if "XL" in index.get("_class_name", ""):
-            return "sdxl"
-        text_config = json.loads((path / "text_encoder" / "config.json").read_text())
-        return "sd2" if text_config.get("hidden_size") == 1024 else "sd1"  # SD2's OpenCLIP-H is 1024 wide
-    return checkpoint_family(path)[0]
+    if path.is_file():  # .safetensors lazily, .ckpt with weights_only
+        state_dict, metadata = read_checkpoint(path)
+        return detect_checkpoint(state_dict, metadata=metadata, source=path.name)[0].name
+    family = diffusers_folder_family(path) if path.is_dir() else None
+    if family is None:
+        raise HeadshotError(
+            f"--base-model {base_model}: no local checkpoint or diffusers folder of a known family "
+            "(sd-scripts is given a local file or folder); pass one.",
+            "base_model_not_found",
+        )
+    return family.name
 
 
 def _loadable(path: Path) -> bool:
@@ -59,9 +63,13 @@ def run_sd_scripts_job(settings: TrainSettings, job: JobFolder) -> dict:
         raise HeadshotError("--backend sd-scripts needs --sd-scripts PATH (a kohya sd-scripts checkout)", "bad_option")
     setup = sd_scripts.locate(settings.sd_scripts_repo, settings.sd_scripts_python)
     training_set = load_training_set(settings.dataset_dir)
-    family = base_model_family(settings.base_model)
+    family = _base_model_family(settings.base_model)
     images = training_set.images
     s = settings.resolved(len(images), images[0].repeats, training_set.resolution, on_gpu=False)
+    # resolved() filled these from the preset (and the dataset's resolution)
+    assert s.steps is not None and s.resolution is not None and s.warmup_steps is not None
+    assert s.rank is not None and s.alpha is not None and s.lr is not None
+    assert s.optimizer is not None and s.scheduler is not None
 
     # the files we hand out: refused at once if someone else's file has the name, before any training
     out_dir = Path(s.out_dir)
@@ -80,17 +88,34 @@ def run_sd_scripts_job(settings: TrainSettings, job: JobFolder) -> dict:
     in_subset = sum(1 for im in images if im.path.parent == subset)
     repeats = sd_scripts.one_epoch_repeats(in_subset, images[0].repeats, s.steps)
     dataset_toml = work / "dataset.toml"
-    atomic_write_text(dataset_toml, kohya.dataset_toml(subset, kohya.parse_subset_folder(subset.name)[1], repeats,
-                                                       s.resolution))
+    parsed = kohya.parse_subset_folder(subset.name)
+    assert parsed is not None  # load_training_set takes images only from folders that parse as subsets
+    kohya.write_dataset_toml(dataset_toml, subset, parsed[1], repeats, s.resolution)
     config = sd_scripts.training_config(
-        family=family, base_model=Path(s.base_model), dataset_toml=dataset_toml, out_dir=work, output_name=s.output_name,
-        steps=s.steps, rank=s.rank, alpha=s.alpha, lr=s.lr, text_encoder_lr=s.text_encoder_lr,
-        optimizer=OPTIMIZER_NAMES[s.optimizer], scheduler=s.scheduler, warmup_steps=s.warmup_steps, seed=s.seed,
+        family=family,
+        base_model=Path(s.base_model),
+        dataset_toml=dataset_toml,
+        out_dir=work,
+        output_name=s.output_name,
+        steps=s.steps,
+        rank=s.rank,
+        alpha=s.alpha,
+        lr=s.lr,
+        text_encoder_lr=s.text_encoder_lr,
+        optimizer=OPTIMIZER_NAMES[s.optimizer],
+        scheduler=s.scheduler,
+        warmup_steps=s.warmup_steps,
+        seed=s.seed,
         mixed_precision="no" if s.mixed_precision == "auto" else s.mixed_precision,
-        gradient_checkpointing=bool(s.gradient_checkpointing), cache_latents=True, min_snr_gamma=s.min_snr_gamma,
-        noise_offset=s.noise_offset or None, save_every_n_steps=s.checkpoint_every, resolution=s.resolution,
+        gradient_checkpointing=bool(s.gradient_checkpointing),
+        cache_latents=True,
+        min_snr_gamma=s.min_snr_gamma,
+        noise_offset=s.noise_offset or None,
+        save_every_n_steps=s.checkpoint_every,
+        resolution=s.resolution,
         tokenizer_cache_dir=Path(s.tokenizer_dirs[0]) if s.tokenizer_dirs else None,
-        device=None if s.device == "auto" else s.device, save_state=True,
+        device=None if s.device == "auto" else s.device,
+        save_state=True,
     )
 
     produced = work / f"{s.output_name}.safetensors"
@@ -103,17 +128,22 @@ def run_sd_scripts_job(settings: TrainSettings, job: JobFolder) -> dict:
     draw_loss_curve(job.path / "loss.csv", job.path / "loss.png")
     atomic_save(out, lambda tmp: shutil.copyfile(produced, tmp))
     trigger = " ".join(t for t in (training_set.trigger, training_set.class_word) if t)
-    lora_format.write_a1111_sidecar(out, activation_text=trigger, preferred_weight=PREFERRED_WEIGHT,
-                                    sd_version=SD_VERSIONS[family])
+    write_a1111_sidecar(
+        out, activation_text=trigger, preferred_weight=PREFERRED_WEIGHT, sd_version=get_family(family).a1111_sd_version
+    )
     analyzer = load_face_analyzer(s.face_backend, s.face_model_dirs)
     embedding, count = identity_reference(training_set.images, analyzer)
     identity = write_identity_reference(identity_path, analyzer, embedding, count)
-    choice = {"step": s.steps, "reason": "sd-scripts backend: its final LoRA (likeness validation runs in the builtin engine)"}
+    choice = {
+        "step": s.steps,
+        "reason": "sd-scripts backend: its final LoRA (likeness validation runs in the builtin engine)",
+    }
     return {"lora": str(out), "chosen_step": s.steps, "choice": choice, "identity": identity}
 
 
 def _train(setup, family: str, config: dict, work: Path, job: JobFolder, s: TrainSettings) -> Path:
     """Run sd-scripts, from its newest saved state when there is one; events and loss.csv in the job folder."""
+    assert s.steps is not None  # resolved() filled it from the preset
     state = sd_scripts.latest_state(work, s.output_name, s.steps)
     start = state[0] if state else 0
     loss_csv = job.path / "loss.csv"
@@ -142,8 +172,15 @@ def _train(setup, family: str, config: dict, work: Path, job: JobFolder, s: Trai
             last["step"] = event["step"]
             loss_log.write(f"{event['step']},{event['loss']},{s.lr}\n")
             loss_log.flush()
-            job.emit("step", step=event["step"], total=event.get("total", s.steps), loss=event["loss"], lr=s.lr,
-                     it_per_s=event.get("it_per_s") or 0.0, eta_s=event.get("eta_s") or 0.0)
+            job.emit(
+                "step",
+                step=event["step"],
+                total=event.get("total", s.steps),
+                loss=event["loss"],
+                lr=s.lr,
+                it_per_s=event.get("it_per_s") or 0.0,
+                eta_s=event.get("eta_s") or 0.0,
+            )
             job.update(steps_done=event["step"])
         elif kind == "checkpoint":
             if event.get("step"):
@@ -155,8 +192,7 @@ def _train(setup, family: str, config: dict, work: Path, job: JobFolder, s: Trai
             job.emit("status", message=f"sd-scripts: {event.get('message')}")
 
     try:
-        return sd_scripts.run(setup, family, config, work, on_event, cancel=cancel,
-                              resume=state[1] if state else None)
+        return sd_scripts.run(setup, family, config, work, on_event, cancel=cancel, resume=state[1] if state else None)
     except HeadshotError as exc:
         if exc.code == "cancelled":
             raise Cancelled(last["checkpoint"]) from None  # sd-scripts saves nothing when stopped

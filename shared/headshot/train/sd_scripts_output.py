@@ -6,6 +6,7 @@ with desc "steps" and postfix `avr_loss=`; checkpoints are announced with
 `<output_name>-step00000005.safetensors`, the last one `<output_name>.safetensors`. A resumed run's
 bar counts from 0 to max_train_steps minus the steps already done (train_network.py `progress_bar`).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -23,9 +24,7 @@ _CHECKPOINT = re.compile(r"saving checkpoint:\s*(?P<path>.+?)\s*$")
 _STEP_NAME = re.compile(r"-step(\d+)\.[A-Za-z]+$")
 _RICH_SUFFIX = re.compile(r"\s{2,}[\w.\-]+\.py:\d+\s*$")  # rich's "   train_util.py:1234" column
 _EPOCH = re.compile(r"^epoch (?P<epoch>\d+)/(?P<total>\d+)\s*$")
-_EXCEPTION = re.compile(
-    r"^(?:[A-Za-z_]\w*\.)*(?P<name>\w*(?:Error|Exception|Interrupt|Exit))(?::\s*(?P<msg>.*))?\s*$"
-)
+_EXCEPTION = re.compile(r"^(?:[A-Za-z_]\w*\.)*(?P<name>\w*(?:Error|Exception|Interrupt|Exit))(?::\s*(?P<msg>.*))?\s*$")
 _LOG_ERROR = re.compile(r"^(?:\[?[\d\-/: ]+\]?\s+)?(?:ERROR|CRITICAL)\s+(?P<msg>\S.*)$")
 
 

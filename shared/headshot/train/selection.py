@@ -4,19 +4,22 @@ EasyPhoto's idea (validation images scored by face similarity) with two changes:
 without a face count against a checkpoint instead of being skipped, and when no image has a
 face the choice says so and falls back to the last checkpoint rather than inventing a score.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..faces import load_face_analyzer
+from ..faces import FaceAnalyzer, load_face_analyzer
 from ..faces.framing import find_upright
 from ..faces.subject import pick_subject
 from ..outputs import atomic_write_json
+from .base_model import diffusers_pipeline
 
 NEGATIVE_PROMPT = "blurry, lowres, deformed, cartoon, text, watermark"
 
@@ -37,22 +40,25 @@ def write_identity_reference(path: Path, analyzer, embedding: np.ndarray | None,
     """The reference saved beside the LoRA, for ranking generated images by likeness later."""
     if embedding is None:
         return None
-    atomic_write_json(path, {
-        "backend": analyzer.name,
-        "embedding": [round(float(v), 6) for v in embedding],
-        "images": count,
-        "same_person_distance": analyzer.same_person_distance,
-    })
+    atomic_write_json(
+        path,
+        {
+            "backend": analyzer.name,
+            "embedding": [round(float(v), 6) for v in embedding],
+            "images": count,
+            "same_person_distance": analyzer.same_person_distance,
+        },
+    )
     return str(path)
 
 
 class CheckpointJudge:
-    def __init__(self, trainer, base):
+    def __init__(self, trainer, base) -> None:
         self.trainer, self.base = trainer, base
         self.settings = trainer.settings
         self.records: list[dict] = []
         self.reference: np.ndarray | None = None
-        self.analyzer = None
+        self.analyzer: FaceAnalyzer | None = None
         self._pipeline = None
         path = trainer.job.path / "validation.json"
         if path.exists():  # a resumed job keeps the scores of checkpoints judged before the stop
@@ -70,7 +76,7 @@ class CheckpointJudge:
     # -- judging --------------------------------------------------------------------------------
     def judge(self, step: int) -> dict:
         s = self.settings
-        record = {"step": step, "images": [], "faces": 0, "mean_distance": None}
+        record: dict[str, Any] = {"step": step, "images": [], "faces": 0, "mean_distance": None}
         if s.validation_images:
             record["images"] = self._render_and_score(step)
             distances = [im["distance"] for im in record["images"] if im["distance"] is not None]
@@ -78,8 +84,13 @@ class CheckpointJudge:
             record["mean_distance"] = round(float(np.mean(distances)), 4) if distances else None
         self.records = [r for r in self.records if r["step"] != step] + [record]
         self._write()
-        self.trainer.job.emit("validation", step=step, faces=record["faces"], images=len(record["images"]),
-                              mean_distance=record["mean_distance"])
+        self.trainer.job.emit(
+            "validation",
+            step=step,
+            faces=record["faces"],
+            images=len(record["images"]),
+            mean_distance=record["mean_distance"],
+        )
         return record
 
     def choose(self) -> dict:
@@ -88,14 +99,24 @@ class CheckpointJudge:
         with_faces = [r for r in judged if r["faces"]]
         final = max(r["step"] for r in self.records) if self.records else self.settings.steps
         if not judged:
-            choice = {"step": final, "reason": "no validation images were rendered (validation off): the last checkpoint is used"}
+            choice = {
+                "step": final,
+                "reason": "no validation images were rendered (validation off): the last checkpoint is used",
+            }
         elif not with_faces:
-            choice = {"step": final, "reason": f"none of the {sum(len(r['images']) for r in judged)} validation images "
-                      "had a face, so likeness could not be scored: the last checkpoint is used"}
+            choice = {
+                "step": final,
+                "reason": f"none of the {sum(len(r['images']) for r in judged)} validation images "
+                "had a face, so likeness could not be scored: the last checkpoint is used",
+            }
         else:
             best = min(with_faces, key=lambda r: (-r["faces"], r["mean_distance"]))
-            choice = {"step": best["step"], "reason": f"{best['faces']} of {len(best['images'])} images had a face, "
-                      f"mean identity distance {best['mean_distance']}", "mean_distance": best["mean_distance"]}
+            choice = {
+                "step": best["step"],
+                "reason": f"{best['faces']} of {len(best['images'])} images had a face, "
+                f"mean identity distance {best['mean_distance']}",
+                "mean_distance": best["mean_distance"],
+            }
         self._write(choice)
         return choice
 
@@ -107,7 +128,9 @@ class CheckpointJudge:
 
     def _render_and_score(self, step: int) -> list[dict]:
         s, ts = self.settings, self.trainer.training_set
-        prompt = s.validation_prompt or f"{ts.trigger} {ts.class_word or 'person'}, portrait photo, looking at the camera"
+        prompt = (
+            s.validation_prompt or f"{ts.trigger} {ts.class_word or 'person'}, portrait photo, looking at the camera"
+        )
         pipeline = self._pipe()
         folder = self.trainer.job.path / "samples" / f"step-{step:06d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -119,9 +142,14 @@ class CheckpointJudge:
             for i in range(s.validation_images):
                 seed = s.seed + i
                 with torch.no_grad():
-                    image = pipeline(prompt, negative_prompt=NEGATIVE_PROMPT, num_inference_steps=s.validation_steps,
-                                     height=s.resolution, width=s.resolution,
-                                     generator=torch.Generator().manual_seed(seed)).images[0]
+                    image = pipeline(
+                        prompt,
+                        negative_prompt=NEGATIVE_PROMPT,
+                        num_inference_steps=s.validation_steps,
+                        height=s.resolution,
+                        width=s.resolution,
+                        generator=torch.Generator().manual_seed(seed),
+                    ).images[0]
                 path = folder / f"seed-{seed}.png"
                 image.save(path)
                 distance = self._distance(image)
@@ -132,7 +160,7 @@ class CheckpointJudge:
         return results
 
     def _distance(self, image: Image.Image) -> float | None:
-        if self.reference is None:
+        if self.reference is None or self.analyzer is None:  # both set by prepare_reference
             return None
         upright = find_upright(image, self.analyzer)
         subject, _ = pick_subject(upright.faces)
@@ -148,19 +176,8 @@ class CheckpointJudge:
 
 def build_pipeline(base):
     """A diffusers text-to-image pipeline over the base model's live modules (no copy)."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import DPMSolverMultistepScheduler
 
     # steps_offset 1 as SD's inference schedulers use; the training schedule has 0
     scheduler = DPMSolverMultistepScheduler.from_config(base.noise_scheduler.config, steps_offset=1)
-    if base.family == "sdxl":
-        pipe = StableDiffusionXLPipeline(
-            vae=base.vae, text_encoder=base.text_encoders[0], text_encoder_2=base.text_encoders[1],
-            tokenizer=base.tokenizers[0], tokenizer_2=base.tokenizers[1], unet=base.unet, scheduler=scheduler,
-        )
-    else:
-        pipe = StableDiffusionPipeline(
-            vae=base.vae, text_encoder=base.text_encoders[0], tokenizer=base.tokenizers[0], unet=base.unet,
-            scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return diffusers_pipeline(base, "txt", scheduler)

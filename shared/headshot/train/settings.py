@@ -1,103 +1,157 @@
-"""Training settings: what a person asks for, resolved against a preset into a full plan."""
+"""Training settings: what a person asks for, resolved against a preset into a full plan.
+
+TrainSettings is validated data: building one checks every key and value (an unknown key is refused with a
+"did you mean"), so a job.json, a CLI call and a host node all get the same sentences and codes.
+"""
+
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import HeadshotError
+from ..options import Field, Flag, Number, OptionModel, PathText, Text, WholeNumber
 from ..outputs import safe_name
 from .presets import PRESETS, planned_steps
 
 OPTIMIZERS = ("adamw", "adamw8bit", "prodigy")
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 BACKENDS = ("builtin", "sd-scripts")
+MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 MAX_RESOLUTION = 2048  # beyond it the latents alone take gigabytes: a typo, not a wish
-MAX_SEED = 2 ** 32 - 1
+MAX_SEED = 2**32 - 1
 
 #: how people name each setting (the CLI's options; hosts show the same words)
 OPTION = {
-    "dataset_dir": "dataset folder", "base_model": "--base-model", "out_dir": "--out", "output_name": "--name",
-    "preset": "--preset", "backend": "--backend", "steps": "--steps", "resolution": "--resolution", "rank": "--rank",
-    "alpha": "--alpha", "lr": "--lr", "text_encoder_lr": "--text-encoder-lr", "optimizer": "--optimizer",
-    "scheduler": "--scheduler", "warmup_steps": "--warmup-steps", "batch_size": "batch size",
-    "gradient_checkpointing": "gradient checkpointing", "min_snr_gamma": "min-SNR gamma", "noise_offset": "noise offset",
-    "flip": "--no-flip", "shuffle_captions": "caption shuffling", "caption_variants": "caption variants",
-    "seed": "--seed", "checkpoint_every": "--checkpoint-every", "mixed_precision": "--mixed-precision",
-    "device": "--device", "validation_images": "--validation-images", "validation_steps": "validation steps",
-    "validation_prompt": "--validation-prompt", "face_backend": "--face-backend", "face_model_dirs": "--face-models",
-    "tokenizer_dirs": "--tokenizer", "class_images_dir": "--class-images", "class_image_count": "--class-image-count",
-    "prior_loss_weight": "--prior-loss-weight", "class_prompt": "class prompt", "sd_scripts_repo": "--sd-scripts",
+    "dataset_dir": "dataset folder",
+    "base_model": "--base-model",
+    "out_dir": "--out",
+    "output_name": "--name",
+    "preset": "--preset",
+    "backend": "--backend",
+    "steps": "--steps",
+    "resolution": "--resolution",
+    "rank": "--rank",
+    "alpha": "--alpha",
+    "lr": "--lr",
+    "text_encoder_lr": "--text-encoder-lr",
+    "optimizer": "--optimizer",
+    "scheduler": "--scheduler",
+    "warmup_steps": "--warmup-steps",
+    "batch_size": "batch size",
+    "gradient_checkpointing": "gradient checkpointing",
+    "min_snr_gamma": "min-SNR gamma",
+    "noise_offset": "noise offset",
+    "flip": "--no-flip",
+    "shuffle_captions": "caption shuffling",
+    "caption_variants": "caption variants",
+    "seed": "--seed",
+    "checkpoint_every": "--checkpoint-every",
+    "mixed_precision": "--mixed-precision",
+    "device": "--device",
+    "validation_images": "--validation-images",
+    "validation_steps": "validation steps",
+    "validation_prompt": "--validation-prompt",
+    "face_backend": "--face-backend",
+    "face_model_dirs": "--face-models",
+    "tokenizer_dirs": "--tokenizer",
+    "class_images_dir": "--class-images",
+    "class_image_count": "--class-image-count",
+    "prior_loss_weight": "--prior-loss-weight",
+    "class_prompt": "class prompt",
+    "sd_scripts_repo": "--sd-scripts",
     "sd_scripts_python": "--sd-scripts-python",
 }
 #: what a resumed job may take from the caller: these do not change what the saved steps were trained for
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "mixed_precision", "device", "gradient_checkpointing",
-                     "validation_images", "validation_steps", "validation_prompt", "face_backend", "face_model_dirs",
-                     "tokenizer_dirs", "output_name")
+RESUMABLE_CHANGES = (
+    "steps",
+    "checkpoint_every",
+    "mixed_precision",
+    "device",
+    "gradient_checkpointing",
+    "validation_images",
+    "validation_steps",
+    "validation_prompt",
+    "face_backend",
+    "face_model_dirs",
+    "tokenizer_dirs",
+    "output_name",
+)
 #: paths: always the caller's, never followed from job.json (a job folder is data)
 CALLER_PATHS = ("dataset_dir", "base_model", "class_images_dir", "sd_scripts_repo", "sd_scripts_python")
 
 
-@dataclass
-class TrainSettings:
-    dataset_dir: str
-    base_model: str
-    out_dir: str
-    output_name: str = "headshot_lora"
-    preset: str = "balanced"
-    backend: str = "builtin"
+class TrainSettings(OptionModel):
+    OPTION_NAMES: ClassVar[dict[str, str]] = OPTION
+    VALUE_HINTS: ClassVar[dict[str, str]] = {
+        "face_model_dirs": "must be a list of folders",
+        "tokenizer_dirs": "must be a list of folders",
+    }
+    ABOUT: ClassVar[str] = "training"
+
+    dataset_dir: PathText
+    base_model: PathText
+    out_dir: PathText
+    output_name: Text = "headshot_lora"
+    preset: Text = "balanced"
+    backend: Text = "builtin"
     # None means "from the preset" (or, for resolution, from the dataset)
-    steps: int | None = None
-    resolution: int | None = None
-    rank: int | None = None
-    alpha: float | None = None
-    lr: float | None = None
-    text_encoder_lr: float | None = None  # None: the text encoder stays frozen (its embeddings are cached)
-    optimizer: str | None = None
-    scheduler: str | None = None
-    warmup_steps: int | None = None
-    batch_size: int = 1
-    gradient_checkpointing: bool | None = None
-    min_snr_gamma: float | None = None
-    noise_offset: float | None = None
-    flip: bool = True
-    shuffle_captions: bool = True
-    caption_variants: int = 8  # shuffles per caption computed once when the text encoder is frozen
-    seed: int = 42
-    checkpoint_every: int | None = None
-    mixed_precision: str = "auto"  # auto | no | fp16 | bf16
-    device: str = "auto"
+    steps: WholeNumber | None = None
+    resolution: WholeNumber | None = None
+    rank: WholeNumber | None = None
+    alpha: Number | None = None
+    lr: Number | None = None
+    text_encoder_lr: Number | None = None  # None: the text encoder stays frozen (its embeddings are cached)
+    optimizer: Text | None = None
+    scheduler: Text | None = None
+    warmup_steps: WholeNumber | None = None
+    batch_size: WholeNumber = 1
+    gradient_checkpointing: Flag | None = None
+    min_snr_gamma: Number | None = None
+    noise_offset: Number | None = None
+    flip: Flag = True
+    shuffle_captions: Flag = True
+    caption_variants: WholeNumber = 8  # shuffles per caption computed once when the text encoder is frozen
+    seed: WholeNumber = 42
+    checkpoint_every: WholeNumber | None = None
+    mixed_precision: Text = "auto"  # auto | no | fp16 | bf16
+    device: Text = "auto"
     # likeness-scored checkpoint choice
-    validation_images: int | None = None  # None: 4 on a GPU, 0 on the CPU (minutes per image there)
-    validation_steps: int = 20
-    validation_prompt: str | None = None
-    face_backend: str = "auto"
-    face_model_dirs: list[str] = field(default_factory=list)
-    tokenizer_dirs: list[str] = field(default_factory=list)
+    validation_images: WholeNumber | None = None  # None: 4 on a GPU, 0 on the CPU (minutes per image there)
+    validation_steps: WholeNumber = 20
+    validation_prompt: Text | None = None
+    face_backend: Text = "auto"
+    face_model_dirs: list[PathText] = Field(default_factory=list)
+    tokenizer_dirs: list[PathText] = Field(default_factory=list)
     # prior preservation
-    class_images_dir: str | None = None
-    class_image_count: int = 0  # >0 with no class_images_dir: generate them once with the base model
-    prior_loss_weight: float = 1.0
-    class_prompt: str | None = None
+    class_images_dir: PathText | None = None
+    class_image_count: WholeNumber = 0  # >0 with no class_images_dir: generate them once with the base model
+    prior_loss_weight: Number = 1.0
+    class_prompt: Text | None = None
     # sd-scripts backend
-    sd_scripts_repo: str | None = None
-    sd_scripts_python: str | None = None
+    sd_scripts_repo: PathText | None = None
+    sd_scripts_python: PathText | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def check_values(self) -> None:
+        self.validate()
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainSettings":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def resolved(self, image_count: int, repeats: int, dataset_resolution: int | None, on_gpu: bool) -> "TrainSettings":
+    def resolved(self, image_count: int, repeats: int, dataset_resolution: int | None, on_gpu: bool) -> TrainSettings:
         """A copy with every None filled from the preset, validated."""
         self.validate()
         preset = PRESETS[self.preset]
-        out = TrainSettings.from_dict(self.to_dict())
+        out = self.copied()
         out.steps = self.steps if self.steps is not None else planned_steps(preset, image_count)
         out.resolution = self.resolution if self.resolution is not None else dataset_resolution or 512
-        for name in ("rank", "alpha", "lr", "optimizer", "scheduler", "min_snr_gamma", "noise_offset", "gradient_checkpointing"):
+        for name in (
+            "rank",
+            "alpha",
+            "lr",
+            "optimizer",
+            "scheduler",
+            "min_snr_gamma",
+            "noise_offset",
+            "gradient_checkpointing",
+        ):
             if getattr(out, name) is None:
                 setattr(out, name, preset.value(name))
         if out.warmup_steps is None:
@@ -109,8 +163,10 @@ class TrainSettings:
         out.validate()
         return out
 
-    def validate(self) -> None:
-        """Every value a person (or a job.json) can get wrong, checked before anything loads; one line each."""
+    def validate(self) -> None:  # type: ignore[override]  # pydantic's classmethod: only nested models use it
+        """Every value a person (or a job.json) can get wrong, checked before anything loads; one line each.
+        Building settings runs it; call it again after changing a field."""
+
         def bad(name: str, why: str):
             raise HeadshotError(f"{OPTION[name]} {getattr(self, name)!r}: {why}", "bad_option")
 
@@ -120,13 +176,24 @@ class TrainSettings:
                 return
             if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
                 bad(name, "must be a whole number" if integer else "must be a number")
-            if value != value or (low is not None and (value <= low if low_open else value < low)) or \
-                    (high is not None and value > high):
-                bad(name, f"must be {'above' if low_open else 'at least'} {low}"
-                          + (f" and at most {high}" if high is not None else ""))
+            if (
+                value != value
+                or (low is not None and (value <= low if low_open else value < low))
+                or (high is not None and value > high)
+            ):
+                bad(
+                    name,
+                    f"must be {'above' if low_open else 'at least'} {low}"
+                    + (f" and at most {high}" if high is not None else ""),
+                )
 
-        for name, choices in (("backend", BACKENDS), ("preset", tuple(PRESETS)), ("optimizer", OPTIMIZERS),
-                              ("scheduler", SCHEDULERS), ("mixed_precision", ("auto", "no", "fp16", "bf16"))):
+        for name, choices in (
+            ("backend", BACKENDS),
+            ("preset", tuple(PRESETS)),
+            ("optimizer", OPTIMIZERS),
+            ("scheduler", SCHEDULERS),
+            ("mixed_precision", MIXED_PRECISIONS),
+        ):
             value = getattr(self, name)
             if value is not None and value not in choices:
                 bad(name, f"choose one of {', '.join(choices)}")
@@ -154,20 +221,22 @@ class TrainSettings:
                 bad(name, "must be a list of folders")
 
 
-def resume_settings(recorded: dict, requested: TrainSettings, given: set[str] | None, out_dir: str,
-                    steps_done: int) -> TrainSettings:
+def resume_settings(
+    recorded: dict, requested: TrainSettings, given: set[str] | None, out_dir: str, steps_done: int
+) -> TrainSettings:
     """The settings a resumed job runs with: what was recorded, plus what the caller may change now.
 
     `given`: the fields the caller chose (None: all of them; a None value always means "not chosen").
     Paths come from the caller and `out_dir` (where the job folder is now). A change to anything that
     shapes what the saved steps learned is refused, naming each option.
     """
-    base = TrainSettings.from_dict({**asdict(requested), **{k: v for k, v in recorded.items()
-                                                            if k not in CALLER_PATHS}})
-    chosen = {f.name for f in fields(TrainSettings)} if given is None else set(given)
+    base = TrainSettings.from_dict(
+        {**requested.to_dict(), **{k: v for k, v in recorded.items() if k not in CALLER_PATHS}}
+    )
+    chosen = set(TrainSettings.field_names()) if given is None else set(given)
     differ = []
-    for f in fields(TrainSettings):
-        name, new, old = f.name, getattr(requested, f.name), recorded.get(f.name)
+    for name in TrainSettings.field_names():
+        new, old = getattr(requested, name), recorded.get(name)
         if name in CALLER_PATHS or name == "out_dir":
             setattr(base, name, new)
         elif name in chosen and new is not None and new != old:
@@ -177,15 +246,22 @@ def resume_settings(recorded: dict, requested: TrainSettings, given: set[str] | 
                 differ.append(f"{OPTION[name]} (was {old!r}, now {new!r})")
     recorded_class_images = recorded.get("class_images_dir")
     if (recorded_class_images or None) != (requested.class_images_dir or None) and not (
-            recorded_class_images and requested.class_images_dir
-            and Path(recorded_class_images).resolve() == Path(requested.class_images_dir).resolve()):
+        recorded_class_images
+        and requested.class_images_dir
+        and Path(recorded_class_images).resolve() == Path(requested.class_images_dir).resolve()
+    ):
         differ.append(f"--class-images (was {recorded_class_images!r}, now {requested.class_images_dir!r})")
     if differ:
-        raise HeadshotError("the job cannot resume with other " + "; ".join(differ) + ": run it with the options it "
-                            "started with, or start a new job in another --out folder", "resume_mismatch")
+        raise HeadshotError(
+            "the job cannot resume with other " + "; ".join(differ) + ": run it with the options it "
+            "started with, or start a new job in another --out folder",
+            "resume_mismatch",
+        )
     base.out_dir = out_dir
     if base.steps is not None and base.steps < steps_done:
-        raise HeadshotError(f"--steps {base.steps}: this job has already trained {steps_done} steps; ask for at least "
-                            "that many", "bad_option")
+        raise HeadshotError(
+            f"--steps {base.steps}: this job has already trained {steps_done} steps; ask for at least that many",
+            "bad_option",
+        )
     base.validate()
     return base

@@ -5,6 +5,7 @@ holding the folder's lock for its whole life. SIGINT (Ctrl-C reaches the whole p
 SIGTERM, SIGHUP, a CANCEL file, or the end of the process that started it: each stops it after
 saving a checkpoint.
 """
+
 from __future__ import annotations
 
 import signal
@@ -47,8 +48,13 @@ def run_job(job: JobFolder) -> int:
         job.update(state="failed", error=message, traceback=detail)
         job.emit("error", message=message, traceback=detail)
         return 1
-    job.update(state="done", lora=result["lora"], chosen_step=result["chosen_step"], choice=result["choice"],
-               identity=result.get("identity"))
+    job.update(
+        state="done",
+        lora=result["lora"],
+        chosen_step=result["chosen_step"],
+        choice=result["choice"],
+        identity=result.get("identity"),
+    )
     job.emit("done", **result)
     return 0
 
@@ -56,8 +62,10 @@ def run_job(job: JobFolder) -> int:
 def _friendly(exc: Exception) -> str:
     text = str(exc)
     if "out of memory" in text.lower():
-        return ("the GPU ran out of memory: use --preset fast, a lower --rank or --resolution, or close other "
-                f"programs using the GPU ({text.splitlines()[0]})")
+        return (
+            "the GPU ran out of memory: use --preset fast, a lower --rank or --resolution, or close other "
+            f"programs using the GPU ({text.splitlines()[0]})"
+        )
     if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
         return f"the disk is full while writing the job folder: free some space, then --resume ({text})"
     return f"{type(exc).__name__}: {text}"

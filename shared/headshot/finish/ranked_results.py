@@ -1,23 +1,21 @@
-"""Finishing a batch of pictures and writing results.json: detail, restore, score, rank, sheet.
+"""A finished batch: each picture saved and scored as it comes, then ranked into results.json.
 
 Output rules (issue 8): a picture gets a name no other picture of the batch has and no file we did
 not write has (OutputManifest), so an input in the output folder is never overwritten or re-encoded;
 every file is written to a temporary name and renamed; results.json lists only files that exist.
 """
+
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from itertools import count
 from pathlib import Path
 
 from PIL import Image
 
 from ..dataset.contact_sheet import contact_sheet
-from ..sampling.protocol import LoraWeight, Sampler
 from ..outputs import OutputManifest, atomic_save, atomic_write_json, check_writable
-from .detailer import DetailerSettings, detail_faces
-from .ranking import Identity, likeness, rank
+from .detail_and_restore import Finishing
+from .ranking import likeness, rank
 
 RESULTS_NAME = "results.json"
 SHEET_NAME = "contact_sheet.jpg"
@@ -25,49 +23,6 @@ FACELESS_DIR = "faceless"
 BELOW_TOP_DIR = "below_top"
 THUMB_SIDE = 184  # the contact sheet's picture area (its tile less the border)
 MAX_STEM = 100
-
-
-@dataclass
-class Finishing:
-    """What to do to each picture after it exists."""
-
-    analyzer: object
-    identity: Identity | None = None
-    detailer: DetailerSettings | None = None  # None: no detailing
-    detail_prompt: tuple[str, str] = ("", "")
-    detail_loras: list[LoraWeight] = field(default_factory=list)  # one LoRA per face for group photos
-    sampler: Sampler | None = None
-    restorer: object | None = None  # a loaded face-restoration model
-    fidelity: float = 0.5
-    group: bool = False  # assign detail_loras[i] to the i-th face from the left
-
-
-def finish_image(image: Image.Image, finishing: Finishing, seed: int, progress=None) -> tuple[Image.Image, dict]:
-    """Detail and restore one picture; returns it and what was done."""
-    done: dict = {}
-    if finishing.detailer is not None and finishing.sampler is not None:
-        faces = finishing.analyzer.detect(_rgb(image))
-        if finishing.group:
-            faces = sorted(faces, key=lambda f: f.center[0])[: len(finishing.detail_loras)]
-            per_face = [[lora] for lora in finishing.detail_loras[: len(faces)]]
-        else:
-            faces = faces[:1]  # the subject; bystanders are left as they are
-            per_face = [finishing.detail_loras] * len(faces)
-        image, detailed = detail_faces(image, faces, finishing.sampler, *finishing.detail_prompt, seed=seed,
-                                       settings=finishing.detailer, loras_per_face=per_face, progress=progress)
-        done["detailed_faces"] = len(detailed)
-    if finishing.restorer is not None:
-        from .restore import restore_faces
-
-        image, restored = restore_faces(image, finishing.restorer, finishing.analyzer, fidelity=finishing.fidelity)
-        done["restored_faces"] = len(restored)
-    return image, done
-
-
-def _rgb(image: Image.Image):
-    import numpy as np
-
-    return np.asarray(image.convert("RGB"))
 
 
 def printable(text: str | os.PathLike) -> str:
@@ -95,11 +50,13 @@ class OutputFolder:
     def name_for(self, stem: str) -> str:
         """`<stem>.png`, or `<stem>-2.png`…: new to this batch, and free (or ours) in every place it may move to."""
         stem = printable(stem)[:MAX_STEM] or "picture"
-        for n in count(1):
+        n = 1
+        while True:
             name = f"{stem}.png" if n == 1 else f"{stem}-{n}.png"
             if name not in self._used and all(self._free(self.folder / place / name) for place in self.PLACES):
                 self._used.add(name)
                 return name
+            n += 1
 
     def save_picture(self, relative: str, image: Image.Image) -> Path:
         path = self.manifest.claim(self.folder / relative)
@@ -139,8 +96,13 @@ class Batch:
         name = self.out.name_for(stem)
         self.out.save_picture(name, image)
         result = likeness(image, self.finishing.analyzer, self.finishing.identity)
-        entry = {"image": name, **entry, "identity_score": result.score, "identity_distance": result.distance,
-                 "faceless": result.faceless}
+        entry = {
+            "image": name,
+            **entry,
+            "identity_score": result.score,
+            "identity_distance": result.distance,
+            "faceless": result.faceless,
+        }
         thumb = image.convert("RGB")
         thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
         self._thumbs[id(entry)] = thumb
@@ -149,8 +111,16 @@ class Batch:
 
     def skip(self, entry: dict, reason: str, message: str) -> dict:
         """A picture that could not be used: listed with its reason, no file."""
-        entry = {"image": None, **entry, "skipped": True, "reason": reason, "message": message,
-                 "identity_score": None, "identity_distance": None, "faceless": None}
+        entry = {
+            "image": None,
+            **entry,
+            "skipped": True,
+            "reason": reason,
+            "message": message,
+            "identity_score": None,
+            "identity_distance": None,
+            "faceless": None,
+        }
         self.entries.append(entry)
         return entry
 
@@ -175,7 +145,12 @@ class Batch:
     def _tile(self, entry: dict):
         if entry.get("skipped"):
             return None, printable(Path(entry.get("source", "?")).name), False, f"skipped: {entry['message']}"
-        note = "no face" if entry["faceless"] else (
-            (f"#{entry['rank']} " if entry["rank"] else "below top ") +
-            (f"likeness {entry['identity_score']:.2f}" if entry["identity_score"] is not None else "not scored"))
+        note = (
+            "no face"
+            if entry["faceless"]
+            else (
+                (f"#{entry['rank']} " if entry["rank"] else "below top ")
+                + (f"likeness {entry['identity_score']:.2f}" if entry["identity_score"] is not None else "not scored")
+            )
+        )
         return self._thumbs[id(entry)], Path(entry["image"]).name, entry["rank"] is not None, note

@@ -1,4 +1,6 @@
-"""Starting, following, cancelling and resuming training jobs: what the CLI and hosts call."""
+"""Launching training jobs: the checks before, the job folder (new or resumed), the worker process, and
+following or cancelling it. What the CLI and hosts call."""
+
 from __future__ import annotations
 
 import hashlib
@@ -41,11 +43,14 @@ def check_inputs(settings: TrainSettings) -> None:
     load_training_set(settings.dataset_dir)
     model = str(settings.base_model)
     if not Path(model).expanduser().exists():
-        from .models import _looks_like_hub_id
+        from .diffusers_loading import looks_like_hub_id
 
-        if not _looks_like_hub_id(model):
-            raise HeadshotError(f"--base-model {model}: no such file or folder (give a .safetensors/.ckpt checkpoint, "
-                                "a diffusers folder or a Hugging Face hub id)", "base_model_not_found")
+        if not looks_like_hub_id(model):
+            raise HeadshotError(
+                f"--base-model {model}: no such file or folder (give a .safetensors/.ckpt checkpoint, "
+                "a diffusers folder or a Hugging Face hub id)",
+                "base_model_not_found",
+            )
     if settings.class_images_dir and not Path(settings.class_images_dir).is_dir():
         raise HeadshotError(f"--class-images {settings.class_images_dir}: no such folder", "no_class_images")
     if settings.backend == "sd-scripts" and not settings.sd_scripts_repo:
@@ -74,8 +79,10 @@ def input_fingerprints(settings: TrainSettings) -> dict:
 
 def _refuse_busy(job: JobFolder, record: dict) -> None:
     if record.get("state") in ("queued", "running"):
-        raise FolderBusy(f"{job.path} is in use by process {record.get('worker_pid')} (a training worker): wait for "
-                         "it to finish or stop it, then run again (one writer per training job)")
+        raise FolderBusy(
+            f"{job.path} is in use by process {record.get('worker_pid')} (a training worker): wait for "
+            "it to finish or stop it, then run again (one writer per training job)"
+        )
 
 
 def _create(job: JobFolder, settings: TrainSettings, resume: bool, given: set[str] | None) -> JobFolder:
@@ -91,38 +98,70 @@ def _create(job: JobFolder, settings: TrainSettings, resume: bool, given: set[st
             raise HeadshotError(f"the job in {out} is already done: {job.lora_path(record)}", "job_done")
         merged = resume_settings(record.get("settings") or {}, settings, given, str(out), record.get("steps_done") or 0)
         before = record.get("inputs") or {}
-        changed = [f"{'the dataset' if key == 'dataset' else '--base-model'} (was {before[key]!r}, now "
-                   f"{inputs[key]!r})" for key in ("dataset", "base_model") if before.get(key, inputs[key]) != inputs[key]]
+        changed = [
+            f"{'the dataset' if key == 'dataset' else '--base-model'} (was {before[key]!r}, now {inputs[key]!r})"
+            for key in ("dataset", "base_model")
+            if before.get(key, inputs[key]) != inputs[key]
+        ]
         if changed:
-            raise HeadshotError("the job cannot resume with another " + "; ".join(changed) + ": resume with the "
-                                "dataset and model it started with, or start a new job in another --out folder",
-                                "resume_mismatch")
+            raise HeadshotError(
+                "the job cannot resume with another " + "; ".join(changed) + ": resume with the "
+                "dataset and model it started with, or start a new job in another --out folder",
+                "resume_mismatch",
+            )
         job.cancel_path.unlink(missing_ok=True)
         record = {k: v for k, v in record.items() if k not in ("error", "error_code", "traceback")}
-        job.write({**record, "state": "queued", "resumed_at": time.time(), "updated_at": time.time(),
-                   "settings": merged.to_dict(), "inputs": inputs})
+        job.write(
+            {
+                **record,
+                "state": "queued",
+                "resumed_at": time.time(),
+                "updated_at": time.time(),
+                "settings": merged.to_dict(),
+                "inputs": inputs,
+            }
+        )
         return job
     if job.exists():
         record = job.status(holding_lock=True)
         _refuse_busy(job, record)
         state = record.get("state")
         if state == "done":
-            raise HeadshotError(f"{out} already holds a finished training job; choose another --out folder",
-                                "job_exists")
+            raise HeadshotError(
+                f"{out} already holds a finished training job; choose another --out folder", "job_exists"
+            )
         saved = job.checkpoints() or job.legacy_checkpoints()
         if saved:
-            raise HeadshotError(f"{out} already holds a training job ({state}, {saved[-1][0]} steps saved); use "
-                                "--resume to continue it, or choose another --out folder", "job_exists")
+            raise HeadshotError(
+                f"{out} already holds a training job ({state}, {saved[-1][0]} steps saved); use "
+                "--resume to continue it, or choose another --out folder",
+                "job_exists",
+            )
         job.remove_own_files()  # it failed before its first checkpoint (a typo): start it again, fixed
     stray = sorted(out.glob("*.safetensors")) if out.is_dir() else []
     if stray:
-        raise HeadshotError(f"{out} already holds {stray[0].name}; choose an empty --out folder so no file is "
-                            "overwritten", "out_not_empty")
+        raise HeadshotError(
+            f"{out} already holds {stray[0].name}; choose an empty --out folder so no file is overwritten",
+            "out_not_empty",
+        )
     settings = TrainSettings.from_dict({**settings.to_dict(), "out_dir": str(out)})
-    job.write({"state": "queued", "created_at": time.time(), "settings": settings.to_dict(), "steps_done": 0,
-               "inputs": inputs,
-               "paths": {"events": "events.jsonl", "loss_csv": "loss.csv", "loss_curve": "loss.png",
-                         "checkpoints": "checkpoints/", "validation": "validation.json", "log": "worker.log"}})
+    job.write(
+        {
+            "state": "queued",
+            "created_at": time.time(),
+            "settings": settings.to_dict(),
+            "steps_done": 0,
+            "inputs": inputs,
+            "paths": {
+                "events": "events.jsonl",
+                "loss_csv": "loss.csv",
+                "loss_curve": "loss.png",
+                "checkpoints": "checkpoints/",
+                "validation": "validation.json",
+                "log": "worker.log",
+            },
+        }
+    )
     return job
 
 
@@ -133,8 +172,12 @@ def create_job(settings: TrainSettings, resume: bool = False, given: set[str] | 
         return _create(job, settings, resume, given)
 
 
-def start_training(settings: TrainSettings, resume: bool = False,
-                   free_host_models: Callable[[], None] | None = None, given: set[str] | None = None) -> TrainingRun:
+def start_training(
+    settings: TrainSettings,
+    resume: bool = False,
+    free_host_models: Callable[[], None] | None = None,
+    given: set[str] | None = None,
+) -> TrainingRun:
     """Start (or resume) training in a worker process, after checking everything that can be checked.
 
     `given`: with `resume`, the settings the caller chose now (None: all); the rest come from the job.

@@ -1,0 +1,74 @@
+"""A base model ready for LoRA training: its modules, family, prediction type and training schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+CLIP_MAX_LENGTH = 77  # every SD text encoder has 77 positions
+
+# the training schedule shared by SD1, SD2 and SDXL (LDM/SGM configs: linear_start 0.00085,
+# linear_end 0.012, 1000 timesteps, "scaled_linear" in diffusers' words)
+TRAIN_SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BaseModel:
+    """A base model ready for LoRA training: diffusers/transformers modules, frozen and in eval mode."""
+
+    family: str  # a registered family's name: "sd1" | "sd2" | "sdxl"
+    prediction_type: str  # "epsilon" | "v_prediction"
+    unet: Any  # diffusers UNet2DConditionModel
+    vae: Any  # diffusers AutoencoderKL
+    text_encoders: list  # one per the family's text encoder, in its order (CLIPTextModel[WithProjection])
+    tokenizers: list  # a CLIPTokenizer per text encoder, model_max_length 77
+    noise_scheduler: Any  # DDPMScheduler with the training schedule and prediction_type
+    source: str  # what was loaded: a path or a hub id
+    unet_loader: Any = None  # with defer_unet: builds the UNet on first ensure_unet()
+
+    def ensure_unet(self):
+        """The UNet, loading it now if it was deferred (so latents and text can be cached first
+        and the VAE and text encoders freed before the largest module arrives)."""
+        if self.unet is None:
+            self.unet = self.unet_loader()
+            self.unet.requires_grad_(False)
+            self.unet.eval()
+            self.unet_loader = None
+        return self.unet
+
+
+def training_noise_scheduler(prediction_type: str = "epsilon"):
+    """The DDPM training schedule of SD1/SD2/SDXL (scaled_linear 0.00085..0.012, 1000 steps)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**TRAIN_SCHEDULE, prediction_type=prediction_type, clip_sample=False)
+
+
+def diffusers_pipeline(base: BaseModel, kind: str, scheduler, **extra):
+    """A diffusers pipeline ("txt", "control" or "inpaint", as the family names them) over the base model's
+    live modules, no copy: the family's text encoders under their diffusers names, no safety checker."""
+    import inspect
+
+    import diffusers
+
+    from ..families import get_family
+
+    family = get_family(base.family)
+    cls = getattr(diffusers, family.diffusers_pipelines[kind])
+    parts = dict(vae=base.vae, unet=base.ensure_unet(), scheduler=scheduler, **extra)
+    for spec, encoder, tokenizer in zip(family.text_encoders, base.text_encoders, base.tokenizers):
+        parts[spec.subfolder], parts[spec.tokenizer_subfolder] = encoder, tokenizer
+    if "safety_checker" in inspect.signature(cls.__init__).parameters:  # SD 1/2 pipelines ask for one
+        parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = cls(**parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,86 @@
+"""The face-backend registry: a backend is one opener and one entry in FACE_BACKENDS.
+
+The backend registered here is a real (if blind) analyzer: it finds no face. Nothing of the
+registry's own code is replaced.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import headshot.faces as faces
+from headshot.errors import BackendUnavailable, HeadshotError
+from headshot.faces import FACE_BACKENDS, face_backend_choices, load_face_analyzer
+from headshot.faces.dlib_backend import DlibFaceAnalyzer
+
+
+class BlindAnalyzer:
+    """A backend that sees no face (what a new backend module would define)."""
+
+    name = "blind"
+    same_person_distance = 0.5
+
+    def detect(self, rgb):
+        return []
+
+    def embed(self, rgb, face):
+        return np.zeros(4, np.float32)
+
+    def distance(self, a, b):
+        return 0.0
+
+    def estimate_class(self, rgb, face):
+        return None
+
+
+def blind_backend(calls, files_found=True):
+    def open_analyzer(model_dirs, required):
+        calls.append((model_dirs, required))
+        if files_found:
+            return BlindAnalyzer()
+        if required:
+            raise BackendUnavailable("the blind backend's files are missing: put them in <models>/blind")
+        return None
+
+    return open_analyzer
+
+
+def test_a_registered_backend_is_offered_and_loaded_then_gone_when_removed(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setitem(FACE_BACKENDS, "blind", blind_backend(calls))
+    assert face_backend_choices() == ("auto", "insightface", "dlib", "blind")
+    analyzer = load_face_analyzer("blind", [str(tmp_path)])
+    assert isinstance(analyzer, BlindAnalyzer) and calls == [([tmp_path], True)]
+    monkeypatch.delitem(FACE_BACKENDS, "blind")
+    assert "blind" not in face_backend_choices()
+    with pytest.raises(HeadshotError, match="unknown face backend 'blind'; choose one of auto, insightface, dlib"):
+        load_face_analyzer("blind")
+
+
+def test_auto_takes_the_first_backend_in_order_that_finds_its_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.insightface
+    calls = []
+    monkeypatch.setattr(faces, "FACE_BACKENDS", {"blind": blind_backend(calls), **FACE_BACKENDS})
+    assert isinstance(load_face_analyzer("auto", [tmp_path]), BlindAnalyzer)
+    assert calls == [([tmp_path], False)]  # under auto a backend may say "not here"
+
+    calls.clear()
+    monkeypatch.setattr(faces, "FACE_BACKENDS", {"blind": blind_backend(calls, files_found=False), **FACE_BACKENDS})
+    assert isinstance(load_face_analyzer("auto", [tmp_path]), DlibFaceAnalyzer)  # its files missing: the next one
+    with pytest.raises(BackendUnavailable, match="blind backend's files are missing"):
+        load_face_analyzer("blind", [tmp_path])  # asked for by name: its own message
+
+
+def test_auto_with_no_backend_available_says_so(monkeypatch, tmp_path):
+    monkeypatch.setattr(faces, "FACE_BACKENDS", {"blind": blind_backend([], files_found=False)})
+    with pytest.raises(BackendUnavailable, match=r"no face backend found its model files \(tried blind\)"):
+        load_face_analyzer("auto", [tmp_path])
+
+
+def test_the_cli_offers_every_registered_backend(monkeypatch):
+    from headshot.cli import build_parser
+
+    monkeypatch.setitem(FACE_BACKENDS, "blind", blind_backend([]))
+    args = build_parser().parse_args(["prepare", "photos", "--out", "out", "--face-backend", "blind"])
+    assert args.face_backend == "blind"
