@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from headshot.dataset.prepare import PrepareSettings, prepare_dataset
+from headshot.dataset.prepare import prepare_dataset
+from headshot.dataset.prepare_settings import PrepareSettings
 from headshot.samples import astronaut_shots, insightface_image
 
 SIZE = (4000, 3000)

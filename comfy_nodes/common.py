@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from . import host
@@ -41,11 +39,6 @@ def resolve_folder(text: str, widget: str) -> Path:
     from .paths import user_path
 
     return user_path(text, widget, "folder")
-
-
-def fingerprint(*parts) -> str:
-    """A stable hash of JSON-able values (what IS_CHANGED returns and job folders are named by)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def folder_listing(folder: Path) -> list:

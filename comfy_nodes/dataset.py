@@ -13,7 +13,6 @@ from .common import (
     CATEGORY,
     face_analyzer,
     face_backend_input,
-    fingerprint,
     folder_listing,
     resolve_folder,
     split_names,
@@ -28,21 +27,6 @@ def dataset_dir(name: str) -> Path:
     """Where the dataset called `name` is written: <headshot_jobs>/datasets/<name> (never a link out of it)."""
     name = safe_name((name or "").strip(), "Prepare Dataset dataset_name")
     return allowed_path(host.jobs_root() / "datasets" / name, "Prepare Dataset dataset_name")
-
-
-def report_text(result) -> str:
-    """One line per photo (kept, or rejected with its reason), then the warnings."""
-    lines = [
-        f"dataset: {result.out_dir}",
-        f"kept {len(result.kept)} of {len(result.photos)} photos; class word: {result.class_word}",
-    ]
-    for photo in result.photos:
-        if photo.status == "kept":
-            lines.append(f"kept      {photo.source}: {photo.caption}")
-        else:
-            lines.append(f"rejected  {photo.source} [{photo.reason}]: {photo.message}")
-    lines += [f"warning: {w}" for w in result.warnings]
-    return "\n".join(lines)
 
 
 class HeadshotPrepareDataset:
@@ -155,6 +139,8 @@ class HeadshotPrepareDataset:
 
     @classmethod
     def IS_CHANGED(cls, photos_folder=None, **settings):
+        from headshot.train.job_reuse import fingerprint
+
         # a linked folder arrives as None here; the upstream node's own IS_CHANGED covers it
         listing = []
         if photos_folder:
@@ -179,7 +165,9 @@ class HeadshotPrepareDataset:
     ):
         from PIL import Image
 
-        from headshot.dataset.prepare import CONTACT_SHEET_NAME, PrepareSettings, prepare_dataset
+        from headshot.dataset.prepare import CONTACT_SHEET_NAME, prepare_dataset
+        from headshot.dataset.prepare_report import prepare_summary
+        from headshot.dataset.prepare_settings import PrepareSettings
 
         source = resolve_folder(photos_folder, "Prepare Dataset photos_folder")
         out = dataset_dir(dataset_name)
@@ -211,4 +199,4 @@ class HeadshotPrepareDataset:
         crops_batch = pil_to_image_batch(crops) if crops else no_images(resolution, resolution)
         with Image.open(out / CONTACT_SHEET_NAME) as sheet:
             sheet_batch = pil_to_image_batch([sheet.convert("RGB")])
-        return (str(out), crops_batch, report_text(result), sheet_batch)
+        return (str(out), crops_batch, prepare_summary(result), sheet_batch)

@@ -50,7 +50,7 @@ def annotator_dirs() -> list[Path]:
 
 
 def pose_names() -> list[str]:
-    from headshot.generate.pose import POSE_PRESETS
+    from headshot.generate.pose_presets import POSE_PRESETS
 
     return list(POSE_PRESETS)
 
@@ -196,7 +196,7 @@ class HeadshotStyleTemplate:
         group_subjects: str = "",
         pose_photo=None,
     ):
-        from headshot.generate.picture_plan import plan_picture
+        from headshot.generate.picture_plan import parse_subject_lines, picture_subjects, plan_picture
         from headshot.generate.styles import get_style
         from headshot.outputs import safe_name
         from headshot.sampling.schedulers import comfy_sampler
@@ -204,13 +204,12 @@ class HeadshotStyleTemplate:
 
         # a style name is looked up as a file in the style folders: a name, never a path
         chosen = get_style(safe_name(style, "Style Template style"), style_dirs())
-        trigger, class_word = trigger.strip(), class_word.strip()
-        if lora_name and lora_name != "none" and not (trigger and class_word):
-            recorded = lora_subject(str(host.full_path("loras", lora_name)))
-            trigger, class_word = trigger or recorded[0] or "", class_word or recorded[1] or ""
-        subjects = [tuple((line.split(None, 1) + [""])[:2]) for line in group_subjects.splitlines() if line.strip()]
-        if len(subjects) < 2:
-            subjects = [(trigger or "ohwx", class_word or "person")]
+        recorded = []
+        if lora_name and lora_name != "none":
+            recorded = [lora_subject(str(host.full_path("loras", lora_name)))]
+        subjects = picture_subjects(
+            trigger.strip(), class_word.strip(), recorded=recorded, group=parse_subject_lines(group_subjects)
+        )
         size = None
         if width or height:
             own = chosen.for_family(model_family)
@@ -301,8 +300,10 @@ class HeadshotPoseSkeleton:
 
     def render(self, preset: str, width: int, height: int, mirror: bool, stick_width: int, keypoints_json: str = ""):
         from headshot.errors import HeadshotError
-        from headshot.generate.pose import mirror_pose, preset_pose, render_openpose
+        from headshot.generate.pose import mirror_pose
         from headshot.generate.pose_keypoints import people_from_json
+        from headshot.generate.pose_presets import preset_pose
+        from headshot.generate.pose_render import render_openpose
 
         if preset == "custom":
             if not keypoints_json.strip():

@@ -7,7 +7,7 @@ import hashlib
 from headshot.errors import HeadshotError
 
 from . import host
-from .common import CATEGORY, fingerprint, folder_listing, resolve_folder
+from .common import CATEGORY, folder_listing, resolve_folder
 from .images import fit_batch, image_batch_to_pils, pil_to_image_batch
 from .paths import RULE
 
@@ -67,6 +67,8 @@ class HeadshotLoadPhotos:
 
     @classmethod
     def IS_CHANGED(cls, folder="", max_side=1024, images=None, **_):
+        from headshot.train.job_reuse import fingerprint
+
         # a folder outside the allowed ones is not even listed; load() then says why
         try:
             listing = folder_listing(resolve_folder(folder, "folder")) if folder else []
@@ -75,8 +77,7 @@ class HeadshotLoadPhotos:
         return fingerprint(folder, max_side, listing)
 
     def load(self, folder: str, max_side: int, images=None):
-        from headshot.errors import PhotoRejected
-        from headshot.photos import list_photos, read_photo
+        from headshot.photos import read_photo_folder
 
         if images is not None:
             pils = image_batch_to_pils(images)
@@ -91,15 +92,7 @@ class HeadshotLoadPhotos:
                 names.append(name)
         else:
             path = resolve_folder(folder, "Load Photos folder")
-            pils, names = [], []
-            for file in list_photos(path):
-                try:
-                    photo = read_photo(file)
-                except PhotoRejected:
-                    continue
-                pils.append(photo.image)
-                names.append(file.name)
-            if not pils:
-                raise FileNotFoundError(f"{path} holds no readable photo (JPEG, PNG, WebP, BMP, TIFF)")
+            readable = read_photo_folder(path)
+            pils, names = [photo.image for _, photo in readable], [name for name, _ in readable]
         batch = pil_to_image_batch(fit_batch(pils, max_side))
         return (batch, "\n".join(names), str(path))

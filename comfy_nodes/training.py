@@ -8,7 +8,6 @@ passes ComfyUI's Cancel on, and copies the LoRA into models/loras/headshot/ so L
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,14 +15,12 @@ from headshot.errors import HeadshotError
 from headshot.outputs import safe_name
 
 from . import host
-from .common import CATEGORY, face_backend_input, fingerprint
+from .common import CATEGORY, face_backend_input
 from .images import fit_batch, note_image, pil_to_image_batch
 from .paths import RULE, allowed_path, user_path
 
 PRESETS = ["fast", "balanced", "quality"]
 LORA_SUBFOLDER = "headshot"
-#: seconds the worker gets to save its checkpoint after Cancel before it is stopped hard
-CANCEL_GRACE = 60.0
 POLL = 0.25
 
 
@@ -78,17 +75,6 @@ def install_lora(lora: Path, output_name: str) -> str:
     return os.path.join(LORA_SUBFOLDER, target.name)
 
 
-def stop(run) -> None:
-    """Cancel the worker and wait for it: it saves a checkpoint first (the next run resumes from it)."""
-    run.cancel()
-    try:
-        run.process.wait(timeout=CANCEL_GRACE)
-    except subprocess.TimeoutExpired:
-        run.process.kill()
-        run.process.wait()
-    run.wait()  # records a killed worker as such
-
-
 def follow(run) -> dict:
     """Wait for the worker: steps to ComfyUI's progress bar, ComfyUI's Cancel to the job.
 
@@ -111,7 +97,7 @@ def follow(run) -> dict:
             time.sleep(POLL)
     except BaseException:
         if run.running:
-            stop(run)
+            run.stop()  # it saves a checkpoint first: the next run resumes from it
         raise
     return run.wait()
 
@@ -240,7 +226,7 @@ class HeadshotTrainLora:
 
     @classmethod
     def IS_CHANGED(cls, dataset_path=None, ckpt_name=None, **settings):
-        from headshot.train.job_reuse import checkpoint_identity, dataset_digest
+        from headshot.train.job_reuse import checkpoint_identity, dataset_digest, fingerprint
 
         # a linked dataset_path arrives as None: then the upstream Prepare Dataset's state decides
         parts = [settings, ckpt_name]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from headshot.dataset.captions import DEFAULT_RULES_PATH, build_caption, clean_tags, load_tag_rules
-from headshot.dataset.tagging import Tag
+from headshot.dataset.tags import Tag
 from headshot.errors import HeadshotError
 
 

@@ -14,6 +14,7 @@ changes, not ComfyUI's sampling (checked by hand against a real ComfyUI, see the
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import os
@@ -261,7 +262,8 @@ def test_image_conversions_round_trip():
 def test_style_template_gives_the_core_prompt_and_kSampler_names(comfy_host):
     from safetensors.torch import save_file
 
-    from headshot.generate.pose import preset_pose, render_openpose
+    from headshot.generate.pose_presets import preset_pose
+    from headshot.generate.pose_render import render_openpose
     from headshot.generate.prompt_syntax import build_prompt
     from headshot.generate.styles import get_style
 
@@ -300,8 +302,8 @@ def test_style_template_takes_the_pose_from_a_photo(comfy_host, monkeypatch):
     """pose_photo: without controlnet_aux the node says what to install; with it (a stand-in at its
     import boundary: its weights cannot be downloaded here) the photo's keypoints are drawn."""
     from headshot.errors import BackendUnavailable
-    from headshot.generate.pose import render_openpose
     from headshot.generate.pose_keypoints import photo_pose_on_canvas
+    from headshot.generate.pose_render import render_openpose
 
     cls = NODE_CLASS_MAPPINGS["HeadshotStyleTemplate"]
     assert cls.INPUT_TYPES()["optional"]["pose_photo"][0] == "IMAGE"
@@ -337,7 +339,9 @@ def test_style_template_takes_the_pose_from_a_photo(comfy_host, monkeypatch):
 
 
 def test_pose_skeleton_presets_json_and_mirror():
-    from headshot.generate.pose import mirror_pose, preset_pose, render_openpose
+    from headshot.generate.pose import mirror_pose
+    from headshot.generate.pose_presets import preset_pose
+    from headshot.generate.pose_render import render_openpose
 
     cls = NODE_CLASS_MAPPINGS["HeadshotPoseSkeleton"]
     (image,) = cls().render("half_body_front", 384, 512, False, 4)
@@ -407,7 +411,9 @@ def test_prepare_dataset_on_sample_photos_with_dlib(comfy_host):
     assert (dataset / "dataset.toml").is_file()
     record = json.loads((dataset / REPORT_NAME).read_text())
     assert crops.shape == (record["summary"]["kept"], 512, 512, 3) and record["summary"]["kept"] == 4
-    assert "rejected  noise.png [no_face]" in report and "[different_person]" in report
+    rejected = {line.split()[1]: line.split()[2] for line in report.splitlines() if line.startswith("rejected")}
+    assert rejected == {"noise.png": "no_face:", "other_person.png": "different_person:"}
+    assert "4 of 6 photos kept as 'woman'" in report  # the CLI's words (headshot.dataset.prepare_report)
     assert sheet.shape[0] == 1 and comfy_host.updates  # ComfyUI's progress bar moved
 
 
@@ -833,18 +839,31 @@ def test_job_routes_register_on_promptserver_and_answer(comfy_host, monkeypatch,
         ("POST", "/headshot/jobs/{name}/cancel"),
     }
 
-    job = JobFolder(host.jobs_root() / "jobs" / "zoe-0123456789ab")
+    web = types.SimpleNamespace(json_response=lambda body, status=200: (status, body))
+    monkeypatch.setitem(sys.modules, "aiohttp", types.SimpleNamespace(web=web))  # STAND-IN: what a response holds
+
+    def call(method, path, name=None, **query):  # a request as aiohttp hands it to the handler
+        request = types.SimpleNamespace(match_info={"name": name}, rel_url=types.SimpleNamespace(query=query))
+        return asyncio.run(registered[(method, path)](request))
+
+    name = "zoe-0123456789ab"
+    job = JobFolder(host.jobs_root() / "jobs" / name)
     job.write({"state": "running", "steps_done": 3})
     for step in range(1, 4):
         job.emit("step", step=step, total=10, loss=0.1)
-    status = routes.job_status("zoe-0123456789ab", events=2)
-    assert status["job"]["state"] == "running" and [e["step"] for e in status["events"]] == [2, 3]
-    assert routes.list_jobs()["jobs"][0]["name"] == "zoe-0123456789ab"
-    assert routes.cancel_job("zoe-0123456789ab")["cancel_requested"] and job.cancel_requested()
+    with job.lock():  # its worker, alive
+        status, body = call("GET", "/headshot/jobs/{name}", name, events="2")
+        assert status == 200 and body["job"]["state"] == "running" and [e["step"] for e in body["events"]] == [2, 3]
+        listed = {"name": name, "state": "running", "steps_done": 3, "lora": None}
+        assert call("GET", "/headshot/jobs") == (200, {"jobs": [listed]})
+        cancelled = {"name": name, "cancel_requested": True, "state": "running"}
+        assert call("POST", "/headshot/jobs/{name}/cancel", name) == (200, cancelled)
+        assert job.cancel_requested()
     job.cancel_path.unlink()
     job.update(state="done")
-    assert not routes.cancel_job("zoe-0123456789ab")["cancel_requested"] and not job.cancel_requested()
-    with pytest.raises(ValueError):
-        routes.job_status("../etc")
-    with pytest.raises(routes.JobNotFound):
-        routes.job_status("nobody")
+    status, body = call("POST", "/headshot/jobs/{name}/cancel", name)
+    assert status == 200 and not body["cancel_requested"] and not job.cancel_requested()
+    status, body = call("GET", "/headshot/jobs/{name}", "../etc")
+    assert status == 400 and "job name" in body["error"]
+    status, body = call("GET", "/headshot/jobs/{name}", "nobody")
+    assert status == 404 and "no training job called 'nobody'" in body["error"]

@@ -3,7 +3,7 @@
 Folder and file widgets reach only ComfyUI's input, output, temp and models folders (symlinks and
 '..' resolved first) unless the person running ComfyUI lists more in HEADSHOT_ALLOWED_DIRS; names
 that become part of a path go through headshot.outputs.safe_name; a job folder's records are data;
-the job route's ?events= is clamped; a broken pack says so loudly. The ComfyUI host modules are the
+a broken pack says so loudly. The ComfyUI host modules are the
 stand-ins of test_comfy_nodes (see its docstring); the nodes and the core run for real.
 """
 
@@ -20,7 +20,7 @@ import pytest
 import torch
 from test_comfy_nodes import NODE_CLASS_MAPPINGS, ROOT, comfy_host  # noqa: F401  (comfy_host: a fixture)
 
-from comfy_nodes import routes, training  # noqa: E402
+from comfy_nodes import training  # noqa: E402
 from headshot.errors import HeadshotError
 from headshot.samples import astronaut_shots
 
@@ -229,24 +229,7 @@ def test_the_train_node_never_loads_job_state_itself():
 
 
 # ---------------------------------------------------------------------------------------------
-# the job route and the pack's entry point
-
-
-def test_job_route_events_are_clamped(comfy_host):
-    from headshot.train.job import JobFolder
-
-    job = JobFolder(routes.jobs_dir() / "me-0123456789ab")
-    job.write({"state": "running"})
-    for step in range(1, 1006):
-        job.emit("step", step=step, total=1005)
-    assert routes.job_status("me-0123456789ab", -1)["events"] == []  # not every event ever written
-    assert routes.job_status("me-0123456789ab", -(10**12))["events"] == []
-    huge = routes.job_status("me-0123456789ab", 10**12)["events"]
-    assert len(huge) == routes.MAX_EVENTS and huge[-1]["step"] == 1005
-    assert [e["step"] for e in routes.job_status("me-0123456789ab", 2)["events"]] == [1004, 1005]
-    assert [routes.event_count(v) for v in ("-1", "7", "1" * 5000, "x", None)] == [0, 7, 50, 50, 50]
-    with pytest.raises(ValueError, match="job name"):
-        routes.job_status("../../etc")
+# the pack's entry point (the job routes' name checks and event clamping: tests/test_job_listing.py)
 
 
 LOAD_LIKE_COMFYUI = """

@@ -219,7 +219,8 @@ def test_generate_hands_the_styles_pose_to_the_controlnet(control_sampler, dlib_
     """The ControlNet's own forward receives the skeleton of the style's pose, drawn for the canvas."""
     import torch
 
-    from headshot.generate.pose import preset_pose, render_openpose
+    from headshot.generate.pose_presets import preset_pose
+    from headshot.generate.pose_render import render_openpose
     from headshot.generate.styles import get_style
     from headshot.photoshoot import GenerateSettings, generate
 
@@ -249,7 +250,8 @@ def test_generate_hands_the_styles_pose_to_the_controlnet(control_sampler, dlib_
 
 def test_the_pose_image_changes_the_picture(control_sampler):
     """Real computation: two different skeletons give different pictures, the same one the same picture."""
-    from headshot.generate.pose import preset_pose, render_openpose
+    from headshot.generate.pose_presets import preset_pose
+    from headshot.generate.pose_render import render_openpose
     from headshot.sampling.protocol import TextToImage
 
     def draw(pose):
@@ -322,7 +324,9 @@ def test_an_id_style_gives_the_presets_pixels_and_frames_the_head_at_its_share(
     import torch
 
     from headshot.generate.id_photo import frame_head
-    from headshot.generate.pose import POSE_PRESETS, head_extent, render_openpose
+    from headshot.generate.pose import head_extent
+    from headshot.generate.pose_presets import POSE_PRESETS
+    from headshot.generate.pose_render import render_openpose
     from headshot.photoshoot import GenerateSettings, generate
 
     styles = tmp_path / "styles"
@@ -393,8 +397,8 @@ def test_a_pose_photo_reaches_the_controlnet(control_sampler, dlib_analyzer, tmp
 
     import torch
 
-    from headshot.generate.pose import render_openpose
     from headshot.generate.pose_keypoints import photo_pose_on_canvas
+    from headshot.generate.pose_render import render_openpose
     from headshot.photoshoot import GenerateSettings, generate
 
     person = [None] * 18

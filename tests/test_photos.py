@@ -171,3 +171,21 @@ def test_folder_scan_names_odd_entries_instead_of_skipping_them(tmp_path, astron
         "loop.jpg": "symlink_loop",
         "pipe.jpg": "not_a_file",
     }
+
+
+def test_a_photo_folder_yields_its_readable_photos_and_skips_the_rest(tmp_path, astronaut_img):
+    astronaut_img.save(tmp_path / "b_face.jpg")
+    (tmp_path / "a_notes.txt").write_text("not a photo")
+    (tmp_path / "c_broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    found = photos.read_photo_folder(tmp_path)
+    assert [name for name, _ in found] == ["b_face.jpg"]
+    assert found[0][1].image.size == astronaut_img.size
+
+
+def test_a_folder_without_a_readable_photo_is_refused_with_a_reason(tmp_path):
+    from headshot.errors import HeadshotError
+
+    (tmp_path / "notes.txt").write_text("not a photo")
+    with pytest.raises(HeadshotError) as err:
+        photos.read_photo_folder(tmp_path)
+    assert err.value.code == "no_photos" and "no readable photo" in str(err.value)

@@ -9,8 +9,10 @@ import pytest
 from headshot.errors import BackendUnavailable, HeadshotError
 from headshot.generate.id_photo import frame_head, to_print
 from headshot.generate.picture_plan import GROUP_POSES, plan_picture
-from headshot.generate.pose import NECK, NOSE, POSE_PRESETS, head_extent, preset_pose, render_openpose
+from headshot.generate.pose import NECK, NOSE, head_extent
 from headshot.generate.pose_keypoints import PhotoPose, people_from_json, photo_pose_on_canvas
+from headshot.generate.pose_presets import POSE_PRESETS, preset_pose
+from headshot.generate.pose_render import render_openpose
 from headshot.generate.prompt_syntax import build_prompt
 from headshot.generate.styles import get_style
 
@@ -125,3 +127,18 @@ def test_the_pose_detector_check_names_what_to_install_without_loading(monkeypat
     monkeypatch.setitem(__import__("sys").modules, "controlnet_aux", None)
     with pytest.raises(BackendUnavailable, match="pip install controlnet_aux"):
         check_pose_detector(tmp_path)
+
+
+def test_subjects_follow_one_rule_for_every_host():
+    from headshot.generate.picture_plan import parse_subject_lines, picture_subjects
+
+    # given words win over what the LoRA recorded, which wins over the defaults
+    assert picture_subjects("zwx", None, recorded=[("ohwx", "woman")]) == [("zwx", "woman")]
+    assert picture_subjects(None, None, recorded=[(None, None)]) == [("ohwx", "person")]
+    # several LoRAs: each its own recorded person
+    assert picture_subjects("zwx", "man", recorded=[("a", "man"), (None, "woman")]) == [("a", "man"), ("ohwx", "woman")]
+    # a written group of two or more wins; one line alone is not a group
+    group = parse_subject_lines("sks woman\n\n  zwx  \n")
+    assert group == [("sks", "woman"), ("zwx", "")]
+    assert picture_subjects("a", "b", group=group) == [("sks", "woman"), ("zwx", "person")]
+    assert picture_subjects("a", "b", group=parse_subject_lines("sks woman")) == [("a", "b")]

@@ -17,24 +17,21 @@ from PIL import Image
 
 from headshot.errors import BackendUnavailable, HeadshotError
 from headshot.generate.pose import (
-    COLORS,
     KEYPOINT_NAMES,
     L_EAR,
     L_EYE,
-    LIMBS,
     NECK,
     NOSE,
-    POSE_PRESETS,
     R_EAR,
     R_ELBOW,
     R_SHOULDER,
     R_WRIST,
     fit_pose,
     mirror_pose,
-    preset_pose,
-    render_openpose,
 )
 from headshot.generate.pose_detect import pose_from_image
+from headshot.generate.pose_presets import POSE_PRESETS, preset_pose
+from headshot.generate.pose_render import COLORS, LIMBS, render_openpose
 
 # A spread-out figure: every limb's midpoint is far from every other limb and keypoint.
 SPREAD = [

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from headshot.dataset.prepare import PrepareSettings, prepare_dataset
-from headshot.dataset.tagging import CallableTagger
+from headshot.dataset.prepare import prepare_dataset
+from headshot.dataset.prepare_settings import PrepareSettings
+from headshot.dataset.tags import CallableTagger
 from headshot.errors import HeadshotError
 from headshot.samples import astronaut_shots, insightface_image, write_sample_photos
 

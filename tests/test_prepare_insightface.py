@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from test_faces_insightface import make_detector, make_genderage, make_recognizer
 
-from headshot.dataset.prepare import PrepareSettings, prepare_dataset
+from headshot.dataset.prepare import prepare_dataset
+from headshot.dataset.prepare_settings import PrepareSettings
 from headshot.errors import BackendUnavailable
 from headshot.faces import load_face_analyzer
 from headshot.faces.dlib_backend import DlibFaceAnalyzer

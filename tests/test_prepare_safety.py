@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from headshot.dataset.prepare import PrepareSettings, prepare_dataset
+from headshot.dataset.prepare import prepare_dataset
+from headshot.dataset.prepare_settings import PrepareSettings
 from headshot.errors import HeadshotError
 from headshot.outputs import FolderLock
 from headshot.samples import astronaut_shots, write_sample_photos

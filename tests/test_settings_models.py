@@ -14,7 +14,7 @@ import pytest
 
 from headshot.cli import build_parser
 from headshot.cli.train import chosen_settings
-from headshot.dataset.prepare import PrepareSettings
+from headshot.dataset.prepare_settings import PrepareSettings
 from headshot.errors import HeadshotError
 from headshot.outputs import toml_text, write_toml
 from headshot.train.job import JobFolder

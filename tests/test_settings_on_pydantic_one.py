@@ -47,7 +47,7 @@ CHECKS = textwrap.dedent(
     from headshot import options
     from headshot.errors import HeadshotError
     from headshot.train.settings import TrainSettings
-    from headshot.dataset.prepare import PrepareSettings
+    from headshot.dataset.prepare_settings import PrepareSettings
     from headshot.generate.styles import parse_style
 
     def refusal(build):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from headshot.errors import HeadshotError
-from headshot.generate.pose import POSE_PRESETS
+from headshot.generate.pose_presets import POSE_PRESETS
 from headshot.generate.prompt_syntax import build_prompt
 from headshot.generate.style_schema import CATEGORIES, Style
 from headshot.generate.styles import PACKAGED_DIR, get_style, load_style_file, load_styles

@@ -20,15 +20,13 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from headshot.dataset.tagging import (
-    CallableTagger,
     DeepDanbooruTagger,
-    Tag,
-    Tagger,
     WD14Tagger,
     deepdanbooru_preprocess,
     find_tagger,
     wd14_preprocess,
 )
+from headshot.dataset.tags import CallableTagger, Tag, Tagger
 from headshot.errors import BackendUnavailable, HeadshotError
 
 

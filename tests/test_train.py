@@ -424,7 +424,7 @@ class _NoProcess:
 
 def _fixed_loss(base, trainer) -> float:
     """The engine's own loss on fixed noise and timesteps over every cached image (deterministic)."""
-    from headshot.train.engine import diffusion_loss
+    from headshot.train.training_step import diffusion_loss
 
     generator = torch.Generator().manual_seed(321)
     total = 0.0

@@ -246,3 +246,19 @@ def downscaled(img: Image.Image, max_side: int) -> tuple[Image.Image, float]:
     small = img.reduce(factor) if factor > 1 else img
     small = small.resize(size, Image.Resampling.BILINEAR)
     return small, img.width / size[0]
+
+
+def read_photo_folder(folder: str | Path) -> list[tuple[str, Photo]]:
+    """(file name, photo) for every readable photo in `folder`, skipping the rest; none readable is an error."""
+    photos = []
+    for path in list_photos(folder):
+        try:
+            photos.append((path.name, read_photo(path)))
+        except PhotoRejected:
+            continue
+    if not photos:
+        raise HeadshotError(
+            f"{folder} holds no readable photo: put JPEG, PNG, WebP, BMP or TIFF photos of one person in it",
+            "no_photos",
+        )
+    return photos

@@ -45,7 +45,7 @@ class GenerateSettings:
 def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing, progress=None) -> list[dict]:
     from .families import check_loras_fit
     from .generate.id_photo import to_print
-    from .generate.picture_plan import plan_picture
+    from .generate.picture_plan import picture_subjects, plan_picture
     from .generate.preflight import check_generate_options, parse_size
     from .generate.styles import get_style
 
@@ -65,13 +65,9 @@ def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing,
     if settings.size:
         parse_size("x".join(map(str, settings.size)))
     check_loras_fit(settings.loras, sampler.family)
-    recorded = [lora_subject(p) for p in settings.loras]
-    if len(settings.loras) > 1:
-        subjects = [(t or "ohwx", c or "person") for t, c in recorded]
-    else:
-        trigger = settings.trigger or (recorded[0][0] if recorded else None) or "ohwx"
-        class_word = settings.class_word or (recorded[0][1] if recorded else None) or "person"
-        subjects = [(trigger, class_word)]
+    subjects = picture_subjects(
+        settings.trigger, settings.class_word, recorded=[lora_subject(p) for p in settings.loras]
+    )
     photo_pose = None
     if settings.pose_image:
         from .generate.pose_detect import photo_pose as read_pose
@@ -130,6 +126,7 @@ def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing,
             "sampler": plan.sampler,
             "pose": plan.pose,
             "loras": [lora.path for lora in first_pass],
+            "triggers": [trigger for trigger, _ in subjects],  # evaluate takes them out of the prompt for CLIP
             **done,
         }
         if plan.size_preset is not None:  # an ID photo: cropped to the print's aspect and pixels

@@ -60,7 +60,7 @@ def _add_prepare_options(p: argparse.ArgumentParser) -> None:
 
 
 def _prepare_settings(args):
-    from ..dataset.prepare import PrepareSettings
+    from ..dataset.prepare_settings import PrepareSettings
 
     return PrepareSettings(
         **{name: value for name, value in vars(args).items() if name in PrepareSettings.field_names()}
@@ -69,24 +69,11 @@ def _prepare_settings(args):
 
 def _prepare(args) -> int:
     from ..dataset.prepare import prepare_dataset
+    from ..dataset.prepare_report import prepare_summary
 
     result = prepare_dataset(args.input_dir, args.out, _prepare_settings(args), progress=progress_printer())
-    _print_summary(result)
+    print(prepare_summary(result))
     return 0
-
-
-def _print_summary(result) -> None:
-    for photo in result.photos:
-        mark = "kept    " if photo.status == "kept" else "rejected"
-        detail = photo.caption if photo.status == "kept" else f"{photo.reason}: {photo.message}"
-        print(f"{mark}  {photo.source:<32} {detail}")
-    for warning in result.warnings:
-        print(f"warning: {warning}")
-    print(
-        f"\n{len(result.kept)} of {len(result.photos)} photos kept as '{result.class_word}'; "
-        f"dataset: {result.subset_dir}\nreport: {result.out_dir / 'report.json'}   "
-        f"contact sheet: {result.out_dir / 'contact_sheet.jpg'}"
-    )
 
 
 def _demo(args) -> int:

@@ -23,7 +23,7 @@ else:  # Python 3.10 (A1111)
         tomllib = None
 
 from ..errors import BackendUnavailable, HeadshotError
-from .tagging import Tag
+from .tags import Tag
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("tag_rules.toml")
 

@@ -18,13 +18,48 @@ from PIL import Image
 
 from ..errors import HeadshotError
 from .id_photo import frame_head
-from .pose import POSE_PRESETS, People, preset_pose, render_openpose
+from .pose import People
 from .pose_keypoints import PhotoPose, photo_pose_on_canvas
+from .pose_presets import POSE_PRESETS, preset_pose
+from .pose_render import render_openpose
 from .prompt_syntax import build_prompt
 from .style_schema import SizePreset, Style
 
 GROUP_POSES = {2: "two_people_side_by_side", 3: "three_people_group"}
 STYLE_POSE, NO_POSE = "from style", "none"
+DEFAULT_TRIGGER, DEFAULT_CLASS = "ohwx", "person"
+
+Subject = tuple[str, str]  # (trigger, class word)
+
+
+def picture_subjects(
+    trigger: str | None = None,
+    class_word: str | None = None,
+    recorded: Sequence[tuple[str | None, str | None]] = (),
+    group: Sequence[Subject] = (),
+) -> list[Subject]:
+    """Who the picture shows, as (trigger, class) pairs, by one rule for every host.
+
+    `group` (two or more people, as written by the person) wins; else each identity LoRA's recorded
+    subject when there are several; else one person: the given trigger and class, then what the
+    LoRA recorded, then "ohwx person".
+    """
+    if len(group) >= 2:
+        return [(t or DEFAULT_TRIGGER, c or DEFAULT_CLASS) for t, c in group]
+    if len(recorded) > 1:
+        return [(t or DEFAULT_TRIGGER, c or DEFAULT_CLASS) for t, c in recorded]
+    first_trigger, first_class = recorded[0] if recorded else (None, None)
+    return [(trigger or first_trigger or DEFAULT_TRIGGER, class_word or first_class or DEFAULT_CLASS)]
+
+
+def parse_subject_lines(text: str) -> list[Subject]:
+    """ "ohwx man\nsks woman" -> [("ohwx", "man"), ("sks", "woman")]: one person per line, trigger first."""
+    subjects = []
+    for line in text.splitlines():
+        words = line.split(None, 1)
+        if words:
+            subjects.append((words[0], words[1].strip() if len(words) > 1 else ""))
+    return subjects
 
 
 @dataclass

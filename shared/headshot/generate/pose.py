@@ -1,4 +1,6 @@
-"""Body poses for ControlNet OpenPose: presets as data, the skeleton image, and detection.
+"""Body poses for ControlNet OpenPose: the keypoint model, checking, mirroring and fitting a pose
+to a canvas. The presets live in `pose_presets`, the skeleton image in `pose_render`, detection
+in `pose_detect`.
 
 Keypoints follow OpenPose's BODY_18 (COCO) order; "right" and "left" are the person's own, so on
 a person facing the camera the right shoulder is on the image's left:
@@ -11,19 +13,12 @@ A person is a list of 18 points; a point is `(x, y)` in normalised image coordin
 origin at the top-left corner, x times the width and y times the height give pixels) or None
 when that point is not seen. `(x, y, confidence)` is accepted too: confidence <= 0 means missing,
 as in OpenPose's JSON. `people` is a list of persons.
-
-The presets are drawn for a SQUARE canvas (x and y share one unit, so bodies keep their
-proportions). For any other size, `preset_pose(name, width, height)` (or `fit_pose`) places the
-figure on that canvas without stretching it; `render_openpose` itself draws points where they
-say, at any size.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any, Sequence
-
-from PIL import Image, ImageDraw
 
 from ..errors import HeadshotError
 
@@ -73,52 +68,6 @@ KEYPOINT_NAMES = (
 ) = range(18)
 N_KEYPOINTS = 18
 
-#: The 17 limbs in the order the OpenPose ControlNet annotator draws them; limb i gets COLORS[i].
-LIMBS = (
-    (NECK, R_SHOULDER),
-    (NECK, L_SHOULDER),
-    (R_SHOULDER, R_ELBOW),
-    (R_ELBOW, R_WRIST),
-    (L_SHOULDER, L_ELBOW),
-    (L_ELBOW, L_WRIST),
-    (NECK, R_HIP),
-    (R_HIP, R_KNEE),
-    (R_KNEE, R_ANKLE),
-    (NECK, L_HIP),
-    (L_HIP, L_KNEE),
-    (L_KNEE, L_ANKLE),
-    (NECK, NOSE),
-    (NOSE, R_EYE),
-    (R_EYE, R_EAR),
-    (NOSE, L_EYE),
-    (L_EYE, L_EAR),
-)
-
-#: The 18-colour palette (RGB): limb i and keypoint j use COLORS[i] and COLORS[j].
-COLORS = (
-    (255, 0, 0),
-    (255, 85, 0),
-    (255, 170, 0),
-    (255, 255, 0),
-    (170, 255, 0),
-    (85, 255, 0),
-    (0, 255, 0),
-    (0, 255, 85),
-    (0, 255, 170),
-    (0, 255, 255),
-    (0, 170, 255),
-    (0, 85, 255),
-    (0, 0, 255),
-    (85, 0, 255),
-    (170, 0, 255),
-    (255, 0, 255),
-    (255, 0, 170),
-    (255, 0, 85),
-)
-
-LIMB_SHADE = 0.6  # limbs are drawn opaque in int(colour * 0.6), keypoints in the full colour
-KEYPOINT_RADIUS = 4
-
 HEAD_POINTS = (NOSE, R_EYE, L_EYE, R_EAR, L_EAR)
 
 # left <-> right, for mirroring
@@ -144,132 +93,6 @@ _MIRROR = (
 )
 
 
-# --- presets ------------------------------------------------------------------------------------
-# Proportions (square canvas, one unit = its side): shoulders about 2.4 ear-widths apart, eyes
-# about 0.42 of the ear distance apart, upper arm and forearm 2 and 1.7 head-heights.
-
-_N = None
-
-#: Head and shoulders, facing the camera; arms and body below the frame.
-_HEADSHOT_FRONT = [
-    (0.500, 0.405),
-    (0.500, 0.635),
-    (0.260, 0.660),
-    _N,
-    _N,
-    (0.740, 0.660),
-    _N,
-    _N,
-    _N,
-    _N,
-    _N,
-    _N,
-    _N,
-    _N,
-    (0.458, 0.340),
-    (0.542, 0.340),
-    (0.400, 0.365),
-    (0.600, 0.365),
-]
-
-#: Head turned about 35 degrees toward the image's LEFT (the subject's own right): the right ear
-#: hides behind the head, the nose and eyes shift left, the shoulders turn a little with the head.
-_HEADSHOT_THREE_QUARTER_LEFT = [
-    (0.452, 0.405),
-    (0.505, 0.635),
-    (0.290, 0.660),
-    _N,
-    _N,
-    (0.725, 0.650),
-    _N,
-    _N,
-    _N,
-    _N,
-    _N,
-    _N,
-    _N,
-    _N,
-    (0.420, 0.340),
-    (0.505, 0.338),
-    _N,
-    (0.590, 0.362),
-]
-
-#: Head to hips, arms relaxed with the hands in front of the hips.
-_HALF_BODY_FRONT = [
-    (0.500, 0.195),
-    (0.500, 0.330),
-    (0.370, 0.345),
-    (0.340, 0.560),
-    (0.360, 0.730),
-    (0.630, 0.345),
-    (0.660, 0.560),
-    (0.640, 0.730),
-    (0.425, 0.720),
-    _N,
-    _N,
-    (0.575, 0.720),
-    _N,
-    _N,
-    (0.483, 0.165),
-    (0.517, 0.165),
-    (0.458, 0.178),
-    (0.542, 0.178),
-]
-
-#: Head to hips, forearms folded across the chest (each hand near the other arm's elbow).
-_ARMS_CROSSED = [
-    (0.500, 0.195),
-    (0.500, 0.330),
-    (0.365, 0.345),
-    (0.350, 0.550),
-    (0.560, 0.520),
-    (0.635, 0.345),
-    (0.650, 0.550),
-    (0.440, 0.535),
-    (0.425, 0.720),
-    _N,
-    _N,
-    (0.575, 0.720),
-    _N,
-    _N,
-    (0.483, 0.165),
-    (0.517, 0.165),
-    (0.458, 0.178),
-    (0.542, 0.178),
-]
-
-#: Whole figure, weight even, arms hanging a little away from the body.
-_STANDING_FULL_BODY = [
-    (0.500, 0.130),
-    (0.500, 0.245),
-    (0.400, 0.255),
-    (0.385, 0.410),
-    (0.390, 0.545),
-    (0.600, 0.255),
-    (0.615, 0.410),
-    (0.610, 0.545),
-    (0.450, 0.515),
-    (0.455, 0.745),
-    (0.460, 0.955),
-    (0.550, 0.515),
-    (0.545, 0.745),
-    (0.540, 0.955),
-    (0.483, 0.110),
-    (0.517, 0.110),
-    (0.4615, 0.120),
-    (0.5385, 0.120),
-]
-
-
-def _placed(person: Sequence[Point], scale: float, center_x: float, dy: float = 0.0) -> list:
-    """`person` scaled about the canvas centre, its centre moved to `center_x`, then moved by dy."""
-    return [
-        None if p is None else (round((p[0] - 0.5) * scale + center_x, 4), round((p[1] - 0.5) * scale + 0.5 + dy, 4))
-        for p in person
-    ]
-
-
 def _mirrored(person: Sequence[Point]) -> list:
     return [None if (p := person[j]) is None else (round(1.0 - p[0], 4), p[1]) for j in _MIRROR]
 
@@ -277,40 +100,6 @@ def _mirrored(person: Sequence[Point]) -> list:
 def mirror_pose(people: People) -> People:
     """The pose seen in a mirror: x -> 1 - x, and every left point swapped with its right one."""
     return [_mirrored(person) for person in _checked(people)]
-
-
-POSE_PRESETS: dict = {
-    "headshot_front": [_HEADSHOT_FRONT],
-    "headshot_three_quarter_left": [_HEADSHOT_THREE_QUARTER_LEFT],
-    # the turn toward the image's right is the mirror image of the turn toward its left
-    "headshot_three_quarter_right": [_mirrored(_HEADSHOT_THREE_QUARTER_LEFT)],
-    "half_body_front": [_HALF_BODY_FRONT],
-    "arms_crossed": [_ARMS_CROSSED],
-    "standing_full_body": [_STANDING_FULL_BODY],
-    "two_people_side_by_side": [
-        _placed(_HALF_BODY_FRONT, 0.75, 0.29, 0.05),
-        _placed(_HALF_BODY_FRONT, 0.72, 0.71, 0.07),
-    ],
-    "three_people_group": [
-        _placed(_HALF_BODY_FRONT, 0.60, 0.20, 0.08),
-        _placed(_HALF_BODY_FRONT, 0.64, 0.50, 0.05),
-        _placed(_HALF_BODY_FRONT, 0.60, 0.80, 0.08),
-    ],
-}
-
-# How `preset_pose` frames each preset: (points whose box is framed (None: all), share of the
-# canvas that box may fill, where the box centre goes, points that must stay inside). Headshots
-# frame the head and neck (plus the estimated top of the head) at about 60 % of the height, a
-# little above the middle, so the result has a tenth of headroom and the shoulders near the
-# bottom; on narrow canvases the shoulders decide, the figure shrinking until they are inside.
-_HEAD_AND_NECK = HEAD_POINTS + (NECK,)
-_HEADSHOT_FRAMING = (_HEAD_AND_NECK, 0.62, (0.5, 0.40), (R_SHOULDER, L_SHOULDER))
-_FRAMING = {
-    "headshot_front": _HEADSHOT_FRAMING,
-    "headshot_three_quarter_left": _HEADSHOT_FRAMING,
-    "headshot_three_quarter_right": _HEADSHOT_FRAMING,
-}
-_DEFAULT_FRAMING = (None, 0.88, (0.5, 0.5), ())
 
 
 # --- checking and fitting -----------------------------------------------------------------------
@@ -454,89 +243,8 @@ def fit_pose(
     return out
 
 
-def preset_pose(name: str, width: int, height: int) -> People:
-    """The preset `name` fitted to a `width` x `height` canvas (see `fit_pose`), ready for
-    `render_openpose(preset_pose(name, w, h), w, h)`."""
-    if name not in POSE_PRESETS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(POSE_PRESETS), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise HeadshotError(
-            f"Unknown pose preset {name!r}.{hint} Presets: {', '.join(POSE_PRESETS)}.", code="unknown_pose"
-        )
-    frame, fill, anchor, keep_inside = _FRAMING.get(name, _DEFAULT_FRAMING)
-    return fit_pose(POSE_PRESETS[name], width, height, frame=frame, fill=fill, anchor=anchor, keep_inside=keep_inside)
-
-
 def _check_size(width: int, height: int) -> None:
     if not (isinstance(width, int) and isinstance(height, int)) or width < 1 or height < 1:
         raise HeadshotError(
             f"The pose image size must be positive whole pixels (got {width} x {height}).", code="invalid_pose"
         )
-
-
-# --- the skeleton image -------------------------------------------------------------------------
-
-
-# a filled circle of radius 4 as OpenCV rasterises it: the pixels within the radius of the centre
-_DISC = [
-    (dx, dy)
-    for dx in range(-KEYPOINT_RADIUS, KEYPOINT_RADIUS + 1)
-    for dy in range(-KEYPOINT_RADIUS, KEYPOINT_RADIUS + 1)
-    if dx * dx + dy * dy <= KEYPOINT_RADIUS**2
-]
-
-
-def _limb_polygon(a: tuple[float, float], b: tuple[float, float], stick_width: int) -> list[tuple[int, int]]:
-    """The annotator's limb: an ellipse around segment a-b as OpenCV's ellipse2Poly makes it (centre,
-    half-length and angle cut to whole numbers; semi-minor axis `stick_width`; one point a degree)."""
-    cx, cy = int((a[0] + b[0]) / 2), int((a[1] + b[1]) / 2)
-    half_len = int(math.hypot(b[0] - a[0], b[1] - a[1]) / 2)
-    angle = math.radians(int(math.degrees(math.atan2(a[1] - b[1], a[0] - b[0]))))
-    ca, sa = math.cos(angle), math.sin(angle)
-    out: list[tuple[int, int]] = []
-    for deg in range(0, 361):
-        t = math.radians(deg)
-        u, v = half_len * math.cos(t), stick_width * math.sin(t)
-        point = (round(cx + u * ca - v * sa), round(cy + u * sa + v * ca))
-        if not out or out[-1] != point:
-            out.append(point)
-    return out
-
-
-def render_openpose(people: People, width: int, height: int, stick_width: int = 4) -> Image.Image:
-    """The body-pose image ControlNet OpenPose models take, drawn as controlnet_aux's
-    `draw_poses` / `draw_bodypose` draw it (the ControlNet 1.1 annotator convention, BODY_18):
-
-    - a black RGB canvas of `width` x `height`;
-    - person by person, in the order given: first the 17 limbs in `LIMBS` order (neck-r_shoulder,
-      neck-l_shoulder, r_shoulder-r_elbow, r_elbow-r_wrist, l_shoulder-l_elbow, l_elbow-l_wrist,
-      neck-r_hip, r_hip-r_knee, r_knee-r_ankle, neck-l_hip, l_hip-l_knee, l_knee-l_ankle,
-      neck-nose, nose-r_eye, r_eye-r_ear, nose-l_eye, l_eye-l_ear), limb i a filled ellipse
-      spanning its two points with semi-minor axis `stick_width`, opaque, in `COLORS[i]` scaled
-      by 0.6 (whole numbers cut down: (255, 85, 0) -> (153, 51, 0)); a later limb covers an
-      earlier one; then that person's keypoints, keypoint j a filled circle of radius 4 in
-      `COLORS[j]` at full strength.
-    A limb is skipped when either end is missing. Points are normalised (x times `width`,
-    y times `height`), so any size and aspect works; for non-square canvases place presets with
-    `preset_pose`/`fit_pose` first so bodies are not stretched.
-    """
-    _check_size(width, height)
-    if stick_width <= 0:
-        raise HeadshotError(f"stick_width must be positive (got {stick_width}).", code="invalid_pose")
-    people = _checked(people)
-    image = Image.new("RGB", (width, height), (0, 0, 0))
-    draw = ImageDraw.Draw(image)
-    for person in people:
-        px = [None if p is None else (p[0] * width, p[1] * height) for p in person]
-        for i, (a, b) in enumerate(LIMBS):
-            end_a, end_b = px[a], px[b]
-            if end_a is not None and end_b is not None:
-                shade = tuple(int(c * LIMB_SHADE) for c in COLORS[i])
-                draw.polygon(_limb_polygon(end_a, end_b, stick_width), fill=shade, outline=shade)
-        for j, p in enumerate(px):
-            if p is not None:
-                x, y = int(p[0]), int(p[1])
-                draw.point([(x + dx, y + dy) for dx, dy in _DISC], fill=COLORS[j])
-    return image

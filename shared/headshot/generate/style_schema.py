@@ -15,7 +15,7 @@ Keys (anything else is refused as a likely typo, with a "did you mean" hint when
     cfg         = 7.0                   # required, > 0
     steps       = 30                    # required, whole number > 0
     lora_weight = 0.9                   # optional, default 1.0: the identity LoRA's weight, 0..2
-    pose        = "headshot_front"      # optional: a name in headshot.generate.pose.POSE_PRESETS
+    pose        = "headshot_front"      # optional: a name in headshot.generate.pose_presets.POSE_PRESETS
 
     [size_presets.passport_35x45]       # optional, for ID photos: one table per print size
     title        = "Passport, 35 x 45 mm"
@@ -47,7 +47,7 @@ from ..errors import HeadshotError
 from ..families import get_family
 from ..options import BaseModel, Extra, PrivateAttr, validator
 from ..sampling.schedulers import SAMPLERS, SamplerSpec
-from .pose import POSE_PRESETS
+from .pose_presets import POSE_PRESETS
 from .prompt_syntax import prompt_syntax_problem
 
 # the per-family tables a style file may have; a family without one uses the top-level values

@@ -13,7 +13,10 @@ Modules:
   launch               checks, job folder and worker for a training run (what the CLI and hosts call)
   presets      fast / balanced / quality defaults, each traced to its source
   engine       the builtin diffusers + peft training loop
+  training_step  one step's pieces: LoRA injection, the step's batch, the denoising loss
+  trained_lora   the LoRA being trained as kohya tensors and metadata
   job          job folders, events, the worker process, cancel and resume
+  job_listing  the jobs under a jobs root as hosts show them: list, status, cancel
   selection    likeness-scored checkpoint choice
   sd_scripts   the optional kohya sd-scripts backend
 """

@@ -1,8 +1,8 @@
 """The builtin training engine: diffusers models, peft LoRA, kohya-format output.
 
 One step is exactly one UNet forward and backward on cached latents and cached text
-embeddings; everything else (sampling the dataset, noise, loss weighting) is a few tensor ops,
-so the engine runs as fast as a bare PyTorch loop over the same model.
+embeddings (`training_step`); everything else (sampling the dataset, noise, loss weighting) is a
+few tensor ops, so the engine runs as fast as a bare PyTorch loop over the same model.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..devices import autocast_dtype, pick_device
 from ..errors import HeadshotError
@@ -22,74 +21,15 @@ from ..families import get_family
 from ..outputs import OutputManifest
 from .caching import cache_text_embeddings, encode_latents, encode_prompt
 from .checkpoint_state import load_state, save_checkpoint
-from .dataset import TrainingSet, caption_variants, epoch_order, load_training_set
+from .dataset import TrainingSet, load_training_set
 from .job import Cancelled, JobFolder
-from .lora_conversion import peft_to_kohya
 from .lora_files import load_lora, save_lora, write_a1111_sidecar
-from .lora_metadata import kohya_metadata
 from .lora_targets import kohya_unet_targets, text_encoder_targets
 from .loss_curve import draw_loss_curve, trim_loss_log
 from .optimizers import make_lr_schedule, make_optimizer
 from .settings import TrainSettings
-
-
-def add_lora(model, targets: list[str], rank: int, alpha: float, seed: int) -> list[torch.nn.Parameter]:
-    """Inject peft LoRA layers on exactly `targets`; returns the trainable parameters (fp32)."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    torch.manual_seed(seed)  # LoRA-A initialisation is random: repeatable runs need it seeded
-    # peft annotates lora_alpha as int; it only computes alpha / r, and kohya alphas are floats
-    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets)  # type: ignore[arg-type]
-    inject_adapter_in_model(config, model)
-    params = []
-    for name, param in model.named_parameters():
-        if "lora_" in name:
-            param.data = param.data.float()
-            param.requires_grad_(True)
-            params.append(param)
-        else:
-            param.requires_grad_(False)
-    return params
-
-
-def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float, v_prediction: bool) -> torch.Tensor:
-    """Min-SNR-γ loss weights (Hang et al. 2023), in the form for ε- or v-prediction targets."""
-    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
-    snr = alphas / (1 - alphas)
-    clipped = torch.clamp(snr, max=gamma)
-    return clipped / (snr + 1) if v_prediction else clipped / snr
-
-
-def diffusion_loss(
-    base, latents, hidden, pooled, settings: TrainSettings, generator: torch.Generator, autocast: torch.dtype | None
-) -> torch.Tensor:
-    """Per-sample denoising loss for one batch of cached latents and text conditioning."""
-    unet, scheduler = base.unet, base.noise_scheduler
-    device = latents.device
-    noise = torch.randn(latents.shape, generator=generator)
-    if settings.noise_offset:
-        noise += settings.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator)
-    noise = noise.to(device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator).to(
-        device
-    )
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    added = None
-    if get_family(base.family).size_conditioning:
-        res = settings.resolution
-        # size/crop conditioning: the crops were made square at this size with no further crop
-        time_ids = torch.tensor([[res, res, 0, 0, res, res]], dtype=hidden.dtype, device=device).repeat(
-            latents.shape[0], 1
-        )
-        added = {"text_embeds": pooled, "time_ids": time_ids}
-    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-        prediction = unet(noisy, timesteps, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
-    v_prediction = base.prediction_type == "v_prediction"
-    target = scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
-    loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-    if settings.min_snr_gamma:
-        loss = loss * min_snr_weight(scheduler, timesteps, settings.min_snr_gamma, v_prediction)
-    return loss
+from .trained_lora import trained_lora_metadata, trained_lora_tensors
+from .training_step import add_lora, diffusion_loss, step_batch
 
 
 class LoraTrainer:
@@ -205,71 +145,18 @@ class LoraTrainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast == torch.float16 else None
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def lora_tensors(self) -> dict[str, torch.Tensor]:
-        from peft.utils import get_peft_model_state_dict
-
-        base, s = self._base, self.settings
-        assert s.rank is not None and s.alpha is not None  # resolved() filled them from the preset
-        tensors = peft_to_kohya(
-            base.family,
-            "unet",
-            get_peft_model_state_dict(base.unet),
-            s.rank,
-            s.alpha,
-            self.unet_targets,
-            unet_config=base.unet,
-        )
-        if s.text_encoder_lr is not None:
-            for component, encoder in zip(get_family(base.family).text_components, base.text_encoders):
-                state = get_peft_model_state_dict(encoder)
-                tensors.update(peft_to_kohya(base.family, component, state, s.rank, s.alpha))
-        return {
-            k: v.detach().to("cpu", torch.float16 if v.dim() else torch.float32).contiguous()
-            for k, v in tensors.items()
-        }
-
     def metadata(self, step: int, chosen_step: int | None = None) -> dict[str, str]:
-        s, ts = self.settings, self.training_set
-        assert s.rank is not None and s.alpha is not None  # resolved() filled them from the preset
-        return kohya_metadata(
-            family=self._base.family,
-            rank=s.rank,
-            alpha=s.alpha,
-            output_name=s.output_name,
-            trigger=ts.trigger or "",
-            class_word=ts.class_word or "",
-            tag_frequency=ts.tag_frequency(),
-            dataset_dirs=ts.subsets,
-            resolution=s.resolution,
-            chosen_step=chosen_step,
-            training={
-                "steps": step,
-                "learning_rate": s.lr,
-                "unet_lr": s.lr,
-                "text_encoder_lr": s.text_encoder_lr,
-                "lr_scheduler": s.scheduler,
-                "lr_warmup_steps": s.warmup_steps,
-                "optimizer": s.optimizer,
-                "num_train_images": len(ts.images),
-                "seed": s.seed,
-                "min_snr_gamma": s.min_snr_gamma,
-                "noise_offset": s.noise_offset,
-                "flip_aug": s.flip,
-                "shuffle_caption": s.shuffle_captions,
-                "gradient_checkpointing": s.gradient_checkpointing,
-                "mixed_precision": str(self.autocast or "no"),
-                "max_train_steps": s.steps,
-                "batch_size": s.batch_size,
-                "preset": s.preset,
-                "base_model": Path(s.base_model).name,
-            },
+        return trained_lora_metadata(
+            self._base.family, self.settings, self.training_set, self.autocast, step, chosen_step
         )
 
     def save_checkpoint(self, step: int, generator: torch.Generator) -> Path:
         folder = self.job.checkpoint_dir(step)
         save_checkpoint(
             folder,
-            lambda path: save_lora(path, self.lora_tensors(), self.metadata(step)),
+            lambda path: save_lora(
+                path, trained_lora_tensors(self._base, self.settings, self.unet_targets), self.metadata(step)
+            ),
             step=step,
             trainable=self.trainable,
             optimizer=self.optimizer,
@@ -319,34 +206,6 @@ class LoraTrainer:
             raise Cancelled(checkpoints[-1][0] if checkpoints else 0)
 
     # -- the loop -------------------------------------------------------------------------------
-    def _batch(self, step: int):
-        """Latents and conditioning for optimizer step `step` (deterministic in seed and step)."""
-        s, images = self.settings, self.training_set.images
-        per_epoch = sum(img.repeats for img in images)
-        latents, hidden, pooled = [], [], []
-        for k in range(s.batch_size):
-            position = step * s.batch_size + k
-            epoch, index = divmod(position, per_epoch)
-            i = epoch_order(images, epoch, s.seed)[index]
-            pick = random.Random(s.seed * 7919 + position)
-            variants = self.latents[i]
-            latents.append(variants[pick.randrange(len(variants))])
-            if self.text_cache is not None:
-                emb = self.text_cache[i][pick.randrange(len(self.text_cache[i]))]
-            else:
-                text = (
-                    caption_variants(images[i].caption, 2, s.seed + position)[-1]
-                    if s.shuffle_captions
-                    else images[i].caption
-                )
-                emb = encode_prompt(self._base, text, self.device, with_grad=True)
-            hidden.append(emb.hidden)
-            pooled.append(emb.pooled)
-        weights_dtype = next(self._base.unet.parameters()).dtype
-        hidden_t = torch.stack(hidden).to(self.device, weights_dtype)
-        pooled_t = torch.stack(pooled).to(self.device, weights_dtype) if pooled[0] is not None else None
-        return torch.stack(latents).to(self.device, weights_dtype), hidden_t, pooled_t
-
     def run(self) -> dict:
         """Train to the planned step count (resuming from the last checkpoint if any); returns
         {"step", "lora", "chosen_step", ...}. Raises Cancelled after saving when cancel is asked."""
@@ -380,7 +239,9 @@ class LoraTrainer:
                     if step != saved:  # else the newest checkpoint already holds this state
                         self.save_checkpoint(step, generator)
                     raise Cancelled(step)
-                latents, hidden, pooled = self._batch(step)
+                latents, hidden, pooled = step_batch(
+                    step, s, self.training_set.images, self.latents, self.text_cache, base, self.device
+                )
                 loss = diffusion_loss(base, latents, hidden, pooled, s, generator, self.autocast).mean()
                 if self.prior_latents:
                     loss = loss + s.prior_loss_weight * self._prior_loss(step, generator)

@@ -15,6 +15,9 @@ from ..outputs import FolderBusy, check_writable
 from .job import JobFolder, follow, start_worker
 from .settings import TrainSettings, resume_settings
 
+#: seconds a worker gets to save its checkpoint after a cancel before a host that cannot wait stops it hard
+CANCEL_GRACE = 60.0
+
 
 class TrainingRun:
     """A training job running in a worker process."""
@@ -28,6 +31,17 @@ class TrainingRun:
 
     def wait(self, on_event: Callable[[dict], None] = lambda event: None) -> dict:
         return follow(self.job, self.process, on_event)
+
+    def stop(self, grace: float = CANCEL_GRACE) -> dict:
+        """Cancel, and wait for the worker to save its checkpoint and exit; one still running after `grace`
+        seconds is killed (recorded as such; its last checkpoint stays resumable). Returns the final record."""
+        self.cancel()
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return self.wait()
 
     @property
     def running(self) -> bool:

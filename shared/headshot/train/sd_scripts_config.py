@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -194,10 +195,10 @@ def _read_config(config) -> tuple[dict, Path | None]:
     if isinstance(config, Mapping):
         return dict(config), None
     path = Path(config)
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # Python 3.10
+        import tomli as tomllib
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh), path
