@@ -103,6 +103,8 @@ CODES: dict[str, str] = {
     "identity_unreadable": "an identity reference file is damaged",
     "identity_backend_mismatch": "an identity reference made with another face backend",
     "identity_no_faces": "no face in the pictures that should define the identity",
+    # evaluation and sweeps
+    "invalid_runs_file": "a sweep's --runs file is malformed (not TOML/JSON, unknown setting, repeated run)",
 }
 
 

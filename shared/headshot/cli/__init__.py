@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 from ..errors import HeadshotError
+from .evaluate import add_evaluate_command
 from .generate import _add_finishing_options, _add_generate_options, _finish, _generate, _styles
 from .prepare import _add_prepare_options, _demo, _prepare
+from .report import add_report_command
+from .sweep import add_sweep_command
 from .train import _add_train_options, _train
 
 
@@ -43,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("images", help="a picture or a folder of pictures")
     _add_finishing_options(fin)
     fin.set_defaults(run=_finish)
+    add_evaluate_command(sub)
+    add_report_command(sub)
+    add_sweep_command(sub)
     return parser
 
 

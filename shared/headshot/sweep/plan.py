@@ -1,0 +1,195 @@
+"""A sweep's options, checked before any model loads, and the plan they make: each run's training settings
+and job folder, and the one picture folder per run (and for the baseline) named after what decides it.
+
+Folder names carry a fingerprint of what decides the result, so running the same command again finds
+finished work: OUT/jobs/<run>-<key> (training: the run's settings, the dataset, the base model) and
+OUT/pictures/<run>-<key>-<pictures key> (the prompts, seeds, sizes, steps and evaluation models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import HeadshotError
+from ..evaluate.sweep_grid import run_label
+from ..options import check_positive, check_seeds
+from ..outputs import check_writable
+from ..train.job_reuse import fingerprint
+from ..train.settings import TrainSettings
+
+DEFAULT_STYLE = "linkedin_corporate"
+KEY_LENGTH = 10
+#: training settings that do not change what a run learns (left out of its fingerprint)
+NOT_RESULT_SHAPING = (
+    "dataset_dir",
+    "base_model",
+    "out_dir",
+    "output_name",
+    "device",
+    "mixed_precision",
+    "face_backend",
+    "face_model_dirs",
+    "tokenizer_dirs",
+    "checkpoint_every",
+)
+
+
+@dataclass
+class SweepOptions:
+    dataset: Path
+    base_model: str
+    out: Path
+    runs: list[dict]  # each run's settings (sweep_grid.SETTING_KEYS), checked
+    styles: list[str] = field(default_factory=list)  # default: DEFAULT_STYLE (unless prompts_file)
+    prompts_file: Path | None = None  # one prompt a line; {subject} stands for the trigger and class
+    style_dirs: list[Path] = field(default_factory=list)
+    count: int = 4  # pictures per style or prompt: seeds seed .. seed + count - 1
+    size: tuple[int, int] | None = None
+    sample_steps: int | None = None
+    seed: int = 0
+    clip_model: Path | None = None
+    device: str = "auto"
+    preset: str | None = None
+    resolution: int | None = None
+    train_seed: int = 42
+    validation_images: int = 0  # the sweep measures each run itself; per-checkpoint validation is extra time
+    face_backend: str = "auto"
+    face_model_dirs: list[str] = field(default_factory=list)
+    tokenizer_dirs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlannedRun:
+    settings: dict  # what the sweep varies
+    train: TrainSettings  # out_dir = its job folder; dataset_dir = the dataset (or its trigger variant)
+    name: str  # <label>-<key>: the job folder's name
+    steps_estimate: int  # for the progress estimate
+
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.train.out_dir)
+
+
+@dataclass
+class SweepPlan:
+    options: SweepOptions
+    runs: list[PlannedRun]
+    prompts: list[str]  # from --prompts (empty: styles)
+    styles: list[str]
+    trigger: str  # the dataset's
+    class_word: str
+    pictures_key: str
+    clip_dir: Path | None
+    clip_searched: str  # where CLIP was looked for (for the warning when none is found)
+
+    def pictures_dir(self, name: str) -> Path:
+        return self.options.out / "pictures" / f"{name}-{self.pictures_key}"
+
+    @property
+    def pictures_per_run(self) -> int:
+        return self.options.count * (len(self.prompts) or len(self.styles))
+
+
+def read_prompts(path: Path) -> list[str]:
+    """--prompts FILE: one prompt a line; empty lines and lines starting with # are left out."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HeadshotError(
+            f"--prompts {path} cannot be read ({exc}); give a text file, one prompt a line", "not_found"
+        ) from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise HeadshotError(f"--prompts {path} holds no prompt; write one prompt a line", "bad_option")
+    return prompts
+
+
+def plan_sweep(options: SweepOptions) -> SweepPlan:
+    """Check every option and input (no model loads, nothing written but a probe in OUT) and name the folders."""
+    from ..evaluate.clip_model import find_clip_model
+    from ..generate.preflight import check_generate_options
+    from ..train.dataset import load_training_set
+    from ..train.launch import check_inputs, input_fingerprints
+    from ..train.presets import PRESETS, planned_steps
+
+    if not options.runs:
+        raise HeadshotError("a sweep needs runs: give --lr (e.g. --lr 1e-4,5e-4) or --runs FILE", "bad_option")
+    if options.prompts_file and options.styles:
+        raise HeadshotError("give --styles or --prompts, not both", "bad_option")
+    check_positive(options.count, "--count")
+    check_positive(options.sample_steps, "--sample-steps")
+    check_seeds(options.seed, options.count)
+    training_set = load_training_set(options.dataset)
+    trigger = training_set.trigger or "ohwx"
+    class_word = training_set.class_word or "person"
+    prompts = read_prompts(options.prompts_file) if options.prompts_file else []
+    styles = [] if prompts else list(options.styles or [DEFAULT_STYLE])
+    for style in styles:
+        check_generate_options(
+            style=style,
+            style_dirs=options.style_dirs,
+            count=options.count,
+            seed=options.seed,
+            steps=options.sample_steps,
+        )
+    clip_dir, searched = find_clip_model(options.clip_model)
+    check_writable(options.out)
+    runs = []
+    inputs: dict | None = None
+    for settings in options.runs:
+        train = TrainSettings(
+            dataset_dir=str(options.dataset),
+            base_model=str(options.base_model),
+            out_dir=str(options.out / "jobs" / "pending"),
+            output_name="lora",
+            preset=options.preset or "balanced",
+            steps=settings.get("steps"),
+            rank=settings.get("rank"),
+            alpha=settings.get("alpha"),
+            lr=settings.get("lr"),
+            resolution=options.resolution,
+            seed=options.train_seed,
+            device=options.device,
+            validation_images=options.validation_images,
+            face_backend=options.face_backend,
+            face_model_dirs=[str(d) for d in options.face_model_dirs],
+            tokenizer_dirs=[str(d) for d in options.tokenizer_dirs],
+        )
+        if inputs is None:
+            check_inputs(train)  # the dataset, the base model's presence, the options; probes OUT/jobs/pending
+            _remove_probe_folder(Path(train.out_dir))
+            inputs = input_fingerprints(train)
+        shaping = {k: v for k, v in train.to_dict().items() if k not in NOT_RESULT_SHAPING}
+        label = run_label(settings)
+        name = f"{label}-{fingerprint(settings, shaping, inputs)[:KEY_LENGTH]}"
+        train.out_dir = str(options.out / "jobs" / name)
+        train.output_name = label
+        variant = settings.get("trigger")
+        if variant and variant != trigger:  # the dataset with its captions' trigger word replaced (variants.py)
+            train.dataset_dir = str(options.out / "datasets" / variant)
+        steps = settings.get("steps") or planned_steps(PRESETS[train.preset], len(training_set.images))
+        runs.append(PlannedRun(settings, train, name, steps))
+    prompts_text = {"styles": styles, "prompts": prompts, "style_files": _style_files(styles, options.style_dirs)}
+    pictures_key = fingerprint(
+        prompts_text,
+        [options.count, options.seed, options.size, options.sample_steps, options.device],
+        inputs,
+        [str(clip_dir) if clip_dir else None, options.face_backend],
+    )[:KEY_LENGTH]
+    return SweepPlan(options, runs, prompts, styles, trigger, class_word, pictures_key, clip_dir, searched)
+
+
+def _style_files(styles: list[str], style_dirs) -> list:
+    """What each style says (its prompt may change between versions): part of the pictures' fingerprint."""
+    from ..generate.styles import get_style
+
+    return [repr(get_style(name, style_dirs)) for name in styles]
+
+
+def _remove_probe_folder(folder: Path) -> None:
+    """check_inputs made OUT/jobs/pending to prove it can be written; leave no empty folder behind."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
