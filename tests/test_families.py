@@ -194,3 +194,18 @@ def test_an_unregistered_family_is_no_longer_detected(models, fake_family):
         assert caught.value.code == "not_a_base_model"
     finally:
         register_family(fake_family)  # the fixture removes it again
+
+
+def test_a_new_family_uses_its_style_fallback_table(fake_family, tmp_path):
+    """Styles name sd1/sd2/sdxl tables; a registered family borrows the one its record points to."""
+    from headshot.generate.styles import load_styles
+
+    unregister_family("fake3")
+    register_family(dataclasses.replace(fake_family, style_fallback="sdxl"))  # the fixture removes it again
+    (tmp_path / "fam.toml").write_text(
+        'title = "Fam"\ncategory = "professional"\nprompt = "photo of {subject}"\nnegative = "blurry"\n'
+        'width = 512\nheight = 640\nsampler = "dpmpp_2m_karras"\nsteps = 20\ncfg = 7.0\n\n[sdxl]\nsteps = 33\n'
+    )
+    style = load_styles([tmp_path])["fam"]
+    assert style.for_family("fake3").steps == 33
+    assert style.for_family("sd1").steps == 20

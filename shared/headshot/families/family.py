@@ -84,6 +84,9 @@ class Family:
         }
     )
 
+    # style files: a family without its own [table] in a style borrows this one's ("sd2" -> "sd1")
+    style_fallback: str | None = None
+
     # names the hosts use
     a1111_sd_version: str = ""  # the A1111 sidecar's "sd version"
     comfyui_model_configs: tuple[str, ...] = ()  # ComfyUI supported_models class names (prefixes)

@@ -45,4 +45,5 @@ SD2 = Family(
     sd_scripts_options={"v2": True},  # v-prediction models also need v_parameterization
     a1111_sd_version="SD2",
     comfyui_model_configs=("SD2",),
+    style_fallback="sd1",  # SD 2.x draws well with the SD 1.x prompts of a style
 )

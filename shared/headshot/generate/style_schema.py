@@ -51,6 +51,7 @@ from .pose_presets import POSE_PRESETS
 from .prompt_syntax import prompt_syntax_problem
 
 # the per-family tables a style file may have; a family without one uses the top-level values
+# the per-family keys of the style file format (a family without one uses its style_fallback, then the top level)
 FAMILY_TABLES = ("sd1", "sd2", "sdxl")
 CATEGORIES = ("professional", "portrait", "avatar")
 OVERRIDABLE = ("prompt", "negative", "width", "height", "steps", "cfg")
@@ -226,7 +227,8 @@ class SizePreset(_Strict):
         return (self.head_height[0] + self.head_height[1]) / 2 / self.print_height
 
     def generation_size(self, family: str) -> tuple[int, int]:
-        return self.sizes.get(_family(family)) or self.sd1  # sd2 without its own size
+        fam = get_family(family)
+        return self.sizes.get(fam.name) or self.sizes.get(fam.style_fallback or "") or self.sd1
 
     def print_pixels(self, dpi: int = 300) -> tuple[int, int]:
         """The final picture's pixel size at `dpi`."""
@@ -330,8 +332,8 @@ class Style(_Values):
         """This style with the [sd1] / [sd2] / [sdxl] table applied (sd2 falls back to [sd1])."""
         family = _family(family)
         table = self.overrides.get(family)
-        if table is None and family == "sd2":
-            table = self.overrides.get("sd1")
+        if table is None:  # a family without its own table borrows its near relative's (SD 2.x: [sd1])
+            table = self.overrides.get(get_family(family).style_fallback or "")
         resolved = self.copy(update={**self._defaults, **(table or {})})
         resolved._family = family
         return resolved
