@@ -17,6 +17,9 @@ NEEDED = [
     ("dlib", "dlib-bin"),  # a prebuilt dlib: no compiler, no CMake
     ("face_recognition_models", "face_recognition_models"),
     ("tomli_w", "tomli-w"),  # writes the dataset and sd-scripts TOMLs
+    ("filelock", "filelock"),  # one writer per output folder
+    # settings are validated with pydantic's 1.10 API, which pydantic 2 also ships: any host's copy will do
+    ("pydantic", "pydantic>=1.10,<3"),
 ]
 if sys.version_info < (3, 11):
     NEEDED.append(("tomli", "tomli"))
