@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from headshot.errors import HeadshotError
+from headshot.evaluate.bands import BANDS
 from headshot.evaluate.identity_source import IdentitySource, resolve_identity
 from headshot.evaluate.likeness_report import likeness_report, report_text
 from headshot.finish.ranking import identity_from_images, identity_from_photos, rank_by_likeness
@@ -134,8 +135,10 @@ def test_ranking_and_report_on_real_photos(dlib_analyzer, pictures):
     assert report["same_person_share"] == pytest.approx(sum(d < 0.6 for d in distances) / 3, abs=1e-4)
     assert report["clip_score"] == {"computed": False, "reason": "no CLIP model folder given (clip_model_dir)"}
     text = report_text(report).splitlines()
-    assert text[0] == "4 picture(s): 3 with a face, 1 without"
+    assert text[0] == "4 picture(s): 3 with a face, 1 without - excellent (≤ 2)"  # the brief's faceless band
     assert text[1].startswith(f"identity distance: mean {report['mean_distance']:.3f} (dlib; same person below 0.60")
+    band = next(b for b in BANDS["face_distance_mean"].bands if report["mean_distance"] < b.holds)
+    assert text[1].endswith(f") - {band.grade} ({band.text})")  # dlib's scale: the brief's bands apply
     assert text[2] == "CLIP score: not computed (no CLIP model folder given (clip_model_dir))"
 
 
@@ -204,4 +207,6 @@ def test_clip_score_matches_a_reference_computation(tiny_clip, pictures, dlib_an
         "computed": False,
         "reason": "no prompt given to compare the pictures with",
     }
-    assert report_text(report).splitlines()[-1] == f"CLIP score: mean {report['clip_score']['mean']:.2f}"
+    mean = report["clip_score"]["mean"]
+    band = next(b for b in BANDS["clip_score_mean"].bands if mean >= b.holds)
+    assert report_text(report).splitlines()[-1] == f"CLIP score: mean {mean:.2f} - {band.grade} ({band.text})"

@@ -7,6 +7,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..finish.ranking import score_pictures
+from .bands import BANDS
 from .identity_source import ResolvedIdentity
 
 
@@ -55,7 +56,10 @@ def likeness_report(
 
 def report_text(report: dict) -> str:
     """The report of likeness_report in words."""
-    lines = [f"{report['count']} picture(s): {report['faces']} with a face, {report['faceless']} without"]
+    lines = [
+        f"{report['count']} picture(s): {report['faces']} with a face, {report['faceless']} without"
+        f"{_graded('faceless_count', report['faceless'])}"
+    ]
     if report["identity"] is None:
         lines.append("identity distance: not computed (no identity given: a LoRA, reference photos or a file)")
     elif report["mean_distance"] is None:
@@ -64,9 +68,19 @@ def report_text(report: dict) -> str:
         lines.append(
             f"identity distance: mean {report['mean_distance']:.3f} ({report['face_backend']}; same person "
             f"below {report['same_person_distance']:.2f}: {report['same_person_share']:.0%} of the faces)"
+            # the bands are written on dlib's L2 scale; other backends' distances are not comparable to them
+            + (_graded("face_distance_mean", report["mean_distance"]) if report["face_backend"] == "dlib" else "")
         )
     clip = report["clip_score"]
     lines.append(
-        f"CLIP score: mean {clip['mean']:.2f}" if clip["computed"] else f"CLIP score: not computed ({clip['reason']})"
+        f"CLIP score: mean {clip['mean']:.2f}{_graded('clip_score_mean', clip['mean'])}"
+        if clip["computed"]
+        else f"CLIP score: not computed ({clip['reason']})"
     )
     return "\n".join(lines)
+
+
+def _graded(metric: str, value: float | None) -> str:
+    """ " - good (0.25–0.30)": the value's band in the course brief's grading, or nothing without a value."""
+    band = BANDS[metric].band_of(value)
+    return f" - {band.grade} ({band.text})" if band else ""
