@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..errors import HeadshotError, PhotoRejected
 from ..faces import FaceAnalyzer, load_face_analyzer
-from ..faces.framing import find_upright, frame_headshot
+from ..faces.framing import find_upright
 from ..faces.subject import pick_subject
 from ..outputs import FolderLock, check_writable
 from ..photos import FolderEntry, Photo, read_photo, scan_folder
@@ -25,8 +25,9 @@ from .output_folder import (
     our_files_beside,
     write_dataset,
 )
+from .photo_screen import examine_photos
 from .prepare_settings import PrepareSettings
-from .screening import ScreeningSettings, difference_hash, face_sharpness, hamming, identity_consensus
+from .screening import ScreeningSettings, hamming, identity_consensus
 from .tagging import find_tagger
 
 __all__ = ["CONTACT_SHEET_NAME", "DATASET_TOML_NAME", "REPORT_NAME", "prepare_dataset"]
@@ -119,13 +120,17 @@ def prepare_dataset(
     check_writable(out_dir, "--out")
     with FolderLock(out_dir, "dataset folder"), DatasetFolder(out_dir) as folder:
         folder.check_ownership()
+        # photos are screened in worker processes only with an analyzer prepare builds (so a worker can
+        # build its own) that uses one core: insightface's runtime already uses them all
+        pooled = analyzer is None
         analyzer = analyzer or load_face_analyzer(settings.face_backend, settings.face_model_dirs)
+        pooled = pooled and analyzer.name == "dlib"
         warnings: list[str] = []
         if tagger is None and settings.tagger != "none":
             tagger = find_tagger(settings.tagger, settings.tagger_dirs)
             if tagger is None:
                 warnings.append("no tagger model found (WD14 or DeepDanbooru): captions are the trigger and class only")
-        outcomes = _screen_all(entries, folder, analyzer, settings, progress)
+        outcomes = _screen_all(entries, folder, analyzer, settings, progress, pooled)
         reference = _reference_embeddings(references, analyzer, settings.detect_side)
         _screen_identity(outcomes, analyzer, reference, warnings)
         _apply_keep(outcomes, settings.keep, warnings)
@@ -168,9 +173,13 @@ def _read_reference(path: Path) -> Photo:
         raise HeadshotError(f"--reference photo {exc}", "bad_reference") from None
 
 
-def _screen_all(entries, folder: DatasetFolder, analyzer, settings: PrepareSettings, progress) -> list[PhotoOutcome]:
+def _screen_all(
+    entries, folder: DatasetFolder, analyzer, settings: PrepareSettings, progress, pooled: bool
+) -> list[PhotoOutcome]:
     report = progress or _quiet
-    screen = ScreeningSettings(settings.resolution, settings.face_share, settings.min_face_px)
+    duplicate_bits = ScreeningSettings().duplicate_bits
+    readable = [(e.path, e.name) for e in entries if e.problem is None]
+    examined = examine_photos(readable, analyzer, settings, pooled)
     outcomes: list[PhotoOutcome] = []
     hashes: list[tuple[np.ndarray, PhotoOutcome]] = []
     for index, entry in enumerate(entries):
@@ -180,14 +189,26 @@ def _screen_all(entries, folder: DatasetFolder, analyzer, settings: PrepareSetti
         if entry.problem is not None:
             outcome.reject(entry.problem.code, str(entry.problem))
             continue
-        made: list[Image.Image] = []
-        _screen_photo(entry.path, outcome, analyzer, screen, settings, hashes, made.append)
-        if made:  # the crop goes to disk (only one that may still be used) and leaves memory
-            outcome.thumb = made[0].copy()
+        found = next(examined)
+        outcome.details.update(found.details)
+        outcome.embedding = found.embedding
+        if found.rejection is not None:
+            outcome.reject(*found.rejection)
+        else:
+            assert found.photo_hash is not None  # every photo that passed was hashed
+            twin = next((o for h, o in hashes if hamming(found.photo_hash, h) <= duplicate_bits), None)
+            if twin is not None:
+                outcome.reject("duplicate", f"{outcome.source}: the same photo as {twin.source}; one copy is enough")
+            else:
+                hashes.append((found.photo_hash, outcome))
+                outcome.status, outcome.message = "kept", "kept"
+        if found.crop is not None:  # the crop goes to disk (only one that may still be used) and leaves memory
+            crop = Image.fromarray(found.crop)
+            outcome.thumb = crop.copy()
             outcome.thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
             if outcome.status == "kept" or outcome.source in settings.keep:
-                outcome.crop_path = folder.stage(made[0], index)
-            made.clear()
+                outcome.crop_path = folder.stage(crop, index)
+            del crop, found
     report(len(entries), len(entries), "screening done")
     return outcomes
 
@@ -201,64 +222,6 @@ def _apply_keep(outcomes: list[PhotoOutcome], keep: set[str], warnings: list[str
             continue
         outcome.overridden = {"reason": outcome.reason, "message": outcome.message}
         outcome.status, outcome.reason, outcome.message = "kept", None, "kept at your request despite screening"
-
-
-def _screen_photo(
-    path, outcome, analyzer, screen: ScreeningSettings, settings: PrepareSettings, hashes, hold_crop
-) -> None:
-    try:
-        photo = read_photo(path)
-    except PhotoRejected as exc:
-        outcome.reject(exc.code, str(exc))
-        return
-    upright = find_upright(photo.image, analyzer, settings.detect_side)
-    outcome.details["turned_degrees"] = upright.turned_degrees
-    outcome.details["exif_rotated"] = photo.exif_rotated
-    del photo  # the upright copy is all that is needed from here
-    photo_hash = difference_hash(upright.image)
-    subject, rivals = pick_subject(upright.faces)
-    if subject is None:
-        hold_crop(_centre_square(upright.image, settings.resolution))  # only for --keep and the sheet
-        outcome.reject("no_face", f"{outcome.source}: no face found; use a photo where the face is clearly visible")
-        return
-    outcome.embedding = upright.embed(subject)
-    crop, framing = frame_headshot(upright.image, subject, settings.resolution, settings.face_share)
-    hold_crop(crop)
-    outcome.details.update(
-        face_box=[round(v, 1) for v in subject.box],
-        face_width_px=round(subject.width),
-        roll_degrees=round(framing.roll_degrees, 1),
-        filled_border=framing.padded,
-    )
-    if rivals:
-        outcome.reject(
-            "multiple_faces",
-            f"{outcome.source}: {rivals + 1} faces of similar size; use a photo of the person alone "
-            "(or crop it so their face is clearly the largest)",
-        )
-        return
-    if subject.width < screen.min_face:
-        outcome.reject(
-            "face_too_small",
-            f"{outcome.source}: face too small: {subject.width:.0f} px wide, need at least {screen.min_face} px; "
-            "use a closer or higher-resolution photo",
-        )
-        return
-    score = face_sharpness(crop, subject.width, screen)
-    outcome.details["sharpness"] = round(score, 4)
-    if score < screen.min_sharpness:
-        outcome.reject(
-            "blurry",
-            f"{outcome.source}: the face is blurry (sharpness {score:.3f}, need {screen.min_sharpness:.3f}); "
-            "use a photo in focus",
-        )
-        return
-    for other_hash, other in hashes:
-        if hamming(photo_hash, other_hash) <= screen.duplicate_bits:
-            outcome.reject("duplicate", f"{outcome.source}: the same photo as {other.source}; one copy is enough")
-            return
-    hashes.append((photo_hash, outcome))
-    outcome.status, outcome.message = "kept", "kept"
 
 
 def _reference_embeddings(photos: list[Photo], analyzer, detect_side: int) -> list[np.ndarray]:
@@ -328,9 +291,3 @@ def _caption(kept, settings: PrepareSettings, class_word: str, tagger, rules, re
             outcome.details["tags_removed"] = [{"tag": t, "reason": r} for t, r in removed]
         outcome.caption = build_caption(settings.trigger, class_word, kept_tags)
         outcome.details["tagger"] = tagger.name if tagger is not None else "none"
-
-
-def _centre_square(img: Image.Image, resolution: int) -> Image.Image:
-    side = min(img.size)
-    left, top = (img.width - side) // 2, (img.height - side) // 2
-    return img.resize((resolution, resolution), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))

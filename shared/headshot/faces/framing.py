@@ -27,16 +27,16 @@ class UprightResult:
         """The identity embedding of one of `faces`, computed on the detection copy (no re-decode)."""
         # set whenever find_upright found faces, the only faces this is called with
         assert self.analyzer is not None and self.detect_rgb is not None
-        face.embedding = self.analyzer.embed(self.detect_rgb, _scale_face(face, 1 / self.detect_factor))
+        face.embedding = self.analyzer.embed(self.detect_rgb, scaled_face(face, 1 / self.detect_factor))
         return face.embedding
 
 
-def _turn(img: Image.Image, degrees: int) -> Image.Image:
+def turned(img: Image.Image, degrees: int) -> Image.Image:
     ops = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
     return img.transpose(ops[degrees]) if degrees else img
 
 
-def _scale_face(face: Face, factor: float) -> Face:
+def scaled_face(face: Face, factor: float) -> Face:
     x0, y0, x1, y1 = face.box
     return Face(
         box=(x0 * factor, y0 * factor, x1 * factor, y1 * factor),
@@ -58,11 +58,11 @@ def find_upright(img: Image.Image, analyzer: FaceAnalyzer, detect_side: int = 10
 
     small, factor = downscaled(img, detect_side)
     for degrees in QUARTER_TURNS:
-        rgb = np.asarray(_turn(small, degrees))
+        rgb = np.asarray(turned(small, degrees))
         faces = analyzer.detect(rgb)
         if faces:
-            full = [_scale_face(f, factor) for f in faces]
-            return UprightResult(_turn(img, degrees), degrees, full, analyzer, rgb, factor)
+            full = [scaled_face(f, factor) for f in faces]
+            return UprightResult(turned(img, degrees), degrees, full, analyzer, rgb, factor)
     return UprightResult(img, 0, [])
 
 
@@ -90,8 +90,7 @@ def frame_headshot(
     cx, cy = face.center
     side = face.width / face_share
     roll = face.roll_degrees if level else 0.0
-    # work at about 1.5x the output size: the final LANCZOS step then downsamples cleanly
-    work_scale = min(1.0, 1.5 * resolution / side)
+    work_scale = crop_detail_scale(face.width, resolution, face_share)
     half = side / 2 * (abs(math.cos(math.radians(roll))) + abs(math.sin(math.radians(roll))))
     half_w = int(math.ceil(half * work_scale)) + 2  # room for the turn, in working pixels
     box = (cx - half_w / work_scale, cy - half_w / work_scale, cx + half_w / work_scale, cy + half_w / work_scale)
@@ -122,6 +121,16 @@ def frame_headshot(
     lo = full / 2 - keep / 2
     crop = region.resize((resolution, resolution), Image.Resampling.LANCZOS, box=(lo, lo, lo + keep, lo + keep))
     return crop, Framing((cx, cy), side, roll, padded)
+
+
+def crop_detail_scale(face_width: float, resolution: int, face_share: float) -> float:
+    """The fraction of a photo's resolution that frame_headshot uses for a face `face_width` px wide.
+
+    A copy of the photo at this scale or larger gives the same crop, so the full-size decode is
+    needed only where this is above what a reduced one holds.
+    """
+    # work at about 1.5x the output size: the final LANCZOS step then downsamples cleanly
+    return min(1.0, 1.5 * resolution / (face_width / face_share))
 
 
 def _fill_outside(part: np.ndarray, pad: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:

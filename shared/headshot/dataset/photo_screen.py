@@ -1,0 +1,162 @@
+"""Screening each photo on its own (decode, find the face, frame, measure), here or in worker processes."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import PhotoRejected
+from ..faces import Face, FaceAnalyzer, load_face_analyzer
+from ..faces.framing import UprightResult, crop_detail_scale, find_upright, frame_headshot, scaled_face, turned
+from ..faces.subject import pick_subject
+from ..photos import Photo, read_photo
+from .prepare_settings import PrepareSettings
+from .screening import ScreeningSettings, difference_hash, face_sharpness
+
+#: a JPEG is decoded for detection at a DCT scale whose long side is at least this share of detect_side:
+#: a 4000 px photo then decodes at 1/4 (1000 px) rather than 1/2, for no loss a detector notices
+DETECT_DRAFT_SHARE = 0.9
+#: fewer photos than this are screened in this process: starting workers would cost more than it saves
+POOL_FROM_PHOTOS = 4
+POOL_WORKERS = 2
+
+
+@dataclass
+class Examined:
+    """What screening one photo by itself found, as plain data a worker process can send back."""
+
+    rejection: tuple[str, str] | None = None  # (code, message) when a check of the photo alone failed
+    details: dict = field(default_factory=dict)
+    crop: np.ndarray | None = None  # the headshot crop (the centre square when no face), 8-bit RGB
+    embedding: np.ndarray | None = None
+    photo_hash: np.ndarray | None = None
+
+
+def examine_photos(
+    photos: list[tuple[Path, str]], analyzer: FaceAnalyzer, settings: PrepareSettings, pooled: bool
+) -> Iterator[Examined]:
+    """Each (path, name)'s Examined, in order; with `pooled` and enough photos, two at a time.
+
+    dlib's detector uses one core; a worker process per core each decodes and screens whole photos,
+    and only plain data comes back, so memory stays one photo per worker whatever the count.
+    """
+    if not pooled or len(photos) < POOL_FROM_PHOTOS:
+        for path, name in photos:
+            yield examine_photo(path, name, analyzer, settings)
+        return
+    # spawn: a host may hold threads or a GPU context that a forked child must not inherit
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(POOL_WORKERS, context, _start_worker, (analyzer.name, settings))
+    try:
+        yield from pool.map(_examine_in_worker, photos)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+_worker: tuple[FaceAnalyzer, PrepareSettings] | None = None
+
+
+def _start_worker(backend: str, settings: PrepareSettings) -> None:
+    global _worker
+    _worker = (load_face_analyzer(backend, settings.face_model_dirs), settings)
+
+
+def _examine_in_worker(photo: tuple[Path, str]) -> Examined:
+    assert _worker is not None  # set by _start_worker
+    return examine_photo(photo[0], photo[1], *_worker)
+
+
+def examine_photo(path: Path, name: str, analyzer: FaceAnalyzer, settings: PrepareSettings) -> Examined:
+    """Every check that needs only this photo; the duplicate and identity checks need the whole set."""
+    screen = ScreeningSettings(settings.resolution, settings.face_share, settings.min_face_px)
+    try:
+        photo = read_photo(path, draft_side=math.ceil(DETECT_DRAFT_SHARE * settings.detect_side))
+    except PhotoRejected as exc:
+        return Examined((exc.code, str(exc)))
+    upright = find_upright(photo.image, analyzer, settings.detect_side)
+    found = Examined(details={"turned_degrees": upright.turned_degrees, "exif_rotated": photo.exif_rotated})
+    found.photo_hash = difference_hash(upright.image)
+    subject, rivals = pick_subject(upright.faces)
+    if subject is None:  # the centre square only for --keep and the sheet
+        try:
+            whole, _ = _upright_at(photo, upright, settings.resolution / (min(upright.image.size) * photo.scale))
+        except PhotoRejected:
+            whole = upright.image  # changed since it was read: the sheet still shows what was screened
+        found.crop = np.asarray(_centre_square(whole, settings.resolution))
+        found.rejection = ("no_face", f"{name}: no face found; use a photo where the face is clearly visible")
+        return found
+    found.embedding = upright.embed(subject)
+    try:
+        source, face = _crop_source(photo, upright, subject, settings)
+    except PhotoRejected as exc:  # the file changed or went away since it was first read
+        found.rejection = (exc.code, str(exc))
+        return found
+    subject = scaled_face(subject, photo.scale)  # full-resolution pixels, for the report and the size check
+    del photo, upright  # the crop source is all that is needed from here
+    crop, framing = frame_headshot(source, face, settings.resolution, settings.face_share)
+    del source
+    found.crop = np.asarray(crop)
+    found.details.update(
+        face_box=[round(v, 1) for v in subject.box],
+        face_width_px=round(subject.width),
+        roll_degrees=round(framing.roll_degrees, 1),
+        filled_border=framing.padded,
+    )
+    if rivals:
+        found.rejection = (
+            "multiple_faces",
+            f"{name}: {rivals + 1} faces of similar size; use a photo of the person alone "
+            "(or crop it so their face is clearly the largest)",
+        )
+        return found
+    if subject.width < screen.min_face:
+        found.rejection = (
+            "face_too_small",
+            f"{name}: face too small: {subject.width:.0f} px wide, need at least {screen.min_face} px; "
+            "use a closer or higher-resolution photo",
+        )
+        return found
+    score = face_sharpness(crop, subject.width, screen)
+    found.details["sharpness"] = round(score, 4)
+    if score < screen.min_sharpness:
+        found.rejection = (
+            "blurry",
+            f"{name}: the face is blurry (sharpness {score:.3f}, need {screen.min_sharpness:.3f}); "
+            "use a photo in focus",
+        )
+    return found
+
+
+def _crop_source(
+    photo: Photo, upright: UprightResult, face: Face, settings: PrepareSettings
+) -> tuple[Image.Image, Face]:
+    """The upright image to cut `face`'s crop from, and the face in its pixels."""
+    needed = crop_detail_scale(face.width * photo.scale, settings.resolution, settings.face_share)
+    image, factor = _upright_at(photo, upright, needed)
+    return image, scaled_face(face, factor)
+
+
+def _upright_at(photo: Photo, upright: UprightResult, needed: float) -> tuple[Image.Image, float]:
+    """The upright photo with at least `needed` of its full resolution, and the factor to its pixels.
+
+    The reduced decode when it holds that much detail (a large face); else the photo decoded
+    again, reduced only as far as allowed, and turned the same way.
+    """
+    if needed * photo.scale <= 1.0:
+        return upright.image, 1.0
+    full_long_side = max(photo.size) * photo.scale
+    again = read_photo(photo.source, draft_side=math.ceil(needed * full_long_side))
+    return turned(again.image, upright.turned_degrees), photo.scale / again.scale
+
+
+def _centre_square(img: Image.Image, resolution: int) -> Image.Image:
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    return img.resize((resolution, resolution), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))

@@ -1,0 +1,111 @@
+"""Prepare decodes big JPEGs at a reduced (DCT) scale for detection, frames the face as at full size,
+and screens photos in worker processes with the same outcomes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, JpegImagePlugin
+
+from headshot.dataset import photo_screen
+from headshot.dataset.prepare import prepare_dataset
+from headshot.dataset.prepare_settings import PrepareSettings
+from headshot.faces.framing import find_upright, frame_headshot
+from headshot.faces.subject import pick_subject
+from headshot.photos import read_photo
+from headshot.samples import astronaut_shots, write_sample_photos
+
+BIG = 2048  # the astronaut enlarged 4x: her face about 364 px wide
+
+
+@pytest.fixture
+def draft_calls(monkeypatch):
+    """(file name, size asked for, size decoded) of every JPEG draft request."""
+    calls = []
+    real = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        answer = real(self, mode, size)
+        calls.append((getattr(self, "filename", ""), size, self.size))
+        return answer
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    return calls
+
+
+@pytest.fixture
+def big_photo(astronaut_img) -> Image.Image:
+    return astronaut_img.resize((BIG, BIG), Image.Resampling.LANCZOS)
+
+
+def _save_exif6(img: Image.Image, path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter: displayed after turning 90° clockwise
+    img.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif.tobytes(), quality=95)
+
+
+def test_read_photo_decodes_a_jpeg_reduced_when_asked(tmp_path, big_photo, draft_calls):
+    path = tmp_path / "big.jpg"
+    _save_exif6(big_photo, path)
+    photo = read_photo(path, draft_side=900)
+    assert photo.size == (BIG // 2, BIG // 2) and photo.scale == 2.0  # 1/4 would be under 900
+    assert [size for _, size, _ in draft_calls] == [(900, 900)]
+    assert photo.exif_rotated
+    upright = big_photo.resize(photo.size, Image.Resampling.BOX)
+    assert np.abs(np.asarray(photo.image, np.int16) - np.asarray(upright, np.int16)).mean() < 4
+    assert read_photo(path).size == (BIG, BIG) and len(draft_calls) == 1  # no draft unless asked
+
+
+@pytest.mark.parametrize("resolution", [256, 512])  # 256: cut from the reduced decode; 512: decoded again
+def test_big_exif_rotated_jpeg_is_framed_as_at_full_size(
+    tmp_path, astronaut_img, big_photo, dlib_analyzer, draft_calls, resolution
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut_closeup.jpg", "astronaut_wide.jpg"):
+        astronaut_shots()[name].save(folder / name, quality=95)
+    _save_exif6(big_photo, folder / "big.jpg")
+    settings = PrepareSettings(tagger="none", class_word="woman", resolution=resolution)
+    result = prepare_dataset(folder, tmp_path / "out", settings, analyzer=dlib_analyzer)
+
+    decodes = [decoded for name, _, decoded in draft_calls if name.endswith("big.jpg")]
+    assert decodes[0] == (BIG // 2, BIG // 2)  # detection saw the 1/2-scale decode, not 4 MP
+    assert len(decodes) == (1 if resolution == 256 else 2)
+    outcome = next(o for o in result.photos if o.source == "big.jpg")
+    assert outcome.status == "kept", outcome.message
+    assert outcome.details["exif_rotated"] is True and outcome.details["turned_degrees"] == 0
+    # as the full-size decode frames it: the face found in the same place, the same crop cut
+    full = read_photo(folder / "big.jpg")
+    upright = find_upright(full.image, dlib_analyzer, settings.detect_side)
+    expected, _ = pick_subject(upright.faces)
+    assert expected is not None
+    assert np.allclose(outcome.details["face_box"], expected.box, atol=0.02 * expected.width)
+    crop = Image.open(tmp_path / "out" / outcome.image)
+    assert crop.size == (resolution, resolution)
+    face, _ = pick_subject(dlib_analyzer.detect(np.asarray(crop)))
+    assert face is not None and abs(face.roll_degrees) < 6
+    full_crop, _ = frame_headshot(upright.image, expected, resolution, settings.face_share)
+    difference = np.abs(np.asarray(crop, np.int16) - np.asarray(full_crop, np.int16)).mean()
+    assert difference < 4
+
+
+def test_worker_processes_screen_photos_as_this_process_does(tmp_path, dlib_analyzer, monkeypatch):
+    folder = tmp_path / "photos"
+    write_sample_photos(folder)
+    pools = []
+
+    class CountedPool(photo_screen.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(photo_screen, "ProcessPoolExecutor", CountedPool)
+    settings = PrepareSettings(tagger="none", class_word="woman", face_backend="dlib")
+    here = prepare_dataset(folder, tmp_path / "here", settings, analyzer=dlib_analyzer)  # a host's analyzer
+    assert pools == []
+    pooled = prepare_dataset(folder, tmp_path / "pooled", settings)  # prepare builds it: workers may too
+    assert pools == [2]
+    assert [o.as_report() for o in pooled.photos] == [o.as_report() for o in here.photos]
+    assert len(pooled.kept) >= 4
+    for a, b in zip(pooled.kept, here.kept):
+        assert np.array_equal(np.asarray(a.crop), np.asarray(b.crop))
