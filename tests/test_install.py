@@ -23,7 +23,7 @@ def _load_install():
 def test_nothing_is_installed_when_everything_imports(monkeypatch):
     install = _load_install()
     calls = []
-    monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
     install.main()
     assert install.missing() == [] and calls == []
 
@@ -32,19 +32,21 @@ def test_a_missing_module_is_installed_through_a1111_run_pip(monkeypatch):
     install = _load_install()
     calls = []
     monkeypatch.setitem(sys.modules, "launch", types.SimpleNamespace(run_pip=lambda cmd, desc: calls.append(cmd)))
-    monkeypatch.setattr(install, "NEEDED", [("surely_not_a_module_xyz", "some-package")])
+    monkeypatch.setattr(install, "NEEDED", [("surely_not_a_module_xyz", "some-package", "a feature")])
     install.main()
-    assert calls == ["install some-package"]
+    assert len(calls) == 1 and calls[0].startswith("install some-package -c ")  # -c: the host's versions
 
 
 def test_outside_a1111_pip_runs_in_the_host_python(monkeypatch):
     install = _load_install()
     calls = []
     monkeypatch.setitem(sys.modules, "launch", None)  # `import launch` fails, as under ComfyUI-Manager
-    monkeypatch.setattr(subprocess, "check_call", lambda args: calls.append(args))
-    monkeypatch.setattr(install, "NEEDED", [("surely_not_a_module_xyz", "some-package")])
+    monkeypatch.setattr(
+        subprocess, "run", lambda args, **kw: calls.append(args) or subprocess.CompletedProcess(args, 0)
+    )
+    monkeypatch.setattr(install, "NEEDED", [("surely_not_a_module_xyz", "some-package", "a feature")])
     install.main()
-    assert calls == [[sys.executable, "-m", "pip", "install", "some-package"]]
+    assert len(calls) == 1 and calls[0][:3] == [sys.executable, "-m", "pip"] and "some-package" in calls[0]
 
 
 def test_requirements_never_pin_torch_or_rival_builds():
@@ -66,3 +68,30 @@ def test_host_entry_points_import_without_host_modules(entry):
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert run.returncode == 0 and "ok" in run.stdout, run.stderr
+
+
+def test_a_too_old_face_models_package_is_replaced_with_one_that_has_the_landmark_model(monkeypatch, tmp_path):
+    """Seen on a real A1111 1.10.1: its run_pip adds --prefer-binary, so a bare "face_recognition_models" gave
+    0.1.3 (a wheel without shape_predictor_5_face_landmarks.dat) and the dlib backend stayed off."""
+    install = _load_install()
+    old = tmp_path / "face_recognition_models"
+    (old / "models").mkdir(parents=True)
+    (old / "__init__.py").write_text("")
+    (old / "models" / "shape_predictor_68_face_landmarks.dat").write_bytes(b"")  # what 0.1.3 ships
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(install, "NEEDED", [n for n in install.NEEDED if n[0] == "face_recognition_models"])
+    calls = []
+
+    def run_pip(command, desc):
+        constraints = Path(command.split(" -c ")[1].strip("'"))
+        calls.append((command, constraints.read_text()))
+
+    monkeypatch.setitem(sys.modules, "launch", types.SimpleNamespace(run_pip=run_pip))
+    monkeypatch.setattr(install, "installed_versions", lambda: {"face_recognition_models": "0.1.3", "numpy": "1.26.2"})
+    assert install.missing() == ["face_recognition_models>=0.3.0"]
+    install.main()
+    ((command, constraints),) = calls
+    assert command.startswith("install 'face_recognition_models>=0.3.0' -c ")
+    assert "numpy==1.26.2" in constraints and "face_recognition_models" not in constraints  # only it may change
+    (old / "models" / "shape_predictor_5_face_landmarks.dat").write_bytes(b"")  # what 0.3.0 ships
+    assert install.missing() == []

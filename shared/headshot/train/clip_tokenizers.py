@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -189,6 +191,7 @@ def _clip_vocabulary(bpe_path: str) -> tuple[tuple[tuple[str, str], ...], dict[s
 
 def clip_tokenizer_from_bpe(bpe_path: str | Path | None = None, *, pad_token: str | None = None):
     """A CLIPTokenizer built from CLIP's BPE merge list (by default the one inside open_clip_torch)."""
+    import transformers
     from transformers import CLIPTokenizer
 
     path = Path(bpe_path) if bpe_path is not None else _open_clip_bpe_path()
@@ -198,6 +201,16 @@ def clip_tokenizer_from_bpe(bpe_path: str | Path | None = None, *, pad_token: st
             "pip install open_clip_torch, or point --tokenizer at a CLIP tokenizer folder."
         )
     merges, vocab = _clip_vocabulary(str(path))
+    if int(transformers.__version__.split(".")[0]) < 5:  # WebUIs pin 4.x: its CLIPTokenizer reads only files
+        return _finish_tokenizer(_tokenizer_from_files(CLIPTokenizer, vocab, merges), pad_token)
     # transformers annotates merges as list[str]; its tokenizers BPE takes these (first, second) pairs
     tokenizer = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=CLIP_MAX_LENGTH)  # type: ignore[arg-type]
     return _finish_tokenizer(tokenizer, pad_token)
+
+
+def _tokenizer_from_files(tokenizer_class, vocab: dict[str, int], merges) -> object:
+    with tempfile.TemporaryDirectory() as folder:
+        vocab_file, merges_file = Path(folder, "vocab.json"), Path(folder, "merges.txt")
+        vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        merges_file.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+        return tokenizer_class(str(vocab_file), str(merges_file), model_max_length=CLIP_MAX_LENGTH)

@@ -177,7 +177,11 @@ def load_diffusers(
             )
         text_encoders.append(
             getattr(transformers, class_name).from_pretrained(
-                src, subfolder=name, dtype=dtype, local_files_only=local_only, variant=variant(name)
+                src,
+                subfolder=name,
+                **_dtype_keyword(transformers, dtype),
+                local_files_only=local_only,
+                variant=variant(name),
             )
         )
     for module in (vae, *text_encoders):
@@ -217,3 +221,10 @@ def load_from_hub(repo_id: str, *, tokenizer_dirs, dtype, device, say: Progress)
             "diffusers folder instead.",
             "hub_unreachable",
         ) from e
+
+
+def _dtype_keyword(transformers, dtype) -> dict:
+    """transformers 4.56 renamed from_pretrained's torch_dtype to dtype; older ones (WebUIs pin 4.30 and
+    4.46) keep an unknown dtype as a config attribute, which then fails to serialise."""
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
