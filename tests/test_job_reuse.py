@@ -107,7 +107,7 @@ def test_a_stopped_job_is_resumed_and_a_failed_run_reports_its_code(tmp_path, da
     JobFolder(job_dir).write({"state": "cancelled", "steps_done": 1})
     calls = []
 
-    def start(settings, resume, free_host_models):
+    def start(settings, resume, free_host_models, python=None):
         calls.append(resume)
         return "the run"
 

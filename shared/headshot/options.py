@@ -7,15 +7,22 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping
 
-from .errors import HeadshotError
-
 # The pydantic 1.10 API, because every host has it: AUTOMATIC1111 1.10 pins pydantic 1.10 itself (and we never
 # upgrade what a host pins), while pydantic 2 (Forge, ComfyUI) ships the same API as pydantic.v1.
 # Every settings model imports pydantic through here and nowhere else.
-try:
+import pydantic as _installed
+
+from .errors import HeadshotError
+
+if TYPE_CHECKING:  # the type checker sees the 1.10 API as pydantic 2 ships it
     import pydantic.v1 as pydantic_api
-except ImportError:  # pydantic 1.10 (A1111)
-    import pydantic as pydantic_api  # type: ignore[no-redef]
+    import pydantic.v1.fields as pydantic_fields
+elif _installed.VERSION.startswith("1."):  # pydantic 1.10 (A1111); its own `pydantic.v1` re-exports names only
+    import pydantic as pydantic_api
+    import pydantic.fields as pydantic_fields
+else:
+    import pydantic.v1 as pydantic_api
+    import pydantic.v1.fields as pydantic_fields
 
 BaseModel = pydantic_api.BaseModel
 Extra = pydantic_api.Extra
@@ -96,7 +103,7 @@ class OptionModel(BaseModel):
     @validator("*", pre=True)
     def _lists_are_lists(cls, value: Any, field: Any) -> Any:
         # pydantic 1 would take a tuple (or a set) for a list: settings want exactly what a JSON record holds
-        if field.shape == pydantic_api.fields.SHAPE_LIST and value is not None and not isinstance(value, list):
+        if field.shape == pydantic_fields.SHAPE_LIST and value is not None and not isinstance(value, list):
             raise pydantic_api.errors.ListError()
         return value
 
@@ -219,7 +226,7 @@ Text = StrictStr
 
 def _expected_kind(field: Any) -> str:
     """The kind of value a field takes, as the end of the error type its type refuses with."""
-    if field.shape in (pydantic_api.fields.SHAPE_LIST, pydantic_api.fields.SHAPE_SET):
+    if field.shape in (pydantic_fields.SHAPE_LIST, pydantic_api.fields.SHAPE_SET):
         return "list"
     kinds = {
         WholeNumber: "integer",

@@ -105,11 +105,15 @@ class TrainedLora:
 
 
 def train_or_reuse(
-    settings: TrainSettings, follow: Callable[[TrainingRun], dict], free_host_models: Callable[[], None] | None = None
+    settings: TrainSettings,
+    follow: Callable[[TrainingRun], dict],
+    free_host_models: Callable[[], None] | None = None,
+    python: str | None = None,
 ) -> TrainedLora:
     """The finished job in settings.out_dir when there is one; otherwise train, resuming what a stop left.
 
     `follow` waits for the run (a host shows progress and passes its Cancel on) and returns the final record.
+    `python`: the interpreter for the worker (start_training's).
     """
     job_dir = Path(settings.out_dir)
     job = JobFolder(job_dir)
@@ -123,7 +127,7 @@ def train_or_reuse(
         )
     if not reused:
         # resuming is the core's (its checkpoint format, its checks): a job left by a stop goes on from there
-        run = start_training(settings, resume=record is not None, free_host_models=free_host_models)
+        run = start_training(settings, resume=record is not None, free_host_models=free_host_models, python=python)
         record = follow(run)
     assert record is not None
     if record.get("state") != "done":
@@ -162,9 +166,30 @@ def chosen_samples(job_dir: Path, chosen_step) -> list[Path]:
     return sorted((job_dir / "samples").rglob("*.png")) if (job_dir / "samples").is_dir() else []
 
 
-def install_copy(lora: Path, target_dir: Path, output_name: str) -> Path:
+#: files installed beside a LoRA under its name (A1111's sidecar and card picture, our identity file)
+INSTALLED_SIDECARS = (".json", ".identity.json", ".preview.png")
+
+
+def install_name(lora: Path, target_dir: Path, output_name: str) -> str:
+    """`output_name`, or `<output_name>-2`, -3…: the first name under which `target_dir` holds either this very
+    LoRA (an earlier install of it) or nothing at all, so an install never replaces a LoRA or card of anyone's."""
+    number = 1
+    while True:
+        name = output_name if number == 1 else f"{output_name}-{number}"
+        target = target_dir / f"{name}.safetensors"
+        if target.is_file() and _same_file(lora, target):
+            return name
+        taken = [target, *(target.with_suffix(suffix) for suffix in INSTALLED_SIDECARS)]
+        if not any(path.exists() or path.is_symlink() for path in taken):
+            return name
+        number += 1
+
+
+def install_copy(lora: Path, target_dir: Path, output_name: str, keep_existing: bool = False) -> Path:
     """Copy the LoRA and its .json / .identity.json sidecars into `target_dir` as `<output_name>.*`; a loader
-    never sees half a file, and an identical copy already there is left alone. Returns the LoRA's new path."""
+    never sees half a file, and an identical copy already there is left alone. Returns the LoRA's new path.
+    `keep_existing`: a sidecar already there is never replaced (a person may have edited it, e.g. in A1111's
+    card editor); use with install_name so the LoRA itself is new or identical."""
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{output_name}.safetensors"
     for source, dest in (
@@ -172,6 +197,8 @@ def install_copy(lora: Path, target_dir: Path, output_name: str) -> Path:
         (lora.with_suffix(".json"), target.with_suffix(".json")),
         (lora.with_suffix(".identity.json"), target.with_suffix(".identity.json")),
     ):
+        if keep_existing and (dest.exists() or dest.is_symlink()):
+            continue
         if source.is_file() and not (dest.is_file() and _same_file(source, dest)):
             # not atomic_save: its temporary name ends in .safetensors, and a loader's file list would show it
             tmp = dest.with_name(dest.name + ".partial")

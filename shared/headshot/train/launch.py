@@ -191,6 +191,7 @@ def start_training(
     resume: bool = False,
     free_host_models: Callable[[], None] | None = None,
     given: set[str] | None = None,
+    python: str | None = None,
 ) -> TrainingRun:
     """Start (or resume) training in a worker process, after checking everything that can be checked.
 
@@ -198,6 +199,8 @@ def start_training(
     `free_host_models` is the host's hook to unload its own models first (ComfyUI's
     model_management.unload_all_models, A1111's sd_models.unload_model_weights): two copies of a
     checkpoint in VRAM is the commonest cause of out-of-memory on 8–12 GB cards.
+    `python`: the interpreter that runs the worker (default: this one), e.g. a trainer venv beside a host
+    whose own packages cannot train.
     """
     check_inputs(settings)
     job = JobFolder(settings.out_dir)
@@ -205,6 +208,6 @@ def start_training(
         _create(job, settings, resume, given)
         if free_host_models is not None:
             free_host_models()
-        process = start_worker(job)
+        process = start_worker(job, python)
         job.update(worker_pid=getattr(process, "pid", None), started_by=os.getpid())
     return TrainingRun(job, process)

@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Walk through the Headshot Studio tab of a running AUTOMATIC1111 or Forge in headless Chromium, pressing the
+tab's own buttons, and take screenshots: Photos → dataset, Train while running and done, Generate with results,
+Finish. Used to check the extension on the real hosts (see the README's development section); it is not a test.
+
+    python tools/webui_tab_walkthrough.py --url http://127.0.0.1:7861 --photos /tmp/a1111/outputs/faces \
+        --out docs/ --prefix a1111 [--steps 2] [--resolution 256] [--count 2] [--size 256] [--sample-steps 4]
+
+Needs playwright (pip) and a Chromium binary (Debian: apt-get install chromium); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+TAB = "#tab_headshot_studio"
+
+
+def field(root, label: str):
+    """The input of the gradio component labelled `label` (Textbox, Number, Slider's number box, Dropdown).
+
+    The innermost `.block` holding the label is the component (a Slider's label does not wrap its input)."""
+    block = root.locator(".block", has=root.page.locator("label", has_text=label)).last
+    return block.locator("textarea, input[type=number], input[type=text], input:not([type])").first
+
+
+def value(root, label: str) -> str:
+    return field(root, label).input_value()
+
+
+def wait_for(root, label: str, words: tuple[str, ...], timeout: float, page=None, shot: Path | None = None) -> str:
+    """Poll the text of `label` until it holds one of `words`; fail with what it said."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = value(root, label)
+        if any(word in text for word in words):
+            return text
+        time.sleep(1)
+    if page is not None and shot is not None:
+        page.screenshot(path=str(shot), full_page=True)
+    raise SystemExit(f"waited {timeout:.0f} s for {words} in {label!r}; it says: {text!r}")
+
+
+def choose(page, root, label: str, option: str | None = None) -> None:
+    """Pick `option` (default: the first) in the gradio dropdown labelled `label`."""
+    field(root, label).click()
+    options = page.locator("ul.options li")
+    (options.filter(has_text=option).first if option else options.first).click()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default="http://127.0.0.1:7861")
+    parser.add_argument("--photos", required=True, help="a folder of photos inside the WebUI's folders")
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--prefix", default="a1111")
+    parser.add_argument("--dataset", default="walkthrough")
+    parser.add_argument("--lora", default="walkthrough")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--count", type=int, default=2)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--sample-steps", type=int, default=4)
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds for each long step")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def shot(page, name: str) -> None:
+        path = args.out / f"{args.prefix}-{name}.png"
+        page.screenshot(path=str(path), full_page=False)
+        print(f"screenshot {path}", flush=True)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(args.url, timeout=120_000)
+        page.get_by_role("button", name="Headshot Studio").click()
+        root = page.locator(TAB)
+
+        root.get_by_role("button", name="Photos → dataset").click()
+        field(root, "…or a folder of photos").fill(args.photos)
+        field(root, "Dataset name").fill(args.dataset)
+        field(root, "Crop size").fill(str(args.resolution))
+        root.get_by_role("button", name="Prepare dataset").click()
+        report = wait_for(root, "Report", ("photos kept", "kept as"), args.timeout)
+        print(report.splitlines()[-3] if len(report.splitlines()) > 2 else report, flush=True)
+        time.sleep(2)
+        shot(page, "photos")
+
+        root.get_by_role("button", name="Train", exact=True).click()
+        choose(page, root, "Base model")
+        field(root, "LoRA name").fill(args.lora)
+        root.get_by_text("Advanced options").click()
+        field(root, "Steps (0: from the preset)").fill(str(args.steps))
+        field(root, "Resolution (0: the dataset's)").fill(str(args.resolution))
+        root.get_by_role("button", name="Start").click()
+        wait_for(root, "Progress", ("step 1 of", "done:", "failed:"), args.timeout)
+        time.sleep(2)
+        shot(page, "train-running")
+        done = wait_for(root, "Progress", ("done:", "failed:", "cancelled:"), args.timeout)
+        print(done, flush=True)
+        time.sleep(2)
+        shot(page, "train-done")
+        if not done.startswith("done:"):
+            return 1
+
+        root.get_by_role("button", name="Generate", exact=True).first.click()
+        root.get_by_role("button", name="Refresh LoRA list").click()
+        time.sleep(2)
+        field(root, "Count").fill(str(args.count))
+        field(root, "Width (0: the style's)").fill(str(args.size))
+        field(root, "Height (0: the style's)").fill(str(args.size))
+        field(root, "Sampling steps (0: the style's)").fill(str(args.sample_steps))
+        root.get_by_role("button", name="Generate", exact=True).last.click()
+        status = wait_for(root, "Status", ("pictures in",), args.timeout, page, args.out / f"{args.prefix}-failed.png")
+        print(status, flush=True)
+        time.sleep(3)
+        shot(page, "generate")
+
+        root.get_by_role("button", name="Finish", exact=True).first.click()
+        root.get_by_role("button", name="Finish", exact=True).last.click()
+        finished = root.locator("label", has_text="Status").last.locator("textarea")
+        deadline = time.monotonic() + args.timeout
+        while "pictures in" not in finished.input_value() and time.monotonic() < deadline:
+            time.sleep(1)
+        print(finished.input_value(), flush=True)
+        time.sleep(2)
+        shot(page, "finish")
+        browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
