@@ -410,7 +410,7 @@ def test_host_models_are_freed_before_the_worker_starts(sd1_folder, dataset, tmp
     import headshot.train.launch as api
 
     order = []
-    monkeypatch.setattr(api, "start_worker", lambda job: order.append("worker") or _NoProcess())
+    monkeypatch.setattr(api, "start_worker", lambda job, python=None: order.append("worker") or _NoProcess())
     api.start_training(_settings(dataset, sd1_folder, tmp_path / "out"), free_host_models=lambda: order.append("free"))
     assert order == ["free", "worker"]
 
