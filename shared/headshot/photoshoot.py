@@ -12,13 +12,13 @@ says, not chosen), and faces the detector misses keep the blended look.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .finish.detail_and_restore import Finishing, finish_image
 from .finish.detailer import DetailerSettings
 from .finish.ranked_results import Batch
-from .sampling.protocol import LoraWeight, Sampler, TextToImage
+from .sampling.protocol import IdentityAdapter, LoraWeight, MaskedImageToImage, Sampler, TextToImage
 from .train.lora_files import lora_subject
 
 
@@ -40,6 +40,22 @@ class GenerateSettings:
     annotator_dir: Path | None = None  # the folder with controlnet_aux's OpenPose weights
     size_preset: str | None = None  # an ID style's print size; default: the style's first
     dpi: int = 300  # the print's pixels per inch, for ID styles
+    identity: IdentityAdapter | None = None  # one-photo mode (IP-Adapter FaceID), alone or beside the LoRAs
+
+
+class IdentitySampler:
+    """A sampler whose every request, first pass and detailer repaint alike, carries the same FaceID identity."""
+
+    def __init__(self, sampler: Sampler, identity: IdentityAdapter):
+        self.sampler, self.identity, self.family = sampler, identity, sampler.family
+
+    def text_to_image(self, request: TextToImage, progress=None):
+        return self.sampler.text_to_image(replace(request, identity=request.identity or self.identity), progress)
+
+    def masked_image_to_image(self, request: MaskedImageToImage, progress=None):
+        return self.sampler.masked_image_to_image(
+            replace(request, identity=request.identity or self.identity), progress
+        )
 
 
 def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing, progress=None) -> list[dict]:
@@ -65,6 +81,10 @@ def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing,
     if settings.size:
         parse_size("x".join(map(str, settings.size)))
     check_loras_fit(settings.loras, sampler.family)
+    if settings.identity is not None:
+        sampler = IdentitySampler(sampler, settings.identity)
+        if finishing.sampler is not None:
+            finishing.sampler = IdentitySampler(finishing.sampler, settings.identity)
     subjects = picture_subjects(
         settings.trigger, settings.class_word, recorded=[lora_subject(p) for p in settings.loras]
     )
@@ -127,6 +147,11 @@ def generate(settings: GenerateSettings, sampler: Sampler, finishing: Finishing,
             "pose": plan.pose,
             "loras": [lora.path for lora in first_pass],
             "triggers": [trigger for trigger, _ in subjects],  # evaluate takes them out of the prompt for CLIP
+            **(
+                {"identity_adapter": settings.identity.adapter, "adapter_weight": settings.identity.weight}
+                if settings.identity
+                else {}
+            ),
             **done,
         }
         if plan.size_preset is not None:  # an ID photo: cropped to the print's aspect and pixels

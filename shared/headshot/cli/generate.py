@@ -30,7 +30,12 @@ def _add_finishing_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--fidelity", type=float, default=0.5, help="CodeFormer fidelity: 0 = strongest restoration")
     p.add_argument("--identity", type=Path, help="identity file written by train (<lora>.identity.json)")
-    p.add_argument("--reference", type=Path, help="folder of the person's photos to rank against instead")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        help="the person's photos (a folder, or one photo) to rank against instead; for generate, "
+        "one photo without --lora is one-photo mode (IP-Adapter FaceID, no training)",
+    )
     p.add_argument("--top", type=int, help="keep the K most alike; the rest go to below_top/")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int)
@@ -80,6 +85,23 @@ def _add_generate_options(gen: argparse.ArgumentParser) -> None:
     )
     gen.add_argument("--dpi", type=int, default=300, help="pixels per inch of an ID style's print (default 300)")
     gen.add_argument("--styles", action="append", default=[], type=Path, metavar="DIR", help="your own style folder")
+    gen.add_argument(
+        "--adapter",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="draw the --reference photo's face with IP-Adapter FaceID (a file, or a name in --adapter-dir, "
+        "$COMFYUI_PATH/models/ipadapter or $A1111_PATH/models/ControlNet; alone: the family's usual file). "
+        "On by itself with --reference PHOTO and no --lora; give it to combine with a --lora",
+    )
+    gen.add_argument("--adapter-dir", action="append", default=[], type=Path, metavar="DIR")
+    gen.add_argument("--adapter-weight", type=float, default=0.8, help="FaceID strength (default 0.8)")
+    gen.add_argument(
+        "--image-encoder",
+        type=Path,
+        metavar="DIR",
+        help="CLIP image encoder folder FaceID Plus reads the face with (h94/IP-Adapter's models/image_encoder)",
+    )
     gen.add_argument("--trigger", help="default: from the LoRA's metadata")
     gen.add_argument("--class", dest="class_word", help="default: from the LoRA's metadata")
 
@@ -186,6 +208,7 @@ def _generate(args) -> int:
         dpi=args.dpi,
     )
     controlnet = _controlnet(args)
+    one_photo = _one_photo_mode(args)
     check_finishing_options(
         out=args.out,
         top=args.top,
@@ -200,7 +223,10 @@ def _generate(args) -> int:
         loras=args.lora,
     )
     with FolderLock(args.out, "output folder"):
-        sampler = _sampler(args, controlnet)
+        finishing = _finishing(args, None)
+        # the reference photo is screened before the base model loads: a refused photo fails in seconds
+        identity = _identity(args, finishing.analyzer) if one_photo else None
+        sampler = finishing.sampler = _sampler(args, controlnet)
         settings = GenerateSettings(
             style=args.style,
             count=args.count,
@@ -218,10 +244,47 @@ def _generate(args) -> int:
             annotator_dir=args.annotator_dir,
             size_preset=args.size_preset,
             dpi=args.dpi,
+            identity=identity,
         )
-        results = generate(settings, sampler, _finishing(args, sampler), progress=progress_printer())
+        results = generate(settings, sampler, finishing, progress=progress_printer())
     _print_results(results, args.out)
     return 0
+
+
+def _one_photo_mode(args) -> bool:
+    """Whether to draw the --reference photo's face with FaceID: one photo, and no LoRA or --adapter given."""
+    photo = args.reference is not None and args.reference.is_file()
+    if args.adapter is not None and not photo:
+        raise HeadshotError(
+            "--adapter draws one photo's face: give that photo with --reference PHOTO (a file, not a folder)",
+            "bad_option",
+        )
+    if not photo:
+        return False
+    if args.adapter is None and args.lora:
+        return False  # a LoRA with a photo to rank against, as before; --adapter combines both
+    from ..generate.adapter_files import ADAPTER_SUFFIXES, adapter_dirs, find_adapter
+
+    if args.adapter and Path(args.adapter).suffix.lower() not in ADAPTER_SUFFIXES + ("",):
+        raise HeadshotError(f"--adapter {args.adapter}: give a .safetensors or .bin FaceID file", "bad_option")
+    if args.image_encoder is not None and not args.image_encoder.is_dir():
+        raise HeadshotError(f"--image-encoder {args.image_encoder}: not a folder", "not_found")
+    from ..families.checkpoint_detection import base_model_family
+
+    family = base_model_family(args.base_model) if args.base_model else None
+    args.adapter_path = find_adapter(
+        args.adapter or None, adapter_dirs(args.adapter_dir), family.name if family else ""
+    )
+    return True
+
+
+def _identity(args, analyzer):
+    """The reference photo's FaceID identity (screened as prepare screens photos), with its adapter file."""
+    from ..sampling.identity_reference import identity_from_photo
+
+    return identity_from_photo(
+        args.reference, analyzer, args.adapter_path, weight=args.adapter_weight, image_encoder=args.image_encoder
+    )
 
 
 def _finish(args) -> int:

@@ -273,13 +273,18 @@ class InsightFaceAnalyzer:
 
     # -- identity ----------------------------------------------------------------------------
 
-    def align(self, rgb: np.ndarray, face: Face) -> np.ndarray:
-        """The ArcFace input crop: the 5 keypoints moved onto the template, size x size RGB."""
+    def align(self, rgb: np.ndarray, face: Face, size: int | None = None) -> np.ndarray:
+        """The ArcFace input crop: the 5 keypoints moved onto the template, size x size RGB.
+
+        `size` other than the recognizer's gives the same framing larger (insightface's norm_crop):
+        IP-Adapter FaceID Plus reads the face at 224 px with its CLIP image encoder.
+        """
+        size = size or self._rec_size
         keypoints = np.asarray(face.keypoints, np.float64)
         if keypoints.shape != (5, 2):
             raise ValueError("insightface embedding needs the 5 SCRFD keypoints of a face from detect()")
-        template = ARCFACE_TEMPLATE * (self._rec_size / 112.0)
-        return warp_affine(_as_rgb(rgb), similarity_transform(keypoints, template), self._rec_size)
+        template = ARCFACE_TEMPLATE * (size / 112.0)
+        return warp_affine(_as_rgb(rgb), similarity_transform(keypoints, template), size)
 
     def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         crop = self.align(rgb, face)

@@ -1,8 +1,8 @@
 """`DiffusersSampler`: the `Sampler` protocol over diffusers, for the CLI and the service.
 
 It loads the base model with `headshot.train.base_model_loading` (single file, diffusers folder or hub id),
-the LoRAs as forward hooks (`lora_patch`, no adapter API version gates), and an optional
-OpenPose ControlNet.
+the LoRAs as forward hooks (`lora_patch`, no adapter API version gates), an optional
+OpenPose ControlNet, and an optional IP-Adapter FaceID identity (`identity_adapter`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ..train.base_model import diffusers_pipeline
 from .protocol import LoraWeight, MaskedImageToImage, Progress, TextToImage
 
 if TYPE_CHECKING:
+    from .identity_adapter import IdentityAdapterState
     from .lora_patch import LoraPatches
 
 
@@ -51,6 +52,7 @@ class DiffusersSampler:
         self.dtype = dtype
         self.controlnet = _load_controlnet(controlnet, self.base, dtype, self.device) if controlnet else None
         self._patches: LoraPatches | None = None  # made at the first LoRA
+        self._identity: IdentityAdapterState | None = None  # made at the first identity adapter
         self._pipes: dict[tuple[str, str], Any] = {}  # diffusers pipelines by (kind, sampler)
 
     # -- pipelines share the same modules; only the wrapper differs -------------------------------
@@ -62,12 +64,26 @@ class DiffusersSampler:
             self._pipes[key] = diffusers_pipeline(self.base, kind, scheduler, **extra)
         return self._pipes[key]
 
-    def _apply_loras(self, pipe, loras: list[LoraWeight]) -> None:
-        """Load each LoRA file once (hooked into the shared UNet and text encoders) and set the weights."""
+    def _lora_patches(self) -> LoraPatches:
         from .lora_patch import LoraPatches
 
         if self._patches is None:
             self._patches = LoraPatches(self.family, self.base.unet, list(self.base.text_encoders))
+        return self._patches
+
+    def _identity_kwargs(self, pipe, request: TextToImage | MaskedImageToImage) -> tuple[dict, dict]:
+        """The FaceID adapter's pipeline arguments and LoRA weight for this request (none without one)."""
+        if request.identity is None and self._identity is None:
+            return {}, {}
+        from .identity_adapter import IdentityAdapterState
+
+        self._identity = self._identity or IdentityAdapterState()
+        return self._identity.call_kwargs(pipe, request.identity, request.cfg, self._lora_patches())
+
+    def _apply_loras(self, pipe, loras: list[LoraWeight], extra: dict | None = None) -> None:
+        """Load each LoRA file once (hooked into the shared UNet and text encoders) and set the weights;
+        `extra` weights LoRAs hooked in by name (the FaceID adapter's)."""
+        self._patches = self._lora_patches()
         for lora in loras:
             if not Path(lora.path).is_file():
                 raise HeadshotError(
@@ -75,7 +91,16 @@ class DiffusersSampler:
                 )
             self._patches.load(lora.path)
         # every pipeline wraps the same modules: the weights set here hold for all of them
-        self._patches.set_weights({lora.path: lora.weight for lora in loras})
+        self._patches.set_weights({**{lora.path: lora.weight for lora in loras}, **(extra or {})})
+
+    def unload_loras(self) -> None:
+        """Unhook every LoRA (a long-lived service worker swaps people's LoRAs over one resident base model)."""
+        if self._patches is not None:
+            self._patches.remove()
+
+    @property
+    def loaded_loras(self) -> list[str]:
+        return self._patches.loaded if self._patches is not None else []
 
     def _conditioning(self, prompt: str, negative: str) -> dict:
         """Prompt embeddings read as the hosts read prompts: long ones chunked, (text:w) weighted."""
@@ -98,10 +123,10 @@ class DiffusersSampler:
 
         control_image = request.control_image if self.controlnet is not None else None
         pipe = self._pipe("control" if control_image is not None else "txt", request.sampler)
-        self._apply_loras(pipe, request.loras)
-        extra: dict[str, Any] = {}
+        extra, adapter_loras = self._identity_kwargs(pipe, request)
+        self._apply_loras(pipe, request.loras, adapter_loras)
         if control_image is not None:
-            extra = {
+            extra |= {
                 "image": control_image.convert("RGB").resize((request.width, request.height)),
                 "controlnet_conditioning_scale": request.control_strength,
             }
@@ -121,7 +146,8 @@ class DiffusersSampler:
         import torch
 
         pipe = self._pipe("inpaint", request.sampler)
-        self._apply_loras(pipe, request.loras)
+        extra, adapter_loras = self._identity_kwargs(pipe, request)
+        self._apply_loras(pipe, request.loras, adapter_loras)
         width, height = request.image.size
         # diffusers runs steps x denoise steps: keep at least one whatever the pair
         steps = max(request.steps, math.ceil(1 / max(request.denoise, 1e-3)))
@@ -137,6 +163,7 @@ class DiffusersSampler:
                 guidance_scale=request.cfg,
                 generator=torch.Generator().manual_seed(request.seed),
                 callback_on_step_end=self._callback(progress, request.steps, "inpainting"),
+                **extra,
             ).images[0]
 
 

@@ -70,12 +70,28 @@ class LoraPatches:
                     _shape_for(module, up, up=True).to(ref.device, ref.dtype),
                     alphas[f"{component}.{name}"] / down.shape[0],
                 )
-                self._deltas.setdefault(module, []).append(delta)
-                if module not in self._hooks:
-                    self._hooks[module] = module.register_forward_hook(self._add_deltas)
+                self._hook(module, delta)
                 count += 1
         self.weights[path] = 0.0
         return count
+
+    def add_layers(self, name: str, pairs: dict[str, tuple[torch.Tensor, torch.Tensor, float]]) -> int:
+        """Hook in LoRA pairs given by UNet layer name, {layer: (down, up, scale)}, under `name` (weight 0
+        until `set_weights`): IP-Adapter FaceID's LoRA, which comes inside the adapter file."""
+        if name in self.weights:
+            return 0
+        for layer, (down, up, scale) in pairs.items():
+            module = self.unet.get_submodule(layer)
+            ref = module.weight
+            assert isinstance(ref, torch.Tensor)
+            self._hook(module, _Delta(name, down.to(ref.device, ref.dtype), up.to(ref.device, ref.dtype), scale))
+        self.weights[name] = 0.0
+        return len(pairs)
+
+    def _hook(self, module: nn.Module, delta: _Delta) -> None:
+        self._deltas.setdefault(module, []).append(delta)
+        if module not in self._hooks:
+            self._hooks[module] = module.register_forward_hook(self._add_deltas)
 
     def set_weights(self, weights: dict[str, float]) -> None:
         """The weight of each loaded file; files not named are switched off."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
+import numpy as np
 from PIL import Image
 
 Progress = Callable[[int, int, str], None]
@@ -18,6 +19,21 @@ Progress = Callable[[int, int, str], None]
 class LoraWeight:
     path: str
     weight: float = 1.0
+
+
+@dataclass
+class IdentityAdapter:
+    """A face identity drawn in by IP-Adapter FaceID (one photo, no training), alone or beside a LoRA.
+
+    Made by `sampling.identity_reference.identity_from_photo`; a request that carries it is drawn with
+    the adapter, and so is every detailer repaint of the same batch.
+    """
+
+    adapter: str  # the FaceID file (.safetensors, or a .bin read as tensors only)
+    embedding: np.ndarray  # the reference face's 512-d ArcFace embedding (insightface w600k_r50)
+    face: Image.Image | None = None  # the aligned face crop, for FaceID Plus's CLIP image embedding
+    weight: float = 0.8  # the adapter's attention scale (its LoRA follows it, capped at 1)
+    image_encoder: str | None = None  # CLIP vision folder (FaceID Plus only)
 
 
 @dataclass
@@ -33,6 +49,7 @@ class TextToImage:
     loras: list[LoraWeight] = field(default_factory=list)
     control_image: Image.Image | None = None  # an OpenPose skeleton, used when the sampler has a ControlNet
     control_strength: float = 1.0
+    identity: IdentityAdapter | None = None
 
 
 @dataclass
@@ -49,6 +66,7 @@ class MaskedImageToImage:
     denoise: float = 0.4
     sampler: str = "dpmpp_2m"
     loras: list[LoraWeight] = field(default_factory=list)
+    identity: IdentityAdapter | None = None
 
 
 @runtime_checkable
