@@ -63,6 +63,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--sd-scripts-python", help="the Python of the sd-scripts venv")
     p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="keep encoded latents and text embeddings here, to reuse across runs (default: OUT/input-cache)",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the job in --out from its last checkpoint; "

@@ -32,6 +32,7 @@ NOT_RESULT_SHAPING = (
     "face_model_dirs",
     "tokenizer_dirs",
     "checkpoint_every",
+    "cache_dir",
 )
 
 
@@ -155,6 +156,7 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
             face_backend=options.face_backend,
             face_model_dirs=[str(d) for d in options.face_model_dirs],
             tokenizer_dirs=[str(d) for d in options.tokenizer_dirs],
+            cache_dir=str(options.out / "input-cache"),  # every run encodes the same photos: once is enough
         )
         if inputs is None:
             check_inputs(train)  # the dataset, the base model's presence, the options; probes OUT/jobs/pending

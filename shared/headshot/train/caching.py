@@ -28,27 +28,39 @@ def _image_tensor(path, resolution: int) -> torch.Tensor:
     return arr.permute(2, 0, 1)
 
 
+#: pixels the VAE encodes in one batch: 4 pictures at 512 px (about 2 GB of activations in fp32, 1 in fp16)
+ENCODE_PIXELS = 4 * 512 * 512
+
+
 @torch.no_grad()
 def encode_latents(
     vae, images: list[TrainingImage], resolution: int, flip: bool, device, dtype, seed: int, progress=None
 ):
     """Per image: latents of the image and (with flip) of its mirror, scaled for the UNet.
 
-    The mirror is encoded, not flipped in latent space: the VAE is not mirror-symmetric.
+    The mirror is encoded, not flipped in latent space: the VAE is not mirror-symmetric. Pictures go
+    through the VAE in batches (one call per batch is much faster than one per picture); the noise is
+    drawn per image in order, so the result does not depend on the batch size.
     """
     generator = torch.Generator().manual_seed(seed)
     scale = vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None) or 0.0
+    per_image = 2 if flip else 1
+    batch_images = max(1, ENCODE_PIXELS // (resolution * resolution * per_image))
     cache = []
-    for i, item in enumerate(images):
+    for start in range(0, len(images), batch_images):
+        items = images[start : start + batch_images]
         if progress:
-            progress(i, len(images), f"caching latents {item.path.name}")
-        pixels = _image_tensor(item.path, resolution)
-        batch = torch.stack([pixels, pixels.flip(-1)] if flip else [pixels]).to(device, dtype)
-        dist = vae.encode(batch).latent_dist
-        noise = torch.randn(dist.mean.shape, generator=generator).to(device, dtype)
-        latents = (dist.mean + dist.std * noise - shift) * scale
-        cache.append([latent.float() for latent in latents])
+            progress(start, len(images), f"caching latents {items[0].path.name} (+{len(items) - 1})")
+        pixels = []
+        for item in items:
+            image = _image_tensor(item.path, resolution)
+            pixels += [image, image.flip(-1)] if flip else [image]
+        dist = vae.encode(torch.stack(pixels).to(device, dtype)).latent_dist
+        noise = torch.cat([torch.randn((per_image, *dist.mean.shape[1:]), generator=generator) for _ in items])
+        latents = (dist.mean + dist.std * noise.to(device, dtype) - shift) * scale
+        for i in range(len(items)):
+            cache.append([latent.float() for latent in latents[i * per_image : (i + 1) * per_image]])
     return cache
 
 

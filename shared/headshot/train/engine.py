@@ -22,6 +22,15 @@ from ..outputs import OutputManifest
 from .caching import cache_text_embeddings, encode_latents, encode_prompt
 from .checkpoint_state import load_state, save_checkpoint
 from .dataset import TrainingSet, load_training_set
+from .input_cache import (
+    InputCache,
+    base_model_identity,
+    images_digest,
+    latents_from_tensors,
+    latents_to_tensors,
+    text_from_tensors,
+    text_to_tensors,
+)
 from .job import Cancelled, JobFolder
 from .lora_files import load_lora, save_lora, write_a1111_sidecar
 from .lora_targets import kohya_unet_targets, text_encoder_targets
@@ -96,10 +105,18 @@ class LoraTrainer:
         vae_dtype = torch.float32 if get_family(base.family).vae_force_upcast else next(base.vae.parameters()).dtype
         if next(base.vae.parameters()).dtype != vae_dtype:
             base.vae.to(dtype=vae_dtype)
-        base.vae.to(self.device)
-        self.latents = encode_latents(
-            base.vae, images, s.resolution, s.flip, self.device, vae_dtype, s.seed, self.progress
-        )
+        cache = InputCache(s.cache_dir or Path(s.out_dir) / "input-cache")
+        model_identity, photos = base_model_identity(s.base_model), images_digest(images)
+        latents_key = cache.key("latents", model_identity, photos, s.resolution, s.flip, s.seed, str(vae_dtype))
+        self.latents = _cached(cache, latents_key, latents_from_tensors, len(images))
+        if self.latents is None:
+            base.vae.to(self.device)
+            self.latents = encode_latents(
+                base.vae, images, s.resolution, s.flip, self.device, vae_dtype, s.seed, self.progress
+            )
+            cache.save(latents_key, *latents_to_tensors(self.latents))
+        else:
+            self.job.emit("status", message=f"latents of {len(images)} images read from {cache.folder}")
         self.prior_latents, self.prior_text = [], None
         if s.class_images_dir or s.class_image_count:
             from .prior import class_images
@@ -111,10 +128,16 @@ class LoraTrainer:
             self.prior_text = encode_prompt(base, prior[0].caption, self.device)
         self.text_cache = None
         if s.text_encoder_lr is None:
-            self.job.emit("status", message="caching text embeddings (text encoder frozen)")
-            self.text_cache = cache_text_embeddings(
-                base, images, s.caption_variants, s.shuffle_captions, s.seed, self.device
-            )
+            text_key = cache.key("text", model_identity, photos, s.caption_variants, s.shuffle_captions, s.seed)
+            self.text_cache = _cached(cache, text_key, text_from_tensors, len(images))
+            if self.text_cache is None:
+                self.job.emit("status", message="caching text embeddings (text encoder frozen)")
+                self.text_cache = cache_text_embeddings(
+                    base, images, s.caption_variants, s.shuffle_captions, s.seed, self.device
+                )
+                cache.save(text_key, *text_to_tensors(self.text_cache))
+            else:
+                self.job.emit("status", message=f"text embeddings read from {cache.folder}")
         if not s.validation_images:
             # nothing renders images in this run: the VAE (and a frozen text encoder) can go
             base.vae.to("meta")
@@ -323,6 +346,12 @@ class LoraTrainer:
         write_a1111_sidecar(out, activation_text=trigger, preferred_weight=0.8, sd_version=sd_version)
         identity = judge.save_reference(out.with_suffix(".identity.json"))
         return {"lora": str(out), "chosen_step": chosen["step"], "choice": chosen, "identity": identity}
+
+
+def _cached(cache: InputCache, key: str, unpack, images: int):
+    """What `cache` holds under `key`, unpacked for `images` images, or None (then it is computed)."""
+    stored = cache.load(key)
+    return None if stored is None else unpack(*stored, images)
 
 
 def _free_device_memory(device: torch.device) -> None:

@@ -61,6 +61,7 @@ OPTION = {
     "class_prompt": "class prompt",
     "sd_scripts_repo": "--sd-scripts",
     "sd_scripts_python": "--sd-scripts-python",
+    "cache_dir": "--cache-dir",
 }
 #: what a resumed job may take from the caller: these do not change what the saved steps were trained for
 RESUMABLE_CHANGES = (
@@ -76,9 +77,10 @@ RESUMABLE_CHANGES = (
     "face_model_dirs",
     "tokenizer_dirs",
     "output_name",
+    "cache_dir",
 )
 #: paths: always the caller's, never followed from job.json (a job folder is data)
-CALLER_PATHS = ("dataset_dir", "base_model", "class_images_dir", "sd_scripts_repo", "sd_scripts_python")
+CALLER_PATHS = ("dataset_dir", "base_model", "class_images_dir", "sd_scripts_repo", "sd_scripts_python", "cache_dir")
 
 
 class TrainSettings(OptionModel):
@@ -128,6 +130,8 @@ class TrainSettings(OptionModel):
     class_image_count: WholeNumber = 0  # >0 with no class_images_dir: generate them once with the base model
     prior_loss_weight: Number = 1.0
     class_prompt: Text | None = None
+    # where encoded latents and text embeddings are kept (None: <out>/input-cache); a sweep shares one
+    cache_dir: PathText | None = None
     # sd-scripts backend
     sd_scripts_repo: PathText | None = None
     sd_scripts_python: PathText | None = None

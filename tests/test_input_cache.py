@@ -1,0 +1,122 @@
+"""Training inputs cached on disk (issue 13): latents and text embeddings are computed once per dataset, model
+and settings, and a repeated, resumed or swept run reads them instead of running the VAE and text encoder.
+
+Tiny random SD1 model (tests/tiny_models.py) and three real photos: these prove the caching logic (keys, reuse,
+invalidation, batching), not image quality.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import tiny_models
+import torch
+from test_train import _settings
+
+from headshot.train import caching
+from headshot.train.base_model_loading import load_base_model
+from headshot.train.dataset import load_training_set
+from headshot.train.engine import LoraTrainer
+from headshot.train.launch import create_job
+
+
+@pytest.fixture(scope="module")
+def sd1_folder(tmp_path_factory):
+    return tiny_models.make_tiny_sd1(tmp_path_factory.mktemp("tiny_sd1_cache"))
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    from headshot.samples import astronaut_shots
+
+    root = tmp_path / "dataset"
+    subset = root / "img" / "10_ohwx woman"
+    subset.mkdir(parents=True)
+    for i, name in enumerate(["astronaut.png", "astronaut_closeup.jpg", "astronaut_mirrored.jpg"]):
+        astronaut_shots()[name].convert("RGB").resize((128, 128)).save(subset / f"{i:02d}.png")
+        (subset / f"{i:02d}.txt").write_text("ohwx woman, smile, orange spacesuit")
+    (root / "report.json").write_text(json.dumps({"trigger": "ohwx", "class": "woman", "photos": []}))
+    return root
+
+
+def _run(settings):
+    trainer = LoraTrainer(settings, create_job(settings))
+    trainer.run()
+    events = [json.loads(line) for line in (trainer.job.path / "events.jsonl").read_text().splitlines()]
+    return trainer, [e.get("message", "") for e in events if e.get("type") == "status"]
+
+
+def _encodes(monkeypatch) -> list:
+    calls: list = []
+    real = caching.encode_latents
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("headshot.train.engine.encode_latents", counting)
+    return calls
+
+
+def test_a_second_run_reads_latents_and_text_embeddings_from_the_cache(sd1_folder, photos, tmp_path, monkeypatch):
+    encodes = _encodes(monkeypatch)
+    cache = tmp_path / "cache"
+    first, _ = _run(_settings(photos, sd1_folder, tmp_path / "a", steps=2, checkpoint_every=2, cache_dir=str(cache)))
+    second, messages = _run(
+        _settings(photos, sd1_folder, tmp_path / "b", steps=2, checkpoint_every=2, cache_dir=str(cache))
+    )
+    assert encodes == [3]  # only the first run ran the VAE
+    assert any("latents of 3 images read from" in m for m in messages)
+    assert any("text embeddings read from" in m for m in messages)
+    for a, b in zip(first.latents, second.latents):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for a, b in zip(first.text_cache, second.text_cache):
+        assert all(torch.equal(x.hidden, y.hidden) for x, y in zip(a, b))
+
+
+def test_the_default_cache_lives_in_the_job_folder_so_a_resume_reuses_it(sd1_folder, photos, tmp_path, monkeypatch):
+    encodes = _encodes(monkeypatch)
+    out = tmp_path / "job"
+    _run(_settings(photos, sd1_folder, out, steps=2, checkpoint_every=2))
+    assert sorted(p.name.split("-")[0] for p in (out / "input-cache").iterdir()) == ["latents", "text"]
+    settings = _settings(photos, sd1_folder, out, steps=4, checkpoint_every=2)
+    trainer = LoraTrainer(settings, create_job(settings, resume=True))
+    trainer.run()
+    assert encodes == [3]
+
+
+def test_a_changed_photo_or_resolution_is_encoded_again(sd1_folder, photos, tmp_path, monkeypatch):
+    encodes = _encodes(monkeypatch)
+    cache = str(tmp_path / "cache")
+    _run(_settings(photos, sd1_folder, tmp_path / "a", steps=1, checkpoint_every=1, cache_dir=cache))
+    _run(_settings(photos, sd1_folder, tmp_path / "b", steps=1, checkpoint_every=1, cache_dir=cache, resolution=64))
+    photo = photos / "img" / "10_ohwx woman" / "01.png"
+    shutil.copy(photos / "img" / "10_ohwx woman" / "02.png", photo)
+    _run(_settings(photos, sd1_folder, tmp_path / "c", steps=1, checkpoint_every=1, cache_dir=cache))
+    assert encodes == [3, 3, 3]
+
+
+def test_a_torn_cache_file_is_recomputed_not_trusted(sd1_folder, photos, tmp_path, monkeypatch):
+    encodes = _encodes(monkeypatch)
+    cache = tmp_path / "cache"
+    _run(_settings(photos, sd1_folder, tmp_path / "a", steps=1, checkpoint_every=1, cache_dir=str(cache)))
+    for path in cache.glob("latents-*.safetensors"):
+        path.write_bytes(path.read_bytes()[:100])
+    _run(_settings(photos, sd1_folder, tmp_path / "b", steps=1, checkpoint_every=1, cache_dir=str(cache)))
+    assert encodes == [3, 3]
+
+
+def test_batched_encoding_gives_the_latents_of_one_picture_at_a_time(sd1_folder, photos, monkeypatch):
+    base = load_base_model(sd1_folder)
+    images = load_training_set(photos).images
+    args = (base.vae, images, 64, True, torch.device("cpu"), torch.float32, 7)
+    monkeypatch.setattr(caching, "ENCODE_PIXELS", 1)  # one picture (and its mirror) per VAE call
+    one_at_a_time = caching.encode_latents(*args)
+    monkeypatch.setattr(caching, "ENCODE_PIXELS", 10**9)  # all at once
+    batched = caching.encode_latents(*args)
+    assert [len(v) for v in batched] == [2, 2, 2]
+    for a, b in zip(one_at_a_time, batched):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
