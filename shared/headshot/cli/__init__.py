@@ -11,8 +11,10 @@ from .evaluate import add_evaluate_command
 from .generate import _add_finishing_options, _add_generate_options, _finish, _generate, _styles
 from .prepare import _add_prepare_options, _demo, _prepare
 from .report import add_report_command
+from .serve import add_serve_commands
 from .sweep import add_sweep_command
 from .train import _add_train_options, _train
+from .user import add_user_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_command(sub)
     add_report_command(sub)
     add_sweep_command(sub)
+    add_serve_commands(sub)
+    add_user_command(sub)
     return parser
 
 
