@@ -203,7 +203,8 @@ class TrainingSession:
                     step, total = int(event["step"]), int(event["total"])
                     first = first or (time.time(), step)
                     done = step - first[1]
-                    eta = (time.time() - first[0]) / done * (total - step) if done > 0 else None
+                    # the worker's own estimate until this session has seen two steps of its own
+                    eta = (time.time() - first[0]) / done * (total - step) if done > 0 else event.get("eta_s")
                     self.progress = Progress(
                         "running", "training", step, total, eta, run.job.path, samples=self._samples(run.job.path)
                     )

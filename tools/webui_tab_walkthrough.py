@@ -18,11 +18,23 @@ from pathlib import Path
 TAB = "#tab_headshot_studio"
 
 
-def field(root, label: str):
-    """The input of the gradio component labelled `label` (Textbox, Number, Slider's number box, Dropdown).
+def tab(root, name: str):
+    """A tab's button (role "button" in gradio 3, "tab" in gradio 4): the tab strip comes before the panels."""
+    return root.locator(f"button:text-is('{name}')").first
 
-    The innermost `.block` holding the label is the component (a Slider's label does not wrap its input)."""
-    block = root.locator(".block", has=root.page.locator("label", has_text=label)).last
+
+def panel(root):
+    """The sub-tab on show: labels like "Status" repeat across sub-tabs."""
+    return root.locator("div.tabitem:visible").first
+
+
+def field(root, label: str):
+    """The input of the gradio component labelled `label` (Textbox, Number, Slider's number box, Dropdown) in
+    the sub-tab on show. The innermost `.block` holding the label is the component (a Slider's label does not
+    wrap its input)."""
+    # gradio 3 puts the name in a <label>; gradio 4's Dropdown in a <span data-testid="block-info">
+    name = root.page.locator("label, span[data-testid=block-info]", has_text=label)
+    block = panel(root).locator(".block", has=name).last
     return block.locator("textarea, input[type=number], input[type=text], input:not([type])").first
 
 
@@ -64,6 +76,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=2)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--sample-steps", type=int, default=4)
+    parser.add_argument("--finish-folder", help="Finish this folder (default: the last results)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds for each long step")
     args = parser.parse_args()
@@ -80,10 +93,10 @@ def main() -> int:
         browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(args.url, timeout=120_000)
-        page.get_by_role("button", name="Headshot Studio").click()
+        tab(page, "Headshot Studio").click()
         root = page.locator(TAB)
 
-        root.get_by_role("button", name="Photos → dataset").click()
+        tab(root, "Photos → dataset").click()
         field(root, "…or a folder of photos").fill(args.photos)
         field(root, "Dataset name").fill(args.dataset)
         field(root, "Crop size").fill(str(args.resolution))
@@ -93,7 +106,7 @@ def main() -> int:
         time.sleep(2)
         shot(page, "photos")
 
-        root.get_by_role("button", name="Train", exact=True).click()
+        tab(root, "Train").click()
         choose(page, root, "Base model")
         field(root, "LoRA name").fill(args.lora)
         root.get_by_text("Advanced options").click()
@@ -110,27 +123,28 @@ def main() -> int:
         if not done.startswith("done:"):
             return 1
 
-        root.get_by_role("button", name="Generate", exact=True).first.click()
+        tab(root, "Generate").click()
         root.get_by_role("button", name="Refresh LoRA list").click()
         time.sleep(2)
         field(root, "Count").fill(str(args.count))
         field(root, "Width (0: the style's)").fill(str(args.size))
         field(root, "Height (0: the style's)").fill(str(args.size))
         field(root, "Sampling steps (0: the style's)").fill(str(args.sample_steps))
-        root.get_by_role("button", name="Generate", exact=True).last.click()
+        panel(root).get_by_role("button", name="Generate", exact=True).click()
         status = wait_for(root, "Status", ("pictures in",), args.timeout, page, args.out / f"{args.prefix}-failed.png")
         print(status, flush=True)
         time.sleep(3)
         shot(page, "generate")
 
-        root.get_by_role("button", name="Finish", exact=True).first.click()
-        root.get_by_role("button", name="Finish", exact=True).last.click()
-        finished = root.locator("label", has_text="Status").last.locator("textarea")
-        deadline = time.monotonic() + args.timeout
-        while "pictures in" not in finished.input_value() and time.monotonic() < deadline:
-            time.sleep(1)
-        print(finished.input_value(), flush=True)
-        time.sleep(2)
+        tab(root, "Finish").click()
+        if args.finish_folder:
+            field(root, "…or a folder of pictures").fill(args.finish_folder)
+            panel(root).locator("label", has_text="The last results").locator("input").uncheck()
+        panel(root).get_by_role("button", name="Finish", exact=True).click()
+        failed = args.out / f"{args.prefix}-failed.png"
+        finished = wait_for(root, "Status", ("pictures in",), args.timeout, page, failed)
+        print(finished, flush=True)
+        time.sleep(3)
         shot(page, "finish")
         browser.close()
     return 0
