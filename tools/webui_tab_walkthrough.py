@@ -63,6 +63,22 @@ def choose(page, root, label: str, option: str | None = None) -> None:
     (options.filter(has_text=option).first if option else options.first).click()
 
 
+def finish(args, page, root, shot) -> int:
+    tab(root, "Finish").click()
+    if args.finish_folder:
+        field(root, "…or a folder of pictures").fill(args.finish_folder)
+        panel(root).locator("label", has_text="The last results").locator("input").uncheck()
+    if args.detailer:
+        panel(root).locator("label", has_text="Face detailer").locator("input").check()
+    panel(root).get_by_role("button", name="Finish", exact=True).click()
+    failed = args.out / f"{args.prefix}-failed.png"
+    finished = wait_for(root, "Status", ("pictures in",), args.timeout, page, failed)
+    print(finished, flush=True)
+    time.sleep(3)
+    shot(page, "finish")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:7861")
@@ -77,6 +93,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--sample-steps", type=int, default=4)
     parser.add_argument("--finish-folder", help="Finish this folder (default: the last results)")
+    parser.add_argument("--detailer", action="store_true", help="Finish with the face detailer (img2img inpainting)")
+    parser.add_argument("--only-finish", action="store_true", help="skip prepare, train and generate")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds for each long step")
     args = parser.parse_args()
@@ -96,6 +114,8 @@ def main() -> int:
         tab(page, "Headshot Studio").click()
         root = page.locator(TAB)
 
+        if args.only_finish:
+            return finish(args, page, root, shot)
         tab(root, "Photos → dataset").click()
         field(root, "…or a folder of photos").fill(args.photos)
         field(root, "Dataset name").fill(args.dataset)
@@ -136,16 +156,7 @@ def main() -> int:
         time.sleep(3)
         shot(page, "generate")
 
-        tab(root, "Finish").click()
-        if args.finish_folder:
-            field(root, "…or a folder of pictures").fill(args.finish_folder)
-            panel(root).locator("label", has_text="The last results").locator("input").uncheck()
-        panel(root).get_by_role("button", name="Finish", exact=True).click()
-        failed = args.out / f"{args.prefix}-failed.png"
-        finished = wait_for(root, "Status", ("pictures in",), args.timeout, page, failed)
-        print(finished, flush=True)
-        time.sleep(3)
-        shot(page, "finish")
+        finish(args, page, root, shot)
         browser.close()
     return 0
 
