@@ -223,10 +223,15 @@ def _generate(args) -> int:
         loras=args.lora,
     )
     with FolderLock(args.out, "output folder"):
-        finishing = _finishing(args, None)
-        # the reference photo is screened before the base model loads: a refused photo fails in seconds
-        identity = _identity(args, finishing.analyzer) if one_photo else None
-        sampler = finishing.sampler = _sampler(args, controlnet)
+        identity = None
+        if one_photo:
+            finishing = _finishing(args, None)
+            # the reference photo is screened before the base model loads: a refused photo fails in seconds
+            identity = _identity(args, finishing.analyzer)
+            sampler = finishing.sampler = _sampler(args, controlnet)
+        else:  # the sampler's checks (a LoRA of another family) come before any model loads
+            sampler = _sampler(args, controlnet)
+            finishing = _finishing(args, sampler)
         settings = GenerateSettings(
             style=args.style,
             count=args.count,
