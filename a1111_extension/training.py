@@ -21,6 +21,7 @@ from . import host
 
 PRESETS = ["fast", "balanced", "quality"]
 POLL = 0.5
+BAR_WIDTH = 30
 TRAINER_ENV = "trainer-env"  # under models/headshot/: the overlay venv trainer_env builds when the WebUI can't train
 
 
@@ -138,7 +139,9 @@ class Progress:
     def text(self) -> str:
         lines = [f"{self.state}: {self.message}".rstrip(": ")]
         if self.total:
-            lines.append(f"step {self.step} of {self.total} ({100 * self.step // self.total}%)")
+            filled = BAR_WIDTH * self.step // self.total  # a bar in text: the same in gradio 3 and 4
+            bar = "█" * filled + "░" * (BAR_WIDTH - filled)
+            lines.append(f"{bar} step {self.step} of {self.total} ({100 * self.step // self.total}%)")
         if self.eta_s is not None and self.state == "running":
             lines.append(f"about {int(self.eta_s // 60)} min {int(self.eta_s % 60)} s left")
         if self.job_dir is not None:

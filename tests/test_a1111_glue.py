@@ -288,3 +288,11 @@ def test_captions_edited_in_the_tab_are_saved_and_must_keep_the_trigger(tmp_path
     assert err.value.code == "invalid_trigger" and (subset / "0001.txt").read_text().startswith("ohwx")
     with pytest.raises(HeadshotError):
         save_captions(tmp_path / "ds", [["../0001.png", "ohwx"]])
+
+
+def test_training_progress_shows_a_bar_the_step_and_the_time_left():
+    from a1111_extension.training import BAR_WIDTH, Progress
+
+    text = Progress("running", "training", step=3, total=10, eta_s=125.0).text().splitlines()
+    assert text[1] == "█" * (BAR_WIDTH * 3 // 10) + "░" * (BAR_WIDTH - BAR_WIDTH * 3 // 10) + " step 3 of 10 (30%)"
+    assert text[2] == "about 2 min 5 s left"
