@@ -64,12 +64,10 @@ def finishing(lora: Path | None, backend: str, restore: str, fidelity: float, sa
     """The core's Finishing: analyzer, identity from the LoRA's .identity.json, restorer, detailer."""
     from headshot.finish.detail_and_restore import Finishing
     from headshot.finish.detailer import DetailerSettings
-    from headshot.finish.ranking import load_identity
+    from headshot.finish.ranking import identity_beside
 
     analyzer = face_analyzer(backend)
-    identity = None
-    if lora is not None and lora.with_suffix(".identity.json").is_file():
-        identity = load_identity(lora.with_suffix(".identity.json"), analyzer)
+    identity = identity_beside(lora, analyzer) if lora is not None else None
     restorer = None
     if restore and restore != "none":
         from headshot.finish.restore import find_restore_model, load_restore_model

@@ -43,10 +43,11 @@ def add_evaluate_command(sub) -> None:
 def _evaluate(args) -> int:
     from ..evaluate.clip_model import ClipScorer, find_clip_model
     from ..evaluate.evaluation import evaluate_pictures, write_evaluation
-    from ..evaluate.identity_source import identity_file_of, recorded_backend
+    from ..evaluate.identity_source import recorded_backend
     from ..evaluate.picture_inputs import pictures_to_evaluate
     from ..evaluate.reference_faces import load_reference
     from ..faces import FACE_BACKENDS, load_face_analyzer
+    from ..finish.ranking import identity_file_of
     from ..outputs import FolderLock, check_writable
 
     # every option is checked before a model loads

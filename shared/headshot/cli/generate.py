@@ -110,7 +110,7 @@ def _finishing(args, sampler):
     from ..faces import load_face_analyzer
     from ..finish.detail_and_restore import Finishing
     from ..finish.detailer import DetailerSettings
-    from ..finish.ranking import identity_from_photos, load_identity
+    from ..finish.ranking import identity_beside, identity_from_photos, load_identity
 
     analyzer = load_face_analyzer(args.face_backend, args.face_models)
     identity = None
@@ -118,8 +118,8 @@ def _finishing(args, sampler):
         identity = load_identity(args.identity, analyzer)
     elif args.reference:
         identity = identity_from_photos(args.reference, analyzer)
-    elif args.lora and Path(args.lora[0]).with_suffix(".identity.json").exists():
-        identity = load_identity(Path(args.lora[0]).with_suffix(".identity.json"), analyzer)
+    elif args.lora:
+        identity = identity_beside(args.lora[0], analyzer)
     restorer = None
     if args.restore:
         from ..finish.restore import find_restore_model, load_restore_model

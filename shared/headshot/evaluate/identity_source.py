@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from PIL import Image
 
 from ..faces import FaceAnalyzer, face_backend_choices
-from ..finish.ranking import Identity, identity_from_images, identity_from_photos, load_identity
+from ..finish.ranking import Identity, identity_file_of, identity_from_images, identity_from_photos, load_identity
 
 REFERENCE_IMAGES = "reference images"
 
@@ -34,10 +34,6 @@ class ResolvedIdentity:
     analyzer: FaceAnalyzer
     identity: Identity | None  # None: no source given (faces are found, not scored)
     source: str | None  # where the identity came from, for reports
-
-
-def identity_file_of(lora_file: str | Path) -> Path:
-    return Path(lora_file).with_suffix(".identity.json")
 
 
 def recorded_backend(identity_file: str | Path) -> str | None:

@@ -18,9 +18,9 @@ from ..errors import HeadshotError
 from ..faces import FaceAnalyzer
 from ..faces.framing import find_upright
 from ..faces.subject import pick_subject
-from ..finish.ranking import load_identity
+from ..finish.ranking import identity_file_of, load_identity
 from ..photos import display_name, list_photos, read_photo
-from .identity_source import identity_file_of, recorded_backend
+from .identity_source import recorded_backend
 
 
 @dataclass

@@ -30,6 +30,17 @@ class Likeness:
     score: float | None  # 1 = identical, 0.5 = at the same-person threshold, 0 = far away
 
 
+def identity_file_of(lora: str | Path) -> Path:
+    """Where `headshot train` saves a LoRA's identity reference: beside it, as <name>.identity.json."""
+    return Path(lora).with_suffix(".identity.json")
+
+
+def identity_beside(lora: str | Path, analyzer) -> Identity | None:
+    """The identity reference saved beside `lora`, or None when it has none (pictures are then not scored)."""
+    path = identity_file_of(lora)
+    return load_identity(path, analyzer) if path.is_file() else None
+
+
 def load_identity(path: str | Path, analyzer) -> Identity:
     """The reference `headshot train` saved beside the LoRA (<name>.identity.json)."""
     path = Path(path)

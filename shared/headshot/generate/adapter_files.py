@@ -8,11 +8,11 @@ name, the family's usual FaceID files are tried, Plus v2 first.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..errors import HeadshotError
+from .controlnet_files import host_model_dirs
 
 ADAPTER_SUFFIXES = (".safetensors", ".bin")
 HOST_FOLDERS = (("COMFYUI_PATH", "models/ipadapter"), ("A1111_PATH", "models/ControlNet"))
@@ -26,13 +26,7 @@ DEFAULT_ADAPTERS = {
 def adapter_dirs(
     extra: Iterable[str | Path] = (), environ: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> list[Path]:
-    """The folders searched, in order: `extra`, the hosts' folders from the environment, then under `cwd`."""
-    environ = os.environ if environ is None else environ
-    cwd = Path.cwd() if cwd is None else cwd
-    dirs = [Path(d).expanduser() for d in extra]
-    dirs += [Path(environ[var]).expanduser() / sub for var, sub in HOST_FOLDERS if environ.get(var)]
-    dirs += [cwd / sub for _, sub in HOST_FOLDERS]
-    return list(dict.fromkeys(dirs))
+    return host_model_dirs(HOST_FOLDERS, extra, environ, cwd)
 
 
 def find_adapter(name_or_path: str | Path | None, dirs: Iterable[str | Path], family: str) -> Path:

@@ -19,20 +19,27 @@ CONTROLNET_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".bin")
 HOST_FOLDERS = (("COMFYUI_PATH", "models/controlnet"), ("A1111_PATH", "models/ControlNet"))
 
 
+def host_model_dirs(
+    host_folders: Iterable[tuple[str, str]],
+    extra: Iterable[str | Path] = (),
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> list[Path]:
+    """The folders searched for a model kind, in order: `extra`, each host's folder under the root its environment
+    variable names, then the same folders under `cwd` (running from a host's root); each once."""
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    host_folders = list(host_folders)
+    dirs = [Path(d).expanduser() for d in extra]
+    dirs += [Path(environ[var]).expanduser() / sub for var, sub in host_folders if environ.get(var)]
+    dirs += [cwd / sub for _, sub in host_folders]
+    return list(dict.fromkeys(dirs))
+
+
 def controlnet_dirs(
     extra: Iterable[str | Path] = (), environ: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> list[Path]:
-    """The folders searched, in order: `extra`, the hosts' folders from the environment, then under `cwd`."""
-    environ = os.environ if environ is None else environ
-    cwd = Path.cwd() if cwd is None else cwd
-    dirs = [Path(d).expanduser() for d in extra]
-    dirs += [Path(environ[var]).expanduser() / sub for var, sub in HOST_FOLDERS if environ.get(var)]
-    dirs += [cwd / sub for _, sub in HOST_FOLDERS]
-    unique: list[Path] = []
-    for d in dirs:
-        if d not in unique:
-            unique.append(d)
-    return unique
+    return host_model_dirs(HOST_FOLDERS, extra, environ, cwd)
 
 
 def _is_controlnet(path: Path) -> bool:

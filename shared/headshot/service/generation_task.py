@@ -50,7 +50,7 @@ def _restorer(config: ServiceConfig):
 
 def generate_pictures(config: ServiceConfig, store: Store, job: Job, beat: Heartbeat) -> dict:
     from ..finish.detail_and_restore import Finishing
-    from ..finish.ranking import load_identity
+    from ..finish.ranking import identity_beside
     from ..photoshoot import GenerateSettings, generate
 
     model = store.model(job.model_id)
@@ -64,10 +64,9 @@ def generate_pictures(config: ServiceConfig, store: Store, job: Job, beat: Heart
     if sampler.loaded_loras != [str(lora)]:  # another person's LoRA: unhook it, so only one stays in memory
         sampler.unload_loras()
     analyzer = _analyzer(config)
-    identity_file = lora.with_suffix(".identity.json")
     finishing = Finishing(
         analyzer=analyzer,
-        identity=load_identity(identity_file, analyzer) if identity_file.is_file() else None,
+        identity=identity_beside(lora, analyzer),
         sampler=sampler,
         restorer=_restorer(config),
     )

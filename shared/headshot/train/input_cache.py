@@ -67,15 +67,12 @@ class InputCache:
         path = self._path(key)
         if path is None or not path.is_file():
             return None
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError, safe_open
 
-        try:
-            from safetensors import safe_open
-
+        try:  # one open: the layout is in the header, the tensors after it
             with safe_open(str(path), framework="pt") as f:
                 layout = json.loads((f.metadata() or {}).get("layout", "null"))
-            tensors = load_file(str(path))
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
         except (OSError, ValueError, SafetensorError):
             return None  # a torn or foreign file: computing again is always safe
         if not isinstance(layout, dict):
