@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -18,8 +19,11 @@ from headshot.outputs import (
     FolderLock,
     OutputManifest,
     atomic_save,
+    atomic_write_bytes,
     atomic_write_json,
+    atomic_write_text,
     check_writable,
+    pid_alive,
     safe_name,
 )
 
@@ -138,3 +142,26 @@ def test_manifest_lets_a_rerun_replace_only_its_own_files(tmp_path):
     assert again.owns(tmp_path / "img" / "01.png")
     assert again.claim(tmp_path / "img" / "01.png") == tmp_path / "img" / "01.png"
     assert os.path.basename(again.path) == ".headshot-manifest.json"
+
+
+def test_atomic_files_get_the_mode_of_any_new_file(tmp_path):
+    # mkstemp alone makes 0600: a LoRA in models/Lora would then be unreadable to the WebUI's other users
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_pid_alive_tells_a_running_process_from_an_ended_one():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert pid_alive(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not pid_alive(proc.pid)
+
+
+def test_private_atomic_files_are_readable_by_their_owner_only(tmp_path):
+    written = atomic_write_bytes(tmp_path / "photo-01.jpg", b"x", private=True)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600

@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 
 MAX_NAME_LENGTH = 100
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # read once at import: os.umask can only be read by setting it
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes 0600 files; a LoRA or picture we write should get the mode any other new file gets
+FILE_MODE = 0o666 & ~_current_umask()
 _FORBIDDEN = set('/\\:*?"<>|')
 
 
@@ -66,10 +76,11 @@ def _disk_error(path: Path, exc: OSError) -> HeadshotError:
     return HeadshotError(f"cannot write {path}: {exc.strerror or exc}", "write_failed")
 
 
-def atomic_save(path: str | Path, write: Callable[[Path], object]) -> Path:
+def atomic_save(path: str | Path, write: Callable[[Path], object], private: bool = False) -> Path:
     """Call `write(tmp)` to write a temporary file beside `path`, then rename it over `path`.
 
     On any failure the temporary file is removed and whatever `path` held before is unchanged.
+    `private` keeps the file readable by its owner only (a service's uploaded photos).
     """
     path = Path(path)
     try:
@@ -83,6 +94,7 @@ def atomic_save(path: str | Path, write: Callable[[Path], object]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o600 if private else FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -93,8 +105,8 @@ def atomic_save(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    return atomic_save(path, lambda tmp: tmp.write_bytes(data))
+def atomic_write_bytes(path: str | Path, data: bytes, private: bool = False) -> Path:
+    return atomic_save(path, lambda tmp: tmp.write_bytes(data), private=private)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -183,6 +195,8 @@ class FolderLock:
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
+    if sys.platform == "win32":
+        return _windows_pid_alive(int(pid))
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -190,6 +204,23 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    # os.kill(pid, 0) on Windows terminates the process: ask for its exit code instead
+    import ctypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.get_last_error() == 5  # access denied: it exists, under another user
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 class OutputManifest:

@@ -73,7 +73,7 @@ def submit_training(config: ServiceConfig, store: Store, user_id: str, body: Tra
     model_id, job_id = new_id("mdl"), new_id("job")
     uploads = config.folder(UPLOADS, model_id)
     for number, (data, extension) in enumerate(photos, 1):
-        atomic_write_bytes(uploads / f"photo-{number:02d}{extension}", data)
+        atomic_write_bytes(uploads / f"photo-{number:02d}{extension}", data, private=True)
     steps = planned_steps_for(options, len(photos))
     model = Model(
         id=model_id,
