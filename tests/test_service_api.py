@@ -28,7 +28,13 @@ def selfies():
 
 
 def _service(tmp_path, **limits):
-    config = ServiceConfig(data_dir=tmp_path, base_model=str(tmp_path), face_backend="dlib", limits=Limits(**limits))
+    config = ServiceConfig(
+        data_dir=tmp_path,
+        base_model=str(tmp_path),
+        face_backend="dlib",
+        limits=Limits(**limits),
+        private_webhooks=True,  # the test's webhook receiver listens on 127.0.0.1
+    )
     store = Store(config.database)
     queue = JobQueue(config, store)
     keys = {name: add_user(store, name) for name in ("alice", "bob")}

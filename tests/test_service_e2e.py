@@ -31,7 +31,12 @@ def tiny_sd1(tmp_path_factory):
 
 def test_train_then_generate_then_erase_through_a_real_worker(tiny_sd1, tmp_path):
     config = ServiceConfig(
-        data_dir=tmp_path / "data", base_model=str(tiny_sd1), device="cpu", face_backend="dlib", validation_images=0
+        data_dir=tmp_path / "data",
+        base_model=str(tiny_sd1),
+        device="cpu",
+        face_backend="dlib",
+        validation_images=0,
+        private_webhooks=True,  # the receiver listens on 127.0.0.1
     )
     config.data_dir.mkdir()
     store = Store(config.database)

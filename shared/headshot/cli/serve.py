@@ -33,6 +33,11 @@ def _add_service_options(p: argparse.ArgumentParser, needs_model: bool = True) -
     p.add_argument("--max-images", type=int, default=100, help="most pictures per generation job (default 100)")
     p.add_argument("--max-jobs", type=int, default=2, help="a user's jobs queued or running at once (default 2)")
     p.add_argument("--daily-jobs", type=int, default=50, help="jobs a user may start in 24 hours (default 50)")
+    p.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        help="let webhooks call loopback and private-network addresses (default: public addresses only)",
+    )
 
 
 def service_config(args: argparse.Namespace, needs_model: bool = True):
@@ -54,6 +59,7 @@ def service_config(args: argparse.Namespace, needs_model: bool = True):
         limits=limits,
         max_attempts=args.max_attempts,
         checkpoint_every=args.checkpoint_every,
+        private_webhooks=args.allow_private_webhooks,
         device=args.device,
         face_backend=args.face_backend,
         face_model_dirs=tuple(args.face_models),

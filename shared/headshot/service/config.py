@@ -50,6 +50,7 @@ class ServiceConfig:
     checkpoint_every: int | None = None
     immediate: bool = False  # run tasks inside the API process (tests of the API alone)
     public_url: str = ""  # prefix of the URLs in responses (empty: relative to this server)
+    private_webhooks: bool = False  # let webhooks call loopback / private addresses (a trusted network)
 
     @property
     def database(self) -> str:

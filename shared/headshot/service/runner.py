@@ -115,7 +115,9 @@ def notify(config: ServiceConfig, store: Store, job_id: str) -> None:
         return
     with store.session() as s:
         user = s.get(User, job.user_id)
-    if user is not None and not deliver(job.webhook_url, user.webhook_secret, job_view(store, config, job)):
+    if user is not None and not deliver(
+        job.webhook_url, user.webhook_secret, job_view(store, config, job), allow_private=config.private_webhooks
+    ):
         log.warning("webhook %s for job %s was not answered with 2xx", job.webhook_url, job_id)
 
 

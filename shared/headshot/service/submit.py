@@ -65,7 +65,7 @@ def submit_training(config: ServiceConfig, store: Store, user_id: str, body: Tra
         return earlier, estimated_time(store, config, earlier.total or 0), False
     check_plain_name(body.instance_name, "instance_name")
     check_plain_name(body.class_type, "class_type")
-    check_webhook_url(body.webhook_url)
+    check_webhook_url(body.webhook_url, config.private_webhooks)
     if options.get("steps") and options["steps"] > config.limits.max_steps:
         raise ServiceError(f"training.steps {options['steps']}: at most {config.limits.max_steps}", "bad_option")
     check_share(store, user_id, config.limits)
@@ -129,7 +129,7 @@ def submit_generation(config: ServiceConfig, store: Store, user_id: str, body: G
         get_style(body.style_template, [*config.style_dirs])
     except HeadshotError as exc:
         raise ServiceError(f"{exc} (GET /v1/styles lists them)", exc.code) from None
-    check_webhook_url(body.webhook_url)
+    check_webhook_url(body.webhook_url, config.private_webhooks)
     check_share(store, user_id, limits)
     job = Job(
         id=new_id("job"),
