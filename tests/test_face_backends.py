@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import headshot.faces as faces
 from headshot.errors import BackendUnavailable, HeadshotError
@@ -84,3 +85,28 @@ def test_the_cli_offers_every_registered_backend(monkeypatch):
     monkeypatch.setitem(FACE_BACKENDS, "blind", blind_backend([]))
     args = build_parser().parse_args(["prepare", "photos", "--out", "out", "--face-backend", "blind"])
     assert args.face_backend == "blind"
+
+
+def _two_people(astronaut_img, second_share: float) -> np.ndarray:
+    """The astronaut (face ~91 px) beside a smaller copy of herself: a rival when second_share >= 0.6."""
+    small = astronaut_img.resize((round(512 * second_share),) * 2)
+    canvas = Image.new("RGB", (512 + small.width, 512), "grey")
+    canvas.paste(astronaut_img, (0, 0))
+    canvas.paste(small, (512, 0))
+    return np.asarray(canvas)
+
+
+@pytest.mark.parametrize("second_share", [0.75, 0.45])
+def test_dlib_finds_a_rival_face_narrower_than_its_window_as_the_upsampled_search_does(astronaut_img, second_share):
+    """The first search runs without upsampling (4x cheaper); a second face of 68 px (under dlib's 80 px window)
+    beside a 91 px face must still be found, since it rivals it; a 41 px one may be left out (no rival)."""
+    from headshot.faces.subject import pick_subject
+
+    analyzer = DlibFaceAnalyzer()
+    rgb = _two_people(astronaut_img, second_share)
+    upsampled = analyzer._detect(rgb, 1)  # the plain upsampled search, the behaviour to keep
+    _, rivals_then = pick_subject(upsampled)
+    found = analyzer.detect(rgb)
+    subject, rivals = pick_subject(found)
+    assert rivals == rivals_then == (1 if second_share >= 0.6 else 0)
+    assert subject is not None and abs(subject.center[0] - pick_subject(upsampled)[0].center[0]) < 8

@@ -159,8 +159,9 @@ def read_photo(path: str | Path, draft_side: int | None = None) -> Photo:
         ) from None
     exif_orientation = img.getexif().get(0x0112, 1)
     scale = full_width / img.width  # before the EXIF turn, so width matches width
-    try:
-        img = ImageOps.exif_transpose(img)
+    try:  # only when there is a turn to make: exif_transpose copies the whole image even for none
+        if exif_orientation in range(2, 9):
+            img = ImageOps.exif_transpose(img)
     except Exception:  # a malformed EXIF block: keep the pixels as stored
         exif_orientation = 1
     rotated = exif_orientation not in (1, None)

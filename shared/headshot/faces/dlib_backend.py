@@ -12,9 +12,12 @@ import numpy as np
 
 from ..errors import BackendUnavailable
 from .base import Face
+from .subject import RIVAL_WIDTH_SHARE
 
 # Below this HOG score a detection is usually a hand, a collar or a pattern, not a face.
 MIN_DETECTION_SCORE = 0.05
+# dlib's HOG window: without upsampling, smaller faces are not found
+HOG_WINDOW_PX = 80
 
 
 def _model_files_folder() -> Path:
@@ -49,12 +52,45 @@ class DlibFaceAnalyzer:
         self.upsample = upsample
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces, largest first: every face that could rival the largest (pick_subject), and with no face
+        that large every face down to the HOG window over 2**upsample.
+
+        Upsampling costs 4x per level, so the image is first searched as it is. When the largest face
+        found is so small that a rival (RIVAL_WIDTH_SHARE of its width) could be narrower than the HOG
+        window, the image is searched again enlarged just enough to see such a rival; when nothing is
+        found, upsampled as configured.
+        """
         rgb = np.ascontiguousarray(rgb)
-        rects, scores, _ = self._detector.run(rgb, self.upsample, 0.0)
+        if self.upsample <= 0:
+            return self._detect(rgb, 0)
+        faces = self._detect(rgb, 0)
+        if not faces:
+            return self._detect(rgb, self.upsample)
+        smallest_rival = faces[0].width * RIVAL_WIDTH_SHARE
+        if smallest_rival >= HOG_WINDOW_PX:
+            return faces
+        enlarged = self._detect(rgb, 0, enlarge=min(HOG_WINDOW_PX / smallest_rival, 2.0**self.upsample))
+        # a face the first pass found stays (a blurred face can drop below the score when enlarged)
+        more = [f for f in enlarged if not any(_overlap(f, g) > 0.3 for g in faces)]
+        return sorted(faces + more, key=lambda f: f.width * f.height, reverse=True)
+
+    def _detect(self, rgb: np.ndarray, upsample: int, enlarge: float = 1.0) -> list[Face]:
+        """Detections on `rgb` (enlarged by `enlarge` for the search only), landmarks on `rgb` itself."""
+        searched = rgb
+        if enlarge != 1.0:
+            from PIL import Image
+
+            size = (round(rgb.shape[1] * enlarge), round(rgb.shape[0] * enlarge))
+            searched = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        rects, scores, _ = self._detector.run(searched, upsample, 0.0)
         faces = []
         for rect, score in zip(rects, scores):
             if score < MIN_DETECTION_SCORE:
                 continue
+            if enlarge != 1.0:
+                rect = self._dlib.rectangle(
+                    *(int(round(v / enlarge)) for v in (rect.left(), rect.top(), rect.right(), rect.bottom()))
+                )
             shape = self._landmarks(rgb, rect)
             pts = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
             # 5-point model: 0,1 = corners of the eye on the image's right; 2,3 = the left one; 4 = nose
@@ -75,6 +111,15 @@ class DlibFaceAnalyzer:
 
     def estimate_class(self, rgb: np.ndarray, face: Face) -> str | None:
         return None  # dlib ships no gender model
+
+
+def _overlap(a: Face, b: Face) -> float:
+    """Intersection over union of two face boxes."""
+    x0, y0 = max(a.box[0], b.box[0]), max(a.box[1], b.box[1])
+    x1, y1 = min(a.box[2], b.box[2]), min(a.box[3], b.box[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = a.width * a.height + b.width * b.height - inter
+    return inter / union if union > 0 else 0.0
 
 
 def open_analyzer(model_dirs, required: bool) -> DlibFaceAnalyzer:
