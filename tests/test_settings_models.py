@@ -78,7 +78,11 @@ def test_settings_round_trip_through_a_job_record(tmp_path):
 def test_every_train_option_is_a_settings_field_and_builds_settings_as_given(tmp_path):
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]
-    dests = {a.dest for a in train._actions} - {"help", "resume", "run"}
+    # --resume and --single-photo are modes, not settings; --single-photo's dataset words are prepare's settings
+    dests = {a.dest for a in train._actions} - {"help", "resume", "run", "single_photo"}
+    for_the_dataset = {"trigger", "class_word"}
+    assert for_the_dataset <= set(PrepareSettings.field_names())
+    dests -= for_the_dataset
     assert dests <= set(TrainSettings.field_names()), dests - set(TrainSettings.field_names())
     args = parser.parse_args(
         [
@@ -119,7 +123,7 @@ def test_every_prepare_option_is_a_settings_field(tmp_path):
 
     parser = build_parser()
     prepare = parser._subparsers._group_actions[0].choices["prepare"]
-    dests = {a.dest for a in prepare._actions} - {"help", "run", "input_dir", "out"}
+    dests = {a.dest for a in prepare._actions} - {"help", "run", "input_dir", "out", "single_photo"}  # a mode
     assert dests <= set(PrepareSettings.field_names()), dests - set(PrepareSettings.field_names())
     args = parser.parse_args(
         [

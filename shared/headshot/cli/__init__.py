@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import HeadshotError
 from .evaluate import add_evaluate_command
 from .generate import _add_finishing_options, _add_generate_options, _finish, _generate, _styles
-from .prepare import _add_prepare_options, _demo, _prepare
+from .prepare import _add_prepare_options, _demo, _prepare, add_single_photo_option
 from .report import add_report_command
 from .serve import add_serve_commands
 from .sweep import add_sweep_command
@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     prepare = sub.add_parser("prepare", help="screen, frame and caption selfies into a kohya dataset")
-    prepare.add_argument("input_dir", type=Path, help="folder of 3–20 photos of one person")
+    prepare.add_argument(
+        "input_dir", type=Path, help="folder of 3–20 photos of one person (or one with --single-photo)"
+    )
+    add_single_photo_option(prepare)
     _add_prepare_options(prepare)
     prepare.set_defaults(run=_prepare)
     demo = sub.add_parser(

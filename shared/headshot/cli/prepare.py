@@ -59,6 +59,15 @@ def _add_prepare_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_single_photo_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--single-photo",
+        action="store_true",
+        help="INPUT is one photo: write a dataset of its framed, mirrored and relit variants "
+        "(for `headshot train --preset single_photo`; weaker than 10 photos)",
+    )
+
+
 def _prepare_settings(args):
     from ..dataset.prepare_settings import PrepareSettings
 
@@ -71,7 +80,12 @@ def _prepare(args) -> int:
     from ..dataset.prepare import prepare_dataset
     from ..dataset.prepare_report import prepare_summary
 
-    result = prepare_dataset(args.input_dir, args.out, _prepare_settings(args), progress=progress_printer())
+    if getattr(args, "single_photo", False):  # `demo` has no such option
+        from ..dataset.single_photo import prepare_single_photo
+
+        result = prepare_single_photo(args.input_dir, args.out, _prepare_settings(args), progress=progress_printer())
+    else:
+        result = prepare_dataset(args.input_dir, args.out, _prepare_settings(args), progress=progress_printer())
     print(prepare_summary(result))
     return 0
 

@@ -20,6 +20,14 @@ def _add_service_options(p: argparse.ArgumentParser, needs_model: bool = True) -
     p.add_argument("--tokenizer", action="append", default=[], metavar="DIR")
     p.add_argument("--styles", action="append", default=[], metavar="DIR", help="your own style folder")
     p.add_argument("--restore", metavar="MODEL", help="a face-restoration model file: restore faces of every picture")
+    p.add_argument(
+        "--adapter",
+        metavar="FILE",
+        help="IP-Adapter FaceID file for one-photo jobs (reference_image): a path or a name in --adapter-dir, "
+        "$COMFYUI_PATH/models/ipadapter or $A1111_PATH/models/ControlNet (default: the family's usual file)",
+    )
+    p.add_argument("--adapter-dir", action="append", default=[], metavar="DIR", help="a folder of FaceID files")
+    p.add_argument("--image-encoder", metavar="DIR", help="CLIP image encoder folder FaceID Plus needs")
     p.add_argument("--max-attempts", type=int, default=3, help="tries before a crashing job is failed (default 3)")
     p.add_argument(
         "--checkpoint-every",
@@ -66,6 +74,9 @@ def service_config(args: argparse.Namespace, needs_model: bool = True):
         tokenizer_dirs=tuple(args.tokenizer),
         style_dirs=tuple(args.styles),
         restore_model=args.restore,
+        adapter=args.adapter,
+        adapter_dirs=tuple(args.adapter_dir),
+        image_encoder=args.image_encoder,
     )
     return check_config(config, needs_model)
 

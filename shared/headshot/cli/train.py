@@ -6,15 +6,31 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import HeadshotError
 from ..faces import face_backend_choices
 from ..train.presets import PRESETS
 from ..train.settings import BACKENDS, MIXED_PRECISIONS, OPTIMIZERS, SCHEDULERS, TrainSettings
+
+#: where `headshot train PHOTO --single-photo` puts the variants it makes, inside the job folder
+SINGLE_PHOTO_DATASET = "dataset"
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     # Each dest is a TrainSettings field, so _train builds the settings from the parsed arguments as they are.
     # Defaults are None ("not given"): TrainSettings' own apply, and --resume can tell what the person changed.
-    p.add_argument("dataset_dir", type=Path, help="what `headshot prepare` wrote (or any kohya train_data_dir)")
+    p.add_argument(
+        "dataset_dir",
+        type=Path,
+        help="what `headshot prepare` wrote (or any kohya train_data_dir); with --single-photo, one photo",
+    )
+    p.add_argument(
+        "--single-photo",
+        action="store_true",
+        help="train from ONE photo: its framed, mirrored and relit variants go to OUT/dataset, and a short preset "
+        "runs (weaker than 10 photos; better than nothing where no identity-adapter file is available)",
+    )
+    p.add_argument("--trigger", help="with --single-photo: the LoRA's trigger word (default ohwx)")
+    p.add_argument("--class", dest="class_word", help="with --single-photo: man, woman, person… (default: detected)")
     p.add_argument(
         "--base-model", required=True, help="a .safetensors/.ckpt checkpoint, a diffusers folder, or a hub id"
     )
@@ -87,6 +103,14 @@ def _train(args) -> int:
 
     from ..train.launch import start_training
 
+    if args.single_photo:
+        args.dataset_dir = _single_photo_dataset(args)
+    elif args.trigger or args.class_word:
+        raise HeadshotError(
+            "--trigger and --class name the words of a dataset made here: give them with --single-photo, or to "
+            "`headshot prepare` (a prepared dataset already holds them)",
+            "bad_option",
+        )
     chosen = chosen_settings(args)
     settings = TrainSettings(**chosen)  # the rest: TrainSettings' defaults
     run = start_training(settings, resume=args.resume, given=set(chosen))
@@ -132,6 +156,36 @@ def _train(args) -> int:
         return 128 + int(stopped_by or signal.SIGINT)
     print(f"error: {record.get('error', 'training failed')} (details: {args.out_dir / 'worker.log'})", file=sys.stderr)
     return 1
+
+
+def _single_photo_dataset(args) -> Path:
+    """OUT/dataset made from the one photo (kept as it is when resuming), and the single_photo preset unless
+    --preset was given. The photo is only read; the dataset never goes beside it."""
+    from ..dataset.prepare_report import prepare_summary
+    from ..dataset.prepare_settings import PrepareSettings
+    from ..dataset.single_photo import check_single_photo, prepare_single_photo
+    from .progress import progress_printer
+
+    photo = check_single_photo(args.dataset_dir)
+    TrainSettings(**{**chosen_settings(args), "dataset_dir": str(photo)})  # a bad option fails before any work
+    if args.preset is None:
+        args.preset = "single_photo"
+    dataset = args.out_dir / SINGLE_PHOTO_DATASET
+    if args.resume and (dataset / "report.json").is_file():
+        return dataset  # the variants it started with: a resume must not change its dataset
+    # the crops need a size prepare makes (a multiple of 64 from 256); training may then scale them down
+    size = args.resolution or 512
+    resolution = min(2048, max(256, -(-size // 64) * 64))
+    settings = PrepareSettings(
+        trigger=args.trigger or "ohwx",
+        class_word=args.class_word,
+        resolution=resolution,
+        face_backend=args.face_backend or "auto",
+        face_model_dirs=args.face_model_dirs or [],
+    )
+    result = prepare_single_photo(photo, dataset, settings, progress=progress_printer())
+    print(prepare_summary(result))
+    return dataset
 
 
 def _print_event(event: dict) -> None:

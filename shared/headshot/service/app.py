@@ -19,7 +19,7 @@ from ..errors import HeadshotError
 from .auth import KeyChecker
 from .config import ServiceConfig
 from .db import Model, Picture, Store
-from .erasure import erase_model
+from .erasure import drop_reference, erase_model
 from .limits import BodyLimit, ServiceError
 from .page import add_page
 from .schemas import (
@@ -151,6 +151,7 @@ def create_app(config: ServiceConfig, store: Store | None = None, queue=None) ->
         job = owned_job(store, user_id, job_id)
         if job.status == "queued":  # never claimed now: the worker skips it
             store.finish(job.id, "cancelled", "cancelled", "cancelled at your request")
+            drop_reference(config, job.id)  # a one-photo job's photo goes with it
         elif job.status == "running":  # the worker stops at its next heartbeat (training saves a checkpoint)
             store.update_job(job.id, cancel_requested=True)
         fresh = owned_job(store, user_id, job_id)

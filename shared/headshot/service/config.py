@@ -51,6 +51,12 @@ class ServiceConfig:
     immediate: bool = False  # run tasks inside the API process (tests of the API alone)
     public_url: str = ""  # prefix of the URLs in responses (empty: relative to this server)
     private_webhooks: bool = False  # let webhooks call loopback / private addresses (a trusted network)
+    # one-photo mode (a reference_image instead of a model_id): the IP-Adapter FaceID file, a path or a name
+    # looked up in adapter_dirs and the hosts' folders (None: the base model family's usual file)
+    adapter: str | None = None
+    adapter_dirs: tuple[str, ...] = ()
+    image_encoder: str | None = None  # the CLIP image encoder folder FaceID Plus needs
+    adapter_weight: float = 0.8
 
     @property
     def database(self) -> str:

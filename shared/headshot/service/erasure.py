@@ -29,6 +29,11 @@ def erase_model(config: ServiceConfig, store: Store, model_id: str) -> dict:
     return {"model_id": model_id, "deleted": True, "files_removed": removed, "jobs_cancelled": len(queued + running)}
 
 
+def drop_reference(config: ServiceConfig, job_id: str) -> int:
+    """A one-photo generation's reference photo (uploads/<job id>/), once its job has ended in any way."""
+    return _remove(config.folder(UPLOADS, job_id), config.data_dir)
+
+
 def _remove(folder: Path, data_dir: Path) -> int:
     """Remove one of our folders under --data; a link is removed as a link, never followed."""
     if folder.is_symlink():

@@ -1,17 +1,22 @@
 """A generation job in a worker: the photoshoot (generate, then finish: detailer, restoration when a model is
 configured, ranking by likeness, faceless pictures set aside) with the person's LoRA over a base model that
-stays loaded in this worker process between jobs; only the LoRA is swapped."""
+stays loaded in this worker process between jobs; only the LoRA is swapped. A one-photo job (reference_image
+instead of model_id) draws with no LoRA: the photo's face through the identity adapter (IP-Adapter FaceID), as
+`headshot generate --reference` does, and the pictures are ranked against that photo."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
 from ..errors import HeadshotError
-from .config import IMAGES, ServiceConfig
+from .config import IMAGES, UPLOADS, ServiceConfig
 from .db import Job, Picture, Store, loads, new_id
 from .runner import Heartbeat, JobCancelled
 
+#: the file name (plus the photo's extension) a one-photo job's reference_image waits under, in uploads/<job id>/
+REFERENCE_NAME = "reference"
 _warm: dict[str, object] = {}  # per worker process: the sampler, face analyzer and restorer, loaded once
 _warm_lock = threading.Lock()
 
@@ -48,28 +53,72 @@ def _restorer(config: ServiceConfig):
     return _resident(f"restore:{config.restore_model}", lambda: load_restore_model(Path(config.restore_model)))
 
 
-def generate_pictures(config: ServiceConfig, store: Store, job: Job, beat: Heartbeat) -> dict:
-    from ..finish.detail_and_restore import Finishing
+def one_photo_adapter(config: ServiceConfig) -> Path:
+    """The FaceID file one-photo jobs draw with: `adapter` (a path or a name) in `adapter_dirs`, ComfyUI's
+    models/ipadapter or A1111's models/ControlNet ($COMFYUI_PATH / $A1111_PATH), or the base model family's
+    usual file; missing: a HeadshotError naming the file and where to put it."""
+    from ..families.checkpoint_detection import base_model_family
+    from ..generate.adapter_files import adapter_dirs, find_adapter
+
+    family = base_model_family(config.base_model) if config.base_model else None
+    return find_adapter(config.adapter, adapter_dirs(config.adapter_dirs), family.name if family else "")
+
+
+def _with_model(config: ServiceConfig, store: Store, job: Job) -> tuple[list[str], object, object]:
+    """(LoRAs, identity adapter, ranking identity) of a job drawn with the person's trained model."""
     from ..finish.ranking import identity_beside
-    from ..photoshoot import GenerateSettings, generate
 
     model = store.model(job.model_id)
     if model is None:
         raise JobCancelled()  # the model was erased
     if model.status != "ready" or not model.lora:
         raise HeadshotError(f"model {model.id} is {model.status}, not ready: wait for its training", "model_not_ready")
-    request = loads(job.request)
     lora = config.data_dir / model.lora
     sampler = warm_sampler(config)
     if sampler.loaded_loras != [str(lora)]:  # another person's LoRA: unhook it, so only one stays in memory
         sampler.unload_loras()
+    return [str(lora)], None, identity_beside(lora, _analyzer(config))
+
+
+def _with_reference(config: ServiceConfig, photo: Path) -> tuple[list[str], object, object]:
+    """(no LoRAs, FaceID identity, ranking identity) of a one-photo job: the photo is screened as prepare
+    screens one, so a photo with no usable face, or several, fails the job with prepare's reason."""
+    from ..finish.ranking import identity_from_photos
+    from ..sampling.identity_reference import identity_from_photo
+
+    adapter = one_photo_adapter(config)  # again: the server may have changed since the job was accepted
     analyzer = _analyzer(config)
-    finishing = Finishing(
-        analyzer=analyzer,
-        identity=identity_beside(lora, analyzer),
-        sampler=sampler,
-        restorer=_restorer(config),
+    identity = identity_from_photo(
+        photo, analyzer, adapter, weight=config.adapter_weight, image_encoder=config.image_encoder
     )
+    sampler = warm_sampler(config)
+    if sampler.loaded_loras:  # the last job's LoRA must not draw over this person's face
+        sampler.unload_loras()
+    return [], identity, identity_from_photos(photo, analyzer)
+
+
+def generate_pictures(config: ServiceConfig, store: Store, job: Job, beat: Heartbeat) -> dict:
+    request = loads(job.request)
+    if not request.get("reference"):
+        return _draw(config, store, job, beat, request, _with_model(config, store, job))
+    uploads = config.folder(UPLOADS, job.id)
+    try:
+        setup = _with_reference(config, uploads / Path(request["reference"]).name)
+        result = _draw(config, store, job, beat, request, setup)
+    except (HeadshotError, JobCancelled):  # the job ends here: the photo is not kept (a crash keeps it to retry)
+        shutil.rmtree(uploads, ignore_errors=True)
+        raise
+    shutil.rmtree(uploads, ignore_errors=True)  # drawn: the person's photo is not kept
+    return result
+
+
+def _draw(config: ServiceConfig, store: Store, job: Job, beat: Heartbeat, request: dict, setup: tuple) -> dict:
+    from ..finish.detail_and_restore import Finishing
+    from ..photoshoot import GenerateSettings, generate
+
+    loras, identity, ranking = setup
+    sampler = warm_sampler(config)
+    finishing = Finishing(analyzer=_analyzer(config), identity=ranking, sampler=sampler, restorer=_restorer(config))
     # each try draws into its own folder: a try cut short never mixes its pictures with the next one's
     out = config.folder(IMAGES, job.id) / f"try-{job.attempts}"
     width, height = request.get("width"), request.get("height")
@@ -77,12 +126,13 @@ def generate_pictures(config: ServiceConfig, store: Store, job: Job, beat: Heart
         style=request["style_template"],
         count=request["num_images"],
         out_dir=out,
-        loras=[str(lora)],
+        loras=loras,
         seed=request.get("seed") or 0,
         size=(width, height) if width and height else None,
         steps=request.get("steps"),
         detailer=config.detailer,
         style_dirs=[Path(d) for d in config.style_dirs],
+        identity=identity,
     )
 
     def progress(done: int, total: int, message: str) -> None:
@@ -91,9 +141,7 @@ def generate_pictures(config: ServiceConfig, store: Store, job: Job, beat: Heart
 
     results = generate(settings, sampler, finishing, progress=progress)
     beat.check()
-    if store.model(model.id) is None:  # erased while drawing: nothing of the person stays
-        import shutil
-
+    if job.model_id and store.model(job.model_id) is None:  # erased while drawing: nothing of the person stays
         shutil.rmtree(config.folder(IMAGES, job.id), ignore_errors=True)
         raise JobCancelled()
     pictures = [entry for entry in results if not entry.get("skipped") and entry.get("image")]
@@ -104,7 +152,7 @@ def generate_pictures(config: ServiceConfig, store: Store, job: Job, beat: Heart
                     id=new_id("img"),
                     job_id=job.id,
                     user_id=job.user_id,
-                    model_id=model.id,
+                    model_id=job.model_id,
                     path=str((out / entry["image"]).relative_to(config.data_dir)),
                     seed=int(entry["seed"]),
                     identity_score=entry.get("identity_score"),

@@ -51,44 +51,47 @@ def decode_photos(images: list[str], limits: Limits) -> list[tuple[bytes, str]]:
             f"{len(images)} photos sent; send at most {limits.max_photos} (the best ones: varied light and angles)",
             "too_many_photos",
         )
-    return [_decode_photo(number, text, limits) for number, text in enumerate(images, 1)]
+    return [_decode_photo(f"photo {number}", text, limits) for number, text in enumerate(images, 1)]
 
 
-def _decode_photo(number: int, text: str, limits: Limits) -> tuple[bytes, str]:
+def decode_reference(text: str, limits: Limits) -> tuple[bytes, str]:
+    """The one-photo mode's reference_image, under the same limits as a training photo."""
+    return _decode_photo("reference_image", text, limits)
+
+
+def _decode_photo(what: str, text: str, limits: Limits) -> tuple[bytes, str]:
     from PIL import Image, UnidentifiedImageError
 
     if text.startswith("data:") and "," in text:  # a data URL, as browsers make them
         text = text.split(",", 1)[1]
     megabytes = limits.max_photo_bytes // (1024 * 1024)
     if len(text) * 3 // 4 > limits.max_photo_bytes + 3:
-        raise ServiceError(f"photo {number} is over {megabytes} MB; send a smaller JPEG", "photo_too_large", 413)
+        raise ServiceError(f"{what} is over {megabytes} MB; send a smaller JPEG", "photo_too_large", 413)
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ServiceError(
-            f"photo {number} is not valid base64; send each photo's bytes base64-encoded", "bad_base64"
+            f"{what} is not valid base64; send each photo's bytes base64-encoded", "bad_base64"
         ) from None
     if len(data) > limits.max_photo_bytes:
-        raise ServiceError(f"photo {number} is over {megabytes} MB; send a smaller JPEG", "photo_too_large", 413)
+        raise ServiceError(f"{what} is over {megabytes} MB; send a smaller JPEG", "photo_too_large", 413)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:  # reads the header only
                 width, height, kind = img.width, img.height, img.format
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ServiceError(
-            f"photo {number} is not a picture we can read; send JPEG, PNG or WebP", "not_an_image"
-        ) from None
+        raise ServiceError(f"{what} is not a picture we can read; send JPEG, PNG or WebP", "not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         width, height, kind = 10**6, 10**6, None  # far beyond any limit
     if width * height > limits.max_photo_pixels:
         raise ServiceError(
-            f"photo {number} is {width}x{height}: over {limits.max_photo_pixels / 1e6:.0f} megapixels; resize it",
+            f"{what} is {width}x{height}: over {limits.max_photo_pixels / 1e6:.0f} megapixels; resize it",
             "photo_too_large",
             413,
         )
     if kind not in PHOTO_FORMATS:
-        raise ServiceError(f"photo {number} is {kind or 'an unknown format'}; send JPEG, PNG or WebP", "not_an_image")
+        raise ServiceError(f"{what} is {kind or 'an unknown format'}; send JPEG, PNG or WebP", "not_an_image")
     return data, PHOTO_FORMATS[kind]
 
 

@@ -17,6 +17,7 @@ from ..errors import HeadshotError
 from ..outputs import pid_alive
 from .config import ServiceConfig
 from .db import Job, Model, Store, User
+from .erasure import drop_reference
 from .views import job_view
 from .webhooks import deliver
 
@@ -101,6 +102,8 @@ def _end(config, store: Store, job_id: str, status: str, code, message, result: 
     fields = {"result": json.dumps(result)} if result is not None else {}
     store.finish(job_id, status, code, message, **fields)
     job = store.job(job_id)
+    if job is not None and job.kind == "generate":
+        drop_reference(config, job_id)  # a one-photo job's photo is not kept, however the job ended
     if job is not None and job.kind == "train" and status != "succeeded":
         with store.session() as s:  # the model this job was making will not come
             model = s.get(Model, job.model_id)

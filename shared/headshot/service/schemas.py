@@ -31,7 +31,12 @@ class TrainRequest(_Strict):
 
 
 class GenerateRequest(_Strict):
-    model_id: str = Field(max_length=64)
+    model_id: str | None = Field(default=None, max_length=64, description="a trained model (or reference_image)")
+    reference_image: str | None = Field(
+        default=None,
+        description="instead of model_id: ONE photo of the person, base64 JPEG/PNG/WebP; drawn with the identity "
+        "adapter (IP-Adapter FaceID), no training. Looser likeness than a model trained on 10 photos",
+    )
     style_template: str = Field(max_length=100, description="a style name from GET /v1/styles")
     num_images: int = Field(ge=1, description="1–100 pictures")
     width: int | None = Field(default=None, ge=64, le=4096)
@@ -88,7 +93,7 @@ class JobView(BaseModel):
     status: JobStatus
     progress: Progress
     error: ErrorInfo | None
-    model_id: str
+    model_id: str | None = Field(description="null for a one-photo generation (reference_image)")
     attempts: int
     created: float
     finished: float | None

@@ -14,7 +14,8 @@ from ..errors import HeadshotError
 from ..outputs import atomic_write_bytes
 from .config import UPLOADS, ServiceConfig
 from .db import Job, Model, Store, new_id
-from .limits import ServiceError, check_plain_name, check_share, decode_photos
+from .generation_task import REFERENCE_NAME, one_photo_adapter
+from .limits import ServiceError, check_plain_name, check_share, decode_photos, decode_reference
 from .schemas import GenerateRequest, TrainRequest
 from .training_task import estimated_time, planned_steps_for
 from .webhooks import check_webhook_url
@@ -111,13 +112,22 @@ def submit_generation(config: ServiceConfig, store: Store, user_id: str, body: G
     earlier = earlier_job(store, user_id, key, body_hash)
     if earlier is not None:
         return earlier, False
-    model = owned_model(store, user_id, body.model_id)
-    if model.status != "ready":
+    if (body.model_id is None) == (body.reference_image is None):
         raise ServiceError(
-            f"model {model.id} is {model.status}: pictures can be drawn once its training has succeeded",
-            "model_not_ready",
-            409,
+            "give exactly one of model_id (a trained model) and reference_image (one photo, base64, drawn with "
+            "the identity adapter)",
+            "bad_option",
         )
+    model_id = ""  # a one-photo job draws with no model
+    if body.model_id is not None:
+        model = owned_model(store, user_id, body.model_id)
+        if model.status != "ready":
+            raise ServiceError(
+                f"model {model.id} is {model.status}: pictures can be drawn once its training has succeeded",
+                "model_not_ready",
+                409,
+            )
+        model_id = model.id
     limits = config.limits
     if body.num_images > limits.max_images:
         raise ServiceError(f"num_images {body.num_images}: ask for 1–{limits.max_images}", "bad_option")
@@ -130,20 +140,44 @@ def submit_generation(config: ServiceConfig, store: Store, user_id: str, body: G
     except HeadshotError as exc:
         raise ServiceError(f"{exc} (GET /v1/styles lists them)", exc.code) from None
     check_webhook_url(body.webhook_url, config.private_webhooks)
+    reference = None
+    if body.reference_image is not None:
+        reference = decode_reference(body.reference_image, limits)
+        if config.face_backend == "dlib":
+            raise ServiceError(
+                "one-photo mode is not set up on this server: FaceID needs insightface's ArcFace embedding; "
+                "start `headshot serve` with --face-backend insightface (buffalo_l in --face-models)",
+                "backend_unavailable",
+                409,
+            )
+        try:  # the server's setup, not the request: 409 naming the file and where it goes
+            one_photo_adapter(config)
+        except HeadshotError as exc:
+            raise ServiceError(f"one-photo mode is not set up on this server: {exc}", exc.code, 409) from None
     check_share(store, user_id, limits)
+    request = body.model_dump(exclude={"reference_image"})
+    job_id = new_id("job")
+    uploads = config.folder(UPLOADS, job_id)
+    if reference is not None:  # the photo waits under the job's id; the job record keeps only its name
+        data, extension = reference
+        request["reference"] = REFERENCE_NAME + extension
+        atomic_write_bytes(uploads / request["reference"], data, private=True)
     job = Job(
-        id=new_id("job"),
+        id=job_id,
         user_id=user_id,
         kind="generate",
-        model_id=model.id,
-        request=json.dumps(body.model_dump()),
+        model_id=model_id,
+        request=json.dumps(request),
         total=body.num_images,
         idempotency_key=key,
         request_hash=body_hash,
         webhook_url=body.webhook_url,
     )
     won = _insert(store, [job], user_id, key, body_hash)
-    return (won, False) if won is not None else (job, True)
+    if won is not None:
+        shutil.rmtree(uploads, ignore_errors=True)  # the photo of the request that lost the race
+        return won, False
+    return job, True
 
 
 def owned_model(store: Store, user_id: str, model_id: str) -> Model:

@@ -18,7 +18,7 @@ def job_view(store: Store, config: ServiceConfig, job: Job) -> dict:
         "status": job.status,
         "progress": {"step": job.step, "total": job.total, "eta_s": job.eta_s},
         "error": error,
-        "model_id": job.model_id,
+        "model_id": job.model_id or None,  # "" for a one-photo generation: it draws with no model
         "attempts": job.attempts,
         "created": job.created,
         "finished": job.finished,

@@ -29,7 +29,7 @@ def config_from_json(text: str) -> ServiceConfig:
     data = json.loads(text)
     data["data_dir"] = Path(data["data_dir"])
     data["limits"] = Limits(**data["limits"])
-    for key in ("face_model_dirs", "tokenizer_dirs", "style_dirs"):
+    for key in ("face_model_dirs", "tokenizer_dirs", "style_dirs", "adapter_dirs"):
         data[key] = tuple(data[key])
     return ServiceConfig(**data)
 

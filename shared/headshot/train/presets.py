@@ -99,4 +99,28 @@ PRESETS = {
             "checkpoint_every": _EVERY_100,
         },
     ),
+    # `headshot train PHOTO --single-photo`: the ~10 pictures are variants of ONE photo (dataset.single_photo),
+    # so there is one moment to learn, not ten: a long run memorises that photo's expression, clothes and
+    # background rather than the face. Hence few steps, a small rank and frequent checkpoints to choose from.
+    "single_photo": Preset(
+        "single_photo",
+        "one photo's variants: a short, gentle run (weaker than 10 photos, better than nothing)",
+        {
+            "rank": Setting(16, "small: less room to memorise the one photo's background and clothes (fast's rank)"),
+            "alpha": Setting(8.0, f"half the rank, the ratio {_EP} uses (128/64)"),
+            "lr": Setting(1e-4, f"{_EP} learning_rate 1e-4: gentle, as the run is short and the set is one photo"),
+            "steps_per_image": Setting(25, "one photo's variants hold little new to learn: a quarter of fast's 100"),
+            "min_steps": Setting(150, "fewer steps barely move the LoRA"),
+            "max_steps": Setting(300, "our cap (reasoned, not measured): below balanced's 400 minimum, near fast's"),
+            "optimizer": _ADAMW,
+            "scheduler": Setting("cosine", f"{_FC}: lr_scheduler cosine; the rate tapers before it overcooks"),
+            "warmup_share": Setting(0.0, f"{_EP} and {_FC}: no warmup"),
+            "min_snr_gamma": _MIN_SNR,
+            "noise_offset": Setting(0.0, "off: its gain needs longer runs (as fast)"),
+            "gradient_checkpointing": _CHECKPOINTING,
+            "checkpoint_every": Setting(
+                50, "more checkpoints in a short run: the likeness check can pick an early one"
+            ),
+        },
+    ),
 }
