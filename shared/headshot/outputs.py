@@ -213,7 +213,7 @@ def _windows_pid_alive(pid: int) -> bool:
     kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
     handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
     if not handle:
-        return ctypes.get_last_error() == 5  # access denied: it exists, under another user
+        return ctypes.get_last_error() == 5  # type: ignore[attr-defined,unused-ignore]  # access denied: another user's
     try:
         code = ctypes.c_ulong()
         if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):

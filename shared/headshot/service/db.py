@@ -121,6 +121,20 @@ class Measure(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+def _create_tables(engine, tries: int = 5) -> None:
+    """create_all, tolerating another process (a second worker starting) creating the same tables meanwhile."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(tries):
+        try:
+            Base.metadata.create_all(engine)  # checks first: a table already there is left alone
+            return
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:  # PostgreSQL: a duplicate pg_type key
+            if not any(word in str(exc) for word in ("already exists", "duplicate key")) or attempt + 1 == tries:
+                raise
+            time.sleep(0.1 * (attempt + 1))  # the other process's DDL has finished by the next check
+
+
 class Store:
     """One database: sessions, and the few operations that must be atomic (claiming a job)."""
 
@@ -137,7 +151,7 @@ class Store:
             ) from None
         if sqlite:  # the API and worker processes share the file: WAL lets readers go on while one writes
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        _create_tables(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
