@@ -27,7 +27,8 @@ def add_evaluate_command(sub) -> None:
         "--clip-model",
         type=Path,
         metavar="DIR",
-        help="CLIP model folder in transformers' format (default: the Hugging Face cache, then the hosts' folders)",
+        help="CLIP model folder in transformers' format, or an open_clip checkpoint (ViT-B-32.safetensors, or a file "
+        "beside its open_clip_config.json); default: the Hugging Face cache, then the hosts' folders",
     )
     p.add_argument(
         "--face-backend",
@@ -41,7 +42,7 @@ def add_evaluate_command(sub) -> None:
 
 
 def _evaluate(args) -> int:
-    from ..evaluate.clip_model import ClipScorer, find_clip_model
+    from ..evaluate.clip_model import find_clip_model, load_clip_scorer
     from ..evaluate.evaluation import evaluate_pictures, write_evaluation
     from ..evaluate.identity_source import recorded_backend
     from ..evaluate.picture_inputs import pictures_to_evaluate
@@ -71,7 +72,7 @@ def _evaluate(args) -> int:
             warnings.append(f"no CLIP model found (searched {where}); clip_score is null. Give --clip-model DIR")
             clip = None
         else:
-            clip = ClipScorer(clip_dir)
+            clip = load_clip_scorer(clip_dir)
         for line in warnings:
             print(f"warning: {line}", file=sys.stderr)
         evaluation = evaluate_pictures(

@@ -1,7 +1,9 @@
 """CLIP for scoring pictures against their prompts: finding a local model folder and computing cosines.
 
 A model is a folder in transformers' format (what `save_pretrained` writes and the Hugging Face cache
-holds) with safetensors weights: a pickled pytorch_model.bin is never loaded. Nothing is downloaded.
+holds) with safetensors weights: a pickled pytorch_model.bin is never loaded. Or an open_clip checkpoint
+(open_clip_model.py): a weight file named after its architecture, or beside its open_clip_config.json.
+Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -34,6 +36,25 @@ def is_clip_folder(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and config.get("model_type") == "clip" and any(folder.glob("*.safetensors"))
+
+
+def is_open_clip(path: Path) -> bool:
+    """An open_clip checkpoint: a weight file, or a folder with open_clip_config.json and its weights."""
+    from .open_clip_model import WEIGHT_SUFFIXES, weights_in
+
+    if path.is_file():
+        return path.suffix in WEIGHT_SUFFIXES
+    return path.is_dir() and weights_in(path) is not None
+
+
+def load_clip_scorer(path: str | Path) -> ClipScorer:
+    """The scorer for what find_clip_model found: a transformers folder, else an open_clip checkpoint."""
+    path = Path(path)
+    if is_clip_folder(path):
+        return ClipScorer(path)
+    from .open_clip_model import OpenClipScorer
+
+    return OpenClipScorer(path)
 
 
 def _hub_snapshots(cache: Path) -> list[tuple[str, Path]]:
@@ -78,17 +99,18 @@ def find_clip_model(given: str | Path | None, extra_dirs: Iterable[str | Path] =
     """
     if given is not None:
         folder = Path(given).expanduser()
-        if not is_clip_folder(folder):
+        if not (is_clip_folder(folder) or is_open_clip(folder)):
             raise HeadshotError(
                 f"--clip-model {folder} is not a CLIP model folder (need config.json with model_type 'clip' and "
-                "*.safetensors weights, as save_pretrained writes); give such a folder or leave the option out",
+                "*.safetensors weights, as save_pretrained writes) nor an open_clip checkpoint (a .safetensors/.bin "
+                "file, or a folder with open_clip_config.json); give one of those or leave the option out",
                 "bad_option",
             )
         return folder, "--clip-model"
     searched = []
     for place, candidates in clip_search_places(extra_dirs):
         for candidate in candidates:
-            if is_clip_folder(candidate):
+            if is_clip_folder(candidate) or (candidate.is_dir() and is_open_clip(candidate)):
                 return candidate, place
         searched.append(place)
     return None, ", ".join(searched)
