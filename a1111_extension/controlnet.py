@@ -12,6 +12,8 @@ import importlib
 import sys
 from dataclasses import dataclass
 
+from headshot.errors import HeadshotError
+
 from . import host
 
 MISSING = "install sd-webui-controlnet and an OpenPose model to use poses"
@@ -117,18 +119,30 @@ class OpenPoseUnit:
         )
 
     def attach(self, p, skeleton, strength: float = 1.0) -> None:
-        script = _script(is_img2img=False)
-        scripts = host.module("modules.scripts")
-        if script is None or scripts is None:
-            return
-        runner = scripts.ScriptRunner()
-        runner.scripts = [script]
-        runner.alwayson_scripts = [script]
-        args: list = [None] * max(int(script.args_to), 1)
-        args[0] = 0  # no selectable script
-        slots = int(script.args_to) - int(script.args_from)
-        units = [self.unit(skeleton, strength)]
-        units += [self.code.ControlNetUnit(enabled=False) for _ in range(slots - 1)]  # type: ignore[attr-defined]
-        args[script.args_from : script.args_to] = units[:slots]
-        p.scripts = runner
-        p.script_args = args
+        attach_units(p, self.code, [self.unit(skeleton, strength)])
+
+
+def attach_units(p, code, units: list, is_img2img: bool = False) -> None:
+    """`units` (pose, FaceID) as the ControlNet script's only arguments on `p`, the other slots disabled."""
+    if not units:
+        return
+    script = _script(is_img2img)
+    scripts = host.module("modules.scripts")
+    if script is None or scripts is None:
+        return
+    runner = scripts.ScriptRunner()
+    runner.scripts = [script]
+    runner.alwayson_scripts = [script]
+    args: list = [None] * max(int(script.args_to), 1)
+    args[0] = 0  # no selectable script
+    slots = int(script.args_to) - int(script.args_from)
+    if len(units) > slots:
+        raise HeadshotError(
+            f"pose and one photo need {len(units)} ControlNet units and the WebUI has {slots}: raise Settings → "
+            "ControlNet → Multi-ControlNet: ControlNet unit number, then reload the UI",
+            "host_feature_missing",
+        )
+    units = units + [code.ControlNetUnit(enabled=False) for _ in range(slots - len(units))]
+    args[script.args_from : script.args_to] = units
+    p.scripts = runner
+    p.script_args = args

@@ -42,15 +42,21 @@ def style_previews(family: str = "sd1") -> list[tuple[object, str]]:
     return previews
 
 
+NO_LORA = "none"  # the dropdown's last choice: one photo alone, or pictures ranked against that photo
+
+
 def lora_choices() -> list[str]:
-    """LoRA files under models/Lora as paths relative to it, newest first (a LoRA just trained on top)."""
+    """LoRA files under models/Lora as paths relative to it, newest first (a LoRA just trained on top), then none."""
     root = host.lora_dir()
-    return [p.relative_to(root).as_posix() for p in host.lora_files()]
+    return [p.relative_to(root).as_posix() for p in host.lora_files()] + [NO_LORA]
 
 
-def lora_path(choice: str) -> Path:
+def lora_path(choice: str | None) -> Path | None:
+    """The chosen LoRA file (confined to the Lora folder), or None for no choice or "none"."""
     from headshot.allowed_paths import confine
 
+    if not choice or choice == NO_LORA:
+        return None
     return confine(host.lora_dir() / choice, [host.lora_dir().resolve()], "LoRA", "the WebUI")
 
 
@@ -60,14 +66,25 @@ def restore_choices() -> list[str]:
     return available_restore_models(host.restore_model_dirs())
 
 
-def finishing(lora: Path | None, backend: str, restore: str, fidelity: float, sampler=None, detailer: bool = False):
-    """The core's Finishing: analyzer, identity from the LoRA's .identity.json, restorer, detailer."""
+def finishing(
+    lora: Path | None,
+    backend: str,
+    restore: str,
+    fidelity: float,
+    sampler=None,
+    detailer: bool = False,
+    reference: Path | None = None,
+):
+    """The core's Finishing: analyzer, identity from the LoRA's .identity.json (else the reference photo),
+    restorer, detailer."""
     from headshot.finish.detail_and_restore import Finishing
     from headshot.finish.detailer import DetailerSettings
-    from headshot.finish.ranking import identity_beside
+    from headshot.finish.ranking import identity_beside, identity_from_photos
 
     analyzer = face_analyzer(backend)
     identity = identity_beside(lora, analyzer) if lora is not None else None
+    if identity is None and reference is not None:
+        identity = identity_from_photos(reference, analyzer)
     restorer = None
     if restore and restore != "none":
         from headshot.finish.restore import find_restore_model, load_restore_model
@@ -81,6 +98,24 @@ def finishing(lora: Path | None, backend: str, restore: str, fidelity: float, sa
         restorer=restorer,
         fidelity=float(fidelity),
     )
+
+
+def store_reference(upload) -> Path:
+    """The uploaded reference photo copied to <jobs>/references/ (gradio's temporary file goes away); a name
+    already there gets -2, -3… (nothing replaced)."""
+    import shutil
+
+    from .photos import upload_path
+
+    source = upload_path(upload)
+    folder = host.jobs_root() / "references"
+    folder.mkdir(parents=True, exist_ok=True)
+    target, n = folder / source.name, 1
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = folder / f"{source.stem}-{n}{source.suffix}"
+    shutil.copyfile(source, target)
+    return target
 
 
 def new_out_dir(kind: str) -> Path:
@@ -107,18 +142,28 @@ def generate(
     fidelity: float = 0.5,
     steps: int = 0,
     progress=None,
+    reference: Path | None = None,
+    adapter_weight: float = 0.8,
 ) -> tuple[list[dict], Path]:
-    """A photoshoot through the WebUI: results.json entries (best first) and the folder they are in."""
+    """A photoshoot through the WebUI: results.json entries (best first) and the folder they are in.
+
+    `reference`: one photo of the person, drawn in with IP-Adapter FaceID (alone, or beside the LoRA) and
+    ranked against when the LoRA has no identity file."""
     from headshot.photoshoot import GenerateSettings
     from headshot.photoshoot import generate as run
 
     from .controlnet import OpenPoseUnit
+    from .identity_adapter import FaceIDUnit, screen_reference
     from .sampler import WebUISampler
 
     family = host.model_family()
+    faceid = None
+    if reference is not None:  # checked before any picture: a refused photo fails in seconds
+        screen_reference(reference, face_analyzer(backend))
+        faceid = FaceIDUnit.for_photo(reference, family, float(adapter_weight))
     unit = OpenPoseUnit.find(family) if pose else None
-    sampler = WebUISampler(family, control_unit=unit)
-    path = lora_path(lora) if lora else None
+    sampler = WebUISampler(family, control_unit=unit, identity_unit=faceid)
+    path = lora_path(lora)
     out = new_out_dir("photoshoots")
     settings = GenerateSettings(
         style=style,
@@ -131,7 +176,7 @@ def generate(
         detailer=bool(detailer),
         steps=int(steps) or None,  # 0: the style's
     )
-    finish = finishing(path, backend, restore, fidelity, sampler, detailer)
+    finish = finishing(path, backend, restore, fidelity, sampler, detailer, reference)
     with host.generation_lock("headshot photoshoot"):
         results = run(settings, sampler, finish, progress=progress)
     return results, out
@@ -147,19 +192,23 @@ def finish_folder(
     fidelity: float = 0.5,
     seed: int = 0,
     progress=None,
+    reference: Path | None = None,
+    pictures: list[Path] | None = None,
 ) -> tuple[list[dict], Path]:
-    """Detail, restore and rank pictures a person has (a folder, or the last photoshoot's)."""
+    """Detail, restore and rank pictures a person has (a folder, or the last photoshoot's: `pictures`, its
+    results.json's, so its contact sheet and zip are not taken for pictures); ranked against `reference`
+    (a photo) when the LoRA has no identity file."""
     from headshot.finish.batch import detail_with_loras, finish_pictures, list_inputs
 
     from .sampler import WebUISampler
 
     out = new_out_dir("finished")
-    paths = list_inputs(source, out)
-    path = lora_path(lora) if lora else None
+    paths = pictures or list_inputs(source, out)
+    path = lora_path(lora)
     if detailer and path is None:
         raise HeadshotError("the detailer repaints faces with the identity LoRA: choose one", "bad_option")
     sampler = WebUISampler() if detailer else None
-    finish = finishing(path, backend, restore, fidelity, sampler, detailer)
+    finish = finishing(path, backend, restore, fidelity, sampler, detailer, reference)
     if detailer:
         detail_with_loras(finish, [str(path)])
     with host.generation_lock("headshot finish"):
@@ -167,8 +216,9 @@ def finish_folder(
     return results, out
 
 
-def gallery(results: list[dict], out: Path) -> list[tuple[str, str]]:
-    """(picture, caption), best first as results.json orders them; faceless and skipped ones last."""
+def gallery(results: list[dict], out: Path, numbers: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(picture, caption), best first as results.json orders them; faceless and skipped ones last. `numbers`:
+    each picture's evaluation (image name -> its measures), added to its caption."""
     from headshot.finish.ranking import describe_likeness
 
     items = []
@@ -176,8 +226,15 @@ def gallery(results: list[dict], out: Path) -> list[tuple[str, str]]:
         if entry.get("skipped") or not entry.get("image"):
             continue
         rank = f"#{entry['rank']} " if entry.get("rank") else ""
-        items.append((str(out / entry["image"]), rank + describe_likeness(entry)))
+        measured = (numbers or {}).get(entry["image"])
+        caption = rank + describe_likeness(entry) + (f" · {measured}" if measured else "")
+        items.append((str(out / entry["image"]), caption))
     return items
+
+
+def batch_pictures(results: list[dict], out: Path) -> list[Path]:
+    """The pictures a batch made (faceless ones too), as its results.json lists them."""
+    return [out / e["image"] for e in results if e.get("image") and not e.get("skipped")]
 
 
 def zip_results(results: list[dict], out: Path) -> Path:

@@ -44,11 +44,29 @@ def _multiple_of_8(value: int) -> int:
 class WebUISampler:
     """Implements headshot.sampling.protocol.Sampler with the WebUI's txt2img and img2img."""
 
-    def __init__(self, family: str | None = None, control_unit=None, save_pictures: bool = True):
+    def __init__(self, family: str | None = None, control_unit=None, save_pictures: bool = True, identity_unit=None):
         self.family = family or host.model_family()
         #: builds the ControlNet arguments for a skeleton (controlnet.OpenPoseUnit), or None: no pose control
         self.control_unit = control_unit
+        #: one photo (identity_adapter.FaceIDUnit): on every picture and detailer repaint, beside the pose
+        self.identity_unit = identity_unit
         self.save_pictures = save_pictures  # the WebUI also keeps its own copy (with infotext) in txt2img-images
+
+    def _loras(self, loras: list[LoraWeight]) -> list[LoraWeight]:
+        """The request's LoRAs, and the FaceID LoRA when one photo is on and its file is in models/Lora."""
+        unit = self.identity_unit
+        if unit is None or unit.lora is None:
+            return loras
+        from .identity_adapter import FACEID_LORA_WEIGHT
+
+        return [*loras, LoraWeight(str(unit.lora), FACEID_LORA_WEIGHT)]
+
+    def _attach(self, p, pose_unit=None, is_img2img: bool = False) -> None:
+        from .controlnet import attach_units
+
+        units = [u for u in (pose_unit, self.identity_unit.unit() if self.identity_unit else None) if u is not None]
+        code = (self.identity_unit or self.control_unit).code if units else None
+        attach_units(p, code, units, is_img2img)
 
     def _common(self, request, prompt: str) -> dict:
         from headshot.sampling.schedulers import a1111_sampler
@@ -72,23 +90,25 @@ class WebUISampler:
         """The StableDiffusionProcessingTxt2Img for `request` (ControlNet attached when a skeleton is given)."""
         processing = _processing()
         p = processing.StableDiffusionProcessingTxt2Img(
-            **self._common(request, lora_prompt(request.prompt, request.loras)),
+            **self._common(request, lora_prompt(request.prompt, self._loras(request.loras))),
             width=_multiple_of_8(request.width),
             height=_multiple_of_8(request.height),
             outpath_samples=host.txt2img_dir(),
             do_not_save_samples=not self.save_pictures,
             do_not_save_grid=True,
         )
+        pose = None
         if request.control_image is not None and self.control_unit is not None:
-            self.control_unit.attach(p, request.control_image, request.control_strength)
+            pose = self.control_unit.unit(request.control_image, request.control_strength)
+        self._attach(p, pose)
         return p
 
     def img2img_processing(self, request: MaskedImageToImage):
         """The StableDiffusionProcessingImg2Img that inpaints the mask's area of `request.image`."""
         processing = _processing()
         image = request.image.convert("RGB")
-        return processing.StableDiffusionProcessingImg2Img(
-            **self._common(request, lora_prompt(request.prompt, request.loras)),
+        p = processing.StableDiffusionProcessingImg2Img(
+            **self._common(request, lora_prompt(request.prompt, self._loras(request.loras))),
             init_images=[image],
             mask=request.mask.convert("L"),
             mask_blur=MASK_BLUR,
@@ -103,6 +123,8 @@ class WebUISampler:
             do_not_save_samples=True,  # a face crop on its way back into a picture
             do_not_save_grid=True,
         )
+        self._attach(p, is_img2img=True)
+        return p
 
     def _run(self, p, progress: Progress | None):
         processing = _processing()

@@ -15,6 +15,7 @@ from pathlib import Path
 from headshot.errors import HeadshotError
 
 from . import host, photos, photoshoot, training
+from .likeness_numbers import measured
 
 TICK = 1.0
 LAST: dict[str, object] = {}  # the last batch's results and folder: Finish and the zip can take them
@@ -122,13 +123,13 @@ def _in_thread(work):
     yield "done", box["result"]
 
 
-def _show(results, out):
+def _show(results, out, numbers):
     LAST.update(results=results, out=out)
     zipped = photoshoot.zip_results(results, out)
     ranked = sum(1 for e in results if e.get("rank"))
     faceless = sum(1 for e in results if e.get("faceless"))
     text = f"{len(results)} pictures in {out}: {ranked} ranked, {faceless} without a face (set aside in faceless/)"
-    return photoshoot.gallery(results, out), text, str(zipped)
+    return photoshoot.gallery(results, out, numbers.per_picture), text, str(zipped), numbers.text
 
 
 def lora_lists():
@@ -140,8 +141,15 @@ def lora_lists():
     return update, update
 
 
-def generate_run(style, lora, count, seed, width, height, pose, detailer, restore, top, backend, steps=0):
-    """-> yields (gallery best first, status, zip file)"""
+def generate_run(
+    style, lora, count, seed, width, height, pose, detailer, restore, top, backend, steps=0, photo=None, weight=0.8
+):
+    """-> yields (gallery best first, status, zip file, numbers); `photo`: one reference photo (FaceID)."""
+    try:
+        reference = photoshoot.store_reference(photo) if photo else None
+        person = photoshoot.lora_path(lora) or reference
+    except HeadshotError as exc:
+        raise _fail(exc) from None
 
     def work(progress):
         return photoshoot.generate(
@@ -158,28 +166,40 @@ def generate_run(style, lora, count, seed, width, height, pose, detailer, restor
             backend,
             steps=steps,
             progress=progress,
+            reference=reference,
+            adapter_weight=weight,
         )
 
-    for status, result in _in_thread(work):
+    for status, result in _in_thread(measured(work, person, backend)):
         if result is None:
-            yield [], status, None
+            yield [], status, None, ""
         else:
+            LAST["reference"] = reference
             yield _show(*result)
 
 
 def finish_run(folder, use_last, lora, detailer, restore, top, backend):
+    reference = LAST.get("reference") if use_last else None  # the last batch's one photo, to rank against
+    try:
+        person = photoshoot.lora_path(lora) or reference
+    except HeadshotError as exc:
+        raise _fail(exc) from None
+
     def work(progress):
         if use_last:
             if "out" not in LAST:
                 raise HeadshotError("no pictures made in this session yet: name a folder instead", "not_found")
             source = Path(str(LAST["out"]))
+            made = photoshoot.batch_pictures(LAST["results"], source)  # type: ignore[arg-type]
         else:
-            source = photos.typed_folder(folder, "pictures folder")
-        return photoshoot.finish_folder(source, lora, detailer, restore, top, backend, progress=progress)
+            source, made = photos.typed_folder(folder, "pictures folder"), None
+        return photoshoot.finish_folder(
+            source, lora, detailer, restore, top, backend, progress=progress, reference=reference, pictures=made
+        )
 
-    for status, result in _in_thread(work):
+    for status, result in _in_thread(measured(work, person, backend)):
         if result is None:
-            yield [], status, None
+            yield [], status, None, ""
         else:
             yield _show(*result)
 
@@ -189,12 +209,14 @@ def finish_run(folder, use_last, lora, detailer, restore, top, backend):
 
 def _notes() -> dict[str, tuple[bool, str]]:
     from .controlnet import availability
+    from .identity_adapter import availability as one_photo
 
     faces = photos.face_backend_note()
     restore = photoshoot.restore_choices()
     return {
         "faces": faces if not faces[0] else (True, ""),
         "pose": availability(host.model_family()),
+        "one_photo": one_photo(host.model_family()),
         "restore": (
             bool(restore),
             ""
@@ -215,6 +237,7 @@ def build():
     faces_ok, faces_note = notes["faces"]
     pose_ok, pose_note = notes["pose"]
     restore_ok, restore_note = notes["restore"]
+    photo_ok, photo_note = notes["one_photo"]
     backends = list(face_backend_choices())
     with gr.Blocks(analytics_enabled=False) as tab:
         gr.Markdown(f"**Headshot Studio** — {host.environment_note()}")
@@ -311,14 +334,21 @@ def build():
                     top = gr.Number(value=0, label="Keep top K (0: all)", precision=0)
                     gen_steps = gr.Number(value=0, label="Sampling steps (0: the style's)", precision=0)
                 gr.Markdown(f"Pose: {pose_note}" + (f" · Restoration: {restore_note}" if restore_note else ""))
+                with gr.Accordion("One photo (IP-Adapter FaceID, no training needed)", open=len(loras) == 1):
+                    with gr.Row():
+                        photo = gr.Image(label="Reference photo (one face)", type="filepath", interactive=photo_ok)
+                        weight = gr.Slider(0, 2, value=0.8, step=0.05, label="FaceID weight", interactive=photo_ok)
+                    gr.Markdown(f"One photo: {photo_note}. With a LoRA chosen too, both draw the face.")
                 generate = gr.Button("Generate", variant="primary")
                 results = gr.Gallery(label="Results, best first", columns=4, height=420)
+                numbers = gr.Textbox(label="Numbers (evaluate: face distance, CLIP score, faceless)", lines=6)
                 status = gr.Textbox(label="Status")
                 zipped = gr.File(label="All pictures (zip)")
                 generate.click(
                     generate_run,
-                    [style, lora, count, gen_seed, width, height, pose, detailer, restore, top, backend, gen_steps],
-                    [results, status, zipped],
+                    [style, lora, count, gen_seed, width, height, pose, detailer, restore, top, backend, gen_steps]
+                    + [photo, weight],
+                    [results, status, zipped, numbers],
                 )
             with gr.Tab("Finish"):
                 with gr.Row():
@@ -338,12 +368,13 @@ def build():
                     fin_top = gr.Number(value=0, label="Keep top K (0: all)", precision=0)
                 finish = gr.Button("Finish", variant="primary", interactive=faces_ok)
                 fin_results = gr.Gallery(label="Finished, best first", columns=4, height=420)
+                fin_numbers = gr.Textbox(label="Numbers (evaluate: face distance, CLIP score, faceless)", lines=6)
                 fin_status = gr.Textbox(label="Status")
                 fin_zip = gr.File(label="All pictures (zip)")
                 finish.click(
                     finish_run,
                     [source, use_last, fin_lora, fin_detailer, fin_restore, fin_top, backend],
-                    [fin_results, fin_status, fin_zip],
+                    [fin_results, fin_status, fin_zip, fin_numbers],
                 )
             # a LoRA trained (or copied in) since the page was built shows up without a WebUI reload
             refresh_loras.click(lora_lists, [], [lora, fin_lora])
