@@ -1,5 +1,6 @@
-"""The tab builds with real gradio, when this environment has it (the project's .venv does not: gradio would
-move packages the suite pins). The real check is on A1111 1.10 (gradio 3.41) and Forge (gradio 4.40)."""
+"""The tab builds with real gradio, when this environment has it. The project's .venv does not (gradio would move
+packages the suite pins): tools/gradio_tab_check.sh, run by .ci/run, runs this file with A1111 1.10's gradio 3.41.2
+and Forge's 4.40.0, each in a venv of its own."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 from tests.test_a1111_glue import webui  # noqa: F401  (the fixture)
 
 if importlib.util.find_spec("gradio") is None:
-    pytest.skip("gradio is not installed here; the tab is checked inside A1111 and Forge", allow_module_level=True)
+    pytest.skip(
+        "gradio is not installed here; tools/gradio_tab_check.sh builds the tab with it", allow_module_level=True
+    )
 
 
 def test_tab_builds_with_every_sub_tab(webui):  # noqa: F811
