@@ -98,15 +98,15 @@ def _two_people(astronaut_img, second_share: float) -> np.ndarray:
 
 @pytest.mark.parametrize("second_share", [0.75, 0.45])
 def test_dlib_finds_a_rival_face_narrower_than_its_window_as_the_upsampled_search_does(astronaut_img, second_share):
-    """The first search runs without upsampling (4x cheaper); a second face of 68 px (under dlib's 80 px window)
+    """Screening searches first without upsampling (4x cheaper); a second face of 68 px (under dlib's 80 px window)
     beside a 91 px face must still be found, since it rivals it; a 41 px one may be left out (no rival)."""
     from headshot.faces.subject import pick_subject
 
     analyzer = DlibFaceAnalyzer()
     rgb = _two_people(astronaut_img, second_share)
-    upsampled = analyzer._detect(rgb, 1)  # the plain upsampled search, the behaviour to keep
+    upsampled = analyzer.detect(rgb)  # the plain upsampled search, the behaviour to keep
     _, rivals_then = pick_subject(upsampled)
-    found = analyzer.detect(rgb)
+    found = analyzer.detect_screening(rgb)
     subject, rivals = pick_subject(found)
     assert rivals == rivals_then == (1 if second_share >= 0.6 else 0)
     assert subject is not None and abs(subject.center[0] - pick_subject(upsampled)[0].center[0]) < 8

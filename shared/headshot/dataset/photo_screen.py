@@ -80,7 +80,7 @@ def examine_photo(path: Path, name: str, analyzer: FaceAnalyzer, settings: Prepa
         photo = read_photo(path, draft_side=math.ceil(DETECT_DRAFT_SHARE * settings.detect_side))
     except PhotoRejected as exc:
         return Examined((exc.code, str(exc)))
-    upright = find_upright(photo.image, analyzer, settings.detect_side)
+    upright = find_upright(photo.image, analyzer, settings.detect_side, screening=True)
     found = Examined(details={"turned_degrees": upright.turned_degrees, "exif_rotated": photo.exif_rotated})
     found.photo_hash = difference_hash(upright.image)
     subject, rivals = pick_subject(upright.faces)

@@ -227,7 +227,7 @@ def _apply_keep(outcomes: list[PhotoOutcome], keep: set[str], warnings: list[str
 def _reference_embeddings(photos: list[Photo], analyzer, detect_side: int) -> list[np.ndarray]:
     embeddings = []
     for photo in photos:
-        upright = find_upright(photo.image, analyzer, detect_side)
+        upright = find_upright(photo.image, analyzer, detect_side, screening=True)
         subject, _ = pick_subject(upright.faces)
         if subject is None:
             raise HeadshotError(

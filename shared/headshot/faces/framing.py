@@ -47,19 +47,24 @@ def scaled_face(face: Face, factor: float) -> Face:
     )
 
 
-def find_upright(img: Image.Image, analyzer: FaceAnalyzer, detect_side: int = 1024) -> UprightResult:
+def find_upright(
+    img: Image.Image, analyzer: FaceAnalyzer, detect_side: int = 1024, screening: bool = False
+) -> UprightResult:
     """Detect faces, turning the photo a quarter at a time until faces appear.
 
     Detection runs on a copy at most `detect_side` pixels long (12 MP photos would cost seconds
     each at full size); faces are returned in full-resolution coordinates, without embeddings
-    (`UprightResult.embed` computes one for the face that matters).
+    (`UprightResult.embed` computes one for the face that matters). `screening` (prepare) lets a
+    backend search more cheaply where its boxes may differ slightly from its plain search (dlib:
+    detect_screening); measuring likeness keeps the plain search, the one face_recognition uses.
     """
     from ..photos import downscaled
 
+    detect = getattr(analyzer, "detect_screening", analyzer.detect) if screening else analyzer.detect
     small, factor = downscaled(img, detect_side)
     for degrees in QUARTER_TURNS:
         rgb = np.asarray(turned(small, degrees))
-        faces = analyzer.detect(rgb)
+        faces = detect(rgb)
         if faces:
             full = [scaled_face(f, factor) for f in faces]
             return UprightResult(turned(img, degrees), degrees, full, analyzer, rgb, factor)
