@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import HeadshotError
 from ..faces import face_backend_choices
 from ..train.presets import PRESETS
+from .sweep_queue import add_queue_option, queue_submit
 
 
 def add_sweep_command(sub) -> None:
@@ -54,14 +55,44 @@ def add_sweep_command(sub) -> None:
     p.add_argument("--tokenizer", action="append", default=[], metavar="DIR")
     p.add_argument("--out", required=True, type=Path, help="sweep folder: jobs/, pictures/ and sweep.json")
     p.add_argument("--no-report", action="store_true", help="skip report.html/report.pdf in OUT/report")
+    _add_method_options(p)
+    add_queue_option(p)
     p.set_defaults(run=_sweep)
 
 
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--methods",
+        help="a method study instead of a grid: methods, comma-separated, from adapter (FaceID, no training), "
+        "single-photo-lora, lora (the full set), lora+adapter; each drawn with the same prompts and seeds",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        metavar="PHOTO",
+        help="the one photo the adapter and single-photo-lora methods use (face distance is still to DATASET)",
+    )
+    p.add_argument(
+        "--adapter",
+        metavar="FILE",
+        help="the IP-Adapter FaceID file: a path, or a name in --adapter-dir, $COMFYUI_PATH/models/ipadapter or "
+        "$A1111_PATH/models/ControlNet (default: the family's usual file)",
+    )
+    p.add_argument("--adapter-dir", action="append", default=[], type=Path, metavar="DIR")
+    p.add_argument("--adapter-weight", type=float, default=0.8, help="FaceID strength (default 0.8)")
+    p.add_argument("--image-encoder", type=Path, metavar="DIR", help="CLIP image encoder folder (FaceID Plus)")
+
+
 def sweep_runs(args) -> list[dict]:
-    """The runs the options ask for: the grid of the comma lists, or the --runs file's combinations."""
+    """The runs the options ask for: the grid of the comma lists, or the --runs file's combinations (a method
+    study: the one setting its LoRA methods train with, the preset's where none is given)."""
     from ..evaluate.sweep_grid import OPTION, SETTING_KEYS, expand_grid, parse_values, read_runs_file
 
     lists = {key: parse_values(getattr(args, key), key) for key in SETTING_KEYS}
+    if getattr(args, "methods", None):
+        if args.runs is not None:
+            raise HeadshotError("--runs lists a grid's runs; a method study (--methods) takes none", "bad_option")
+        return expand_grid(lists) if any(lists.values()) else [{}]
     if args.runs is not None:
         given = [OPTION[key] for key, values in lists.items() if values]
         if given:
@@ -76,10 +107,18 @@ def sweep_runs(args) -> list[dict]:
 
 def _sweep(args) -> int:
     from ..generate.preflight import parse_size
+    from ..sweep.methods import parse_methods
     from ..sweep.plan import SweepOptions, plan_sweep
     from ..sweep.runner import run_sweep
 
     # every option is checked before a model loads
+    methods = parse_methods(args.methods) if args.methods else []
+    if not methods and (args.reference or args.adapter or args.adapter_dir or args.image_encoder):
+        raise HeadshotError(
+            "--reference, --adapter, --adapter-dir and --image-encoder belong to a method study: add --methods "
+            "(e.g. --methods adapter,lora)",
+            "bad_option",
+        )
     options = SweepOptions(
         dataset=args.dataset,
         base_model=args.base_model,
@@ -100,13 +139,25 @@ def _sweep(args) -> int:
         face_backend=args.face_backend,
         face_model_dirs=args.face_models,
         tokenizer_dirs=args.tokenizer,
+        methods=methods,
+        reference=args.reference,
+        adapter=args.adapter,
+        adapter_dirs=args.adapter_dir,
+        adapter_weight=args.adapter_weight,
+        image_encoder=args.image_encoder,
     )
+    submit = queue_submit(args.queue) if args.queue else None
     plan = plan_sweep(options)
     print(
         f"sweep: {len(plan.runs)} run(s) and a baseline, {plan.pictures_per_run} pictures each; {args.out}",
         file=sys.stderr,
     )
-    document, warnings = run_sweep(plan, progress=_progress_line(sys.stderr))
+    if submit is not None:
+        from ..sweep.queued import run_queued_sweep
+
+        document, warnings = run_queued_sweep(plan, submit, progress=_progress_line(sys.stderr))
+    else:
+        document, warnings = run_sweep(plan, progress=_progress_line(sys.stderr))
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     _print_table(document)
@@ -150,7 +201,10 @@ def _print_table(document: dict) -> None:
 
     print(f"{'run':<36} {'face dist':>9} {'CLIP':>7} {'faceless':>8} {'loss':>8}")
     rows = [("baseline (no LoRA)", document.get("baseline") or {})]
-    rows += [(", ".join(f"{k}={v}" for k, v in run["settings"].items()), run) for run in document["runs"]]
+    rows += [
+        (" ".join([run.get("method") or "", ", ".join(f"{k}={v}" for k, v in run["settings"].items())]).strip(), run)
+        for run in document["runs"]
+    ]
     for name, entry in rows:
         if entry.get("state") == "failed":
             print(f"{name:<36} failed: {entry.get('error')}")

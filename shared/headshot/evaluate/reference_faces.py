@@ -2,8 +2,9 @@
 metric averages the distance over them) and, with buffalo_l present, one ArcFace embedding per photo.
 
 A reference is a folder of photos, a prepared dataset, an .identity.json, or a LoRA with the identity
-file `headshot train` wrote beside it. An identity file holds the mean embedding of the training
-photos, not each photo's: distances to it are recorded as such (a note in the report).
+file `headshot train` wrote beside it. An identity file lists each training photo's embedding
+("embeddings"), so its distances equal the photos'; an older one holds only their mean: distances are
+then to that mean, and the report says so.
 """
 
 from __future__ import annotations

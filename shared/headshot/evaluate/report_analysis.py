@@ -59,6 +59,8 @@ def varying_settings(runs: list[RunRecord]) -> list[str]:
 
 
 def run_label(run: RunRecord, varying: list[str]) -> str:
+    if run.method:  # a method study: the method says what the run is
+        return f"{run.name} ({run.method})"
     shown = ", ".join(f"{k}={number(run.settings.get(k))}" for k in varying)
     return f"{run.name} ({shown})" if shown else run.name
 
@@ -82,10 +84,12 @@ def metrics_table(source: ReportSource) -> Table:
     runs = ([source.baseline] if source.baseline else []) + source.runs
     varying = varying_settings(source.runs)
     metrics = metrics_shown(runs)
-    header = ["run", *varying, *(m.label for m in metrics), "final loss", "training (s)"]
+    study = any(r.method for r in source.runs)  # a method study: the methods side by side
+    header = ["run", *(["method"] if study else []), *varying, *(m.label for m in metrics)]
+    header += ["final loss", "training (s)"]
     rows, grades = [], []
     for run in runs:
-        row = [run.name, *(number(run.settings.get(k)) for k in varying)]
+        row = [run.name, *([run.method or "none"] if study else []), *(number(run.settings.get(k)) for k in varying)]
         graded: list[str | None] = [None] * len(row)
         for m in metrics:
             value = run.metrics.get(m.key)
@@ -134,6 +138,8 @@ def analysis_facts(source: ReportSource) -> list[str]:
         )
     elif distance is not None and distance is clip and len(runs) > 1:
         facts.append(f"{distance.name} has both the lowest face distance and the highest CLIP score.")
+    if any(r.method for r in runs):  # a method study: the methods' facts come from report_methods
+        return facts
     for setting, together in confounded(runs, varying).items():
         facts.append(
             f"{' and '.join([setting, *together])} changed together in every run, so their effects "

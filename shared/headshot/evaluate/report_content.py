@@ -22,6 +22,7 @@ from .report_analysis import (
     varying_settings,
 )
 from .report_figures import hyperparameter_figure, loss_overlay, loss_per_run
+from .report_methods import STUDY_TEXT, is_method_study, method_facts, method_lines, methods_table
 from .report_sources import ReportSource, RunRecord, evaluation_sheet, thumbnail
 
 GRID_SIDE = 256  # pixels of a picture in the grids
@@ -84,16 +85,17 @@ KIND_TEXT = {
 def report_blocks(source: ReportSource) -> list[Block]:
     varying = varying_settings(source.runs)
     labels = [run_label(r, varying) for r in source.runs]
+    study = is_method_study(source)
     blocks: list[Block] = [
-        Paragraph(f"Made from {source.path}: {KIND_TEXT[source.kind]}."),
+        Paragraph(f"Made from {source.path}: {STUDY_TEXT if study else KIND_TEXT[source.kind]}."),
         *_method(source, varying),
         *_data_processing(source),
         *_training(source, labels),
         *_pictures(source, labels),
         *_metrics(source),
-        *_hyperparameters(source),
+        *(_methods(source) if study else _hyperparameters(source)),
         Heading("Analysis"),
-        Bullets(analysis_facts(source)),
+        Bullets((method_facts(source) if study else []) + analysis_facts(source)),
     ]
     if source.notes:
         blocks += [Heading("Not found"), Bullets(source.notes)]
@@ -118,6 +120,8 @@ def _method(source: ReportSource, varying: list[str]) -> list[Block]:
             ]
         ),
     ]
+    if is_method_study(source):
+        blocks += [Paragraph("Methods compared:"), Bullets(method_lines(source))]
     runs = source.runs
     if varying:
         header = ["run", *varying]
@@ -223,7 +227,8 @@ def _pictures(source: ReportSource, labels: list[str]) -> list[Block]:
     rows = [(run, label) for run, label in rows if run.evaluation]
     if not rows:
         return []
-    blocks: list[Block] = [Heading("Pictures" + (": baseline vs each run, same seeds" if source.baseline else ""))]
+    what = "method" if is_method_study(source) else "run"
+    blocks: list[Block] = [Heading("Pictures" + (f": baseline vs each {what}, same seeds" if source.baseline else ""))]
     names = _column_names([run for run, _ in rows])
     if names:
         blocks.append(
@@ -283,6 +288,13 @@ def _metrics(source: ReportSource) -> list[Block]:
     return [
         Heading("Metrics"),
         TableBlock(metrics_table(source), "Each value with its band (grade, range) from the course brief"),
+    ]
+
+
+def _methods(source: ReportSource) -> list[Block]:
+    return [
+        Heading("Methods side by side"),
+        TableBlock(methods_table(source), "Each method's numbers with its band and its change from the baseline"),
     ]
 
 

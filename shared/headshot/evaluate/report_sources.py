@@ -40,6 +40,9 @@ class RunRecord:
     evaluation: dict | None = None
     evaluation_path: Path | None = None
     pictures: dict[str, Path] = field(default_factory=dict)  # picture name -> file found on disk
+    method: str | None = None  # in a method study: adapter, single-photo-lora, lora, lora+adapter
+    adapter: str | None = None  # the FaceID file the method drew with, and its weight
+    adapter_weight: float | None = None
 
 
 @dataclass
@@ -154,6 +157,11 @@ def _load_evaluation(path: Path, data: dict | None = None) -> ReportSource:
 
 def _run_from_entry(name: str, entry: dict, base: Path, notes: list[str]) -> RunRecord:
     run = RunRecord(name, settings=dict(entry.get("settings") or {}), lora=entry.get("lora"))
+    if isinstance(entry.get("method"), str):
+        run.method = entry["method"]
+        run.adapter = entry["adapter"] if isinstance(entry.get("adapter"), str) else None
+        weight = entry.get("adapter_weight")
+        run.adapter_weight = float(weight) if isinstance(weight, (int, float)) else None
     job_dir = _resolve(entry.get("job"), base)
     if job_dir is not None:
         _fill_from_job(run, job_dir, notes)

@@ -12,6 +12,7 @@ from .config import ServiceConfig
 from .db import Store
 
 TASK_NAMES = {"train": "headshot.train", "generate": "headshot.generate"}
+SWEEP_TASK = "headshot.sweep_run"  # one run of `headshot sweep --queue` (no job record: the sweep folder is its record)
 
 
 def make_huey(config: ServiceConfig):
@@ -42,9 +43,21 @@ class JobQueue:
                 run_job(config, store, job_id, lambda job, beat: work[kind](config, store, job, beat), self.enqueue)
 
             self._tasks[kind] = self.huey.task(name=name)(task)
+        self.sweep_run = sweep_task(self.huey)
 
     def enqueue(self, kind: str, job_id: str) -> None:
         self._tasks[kind](job_id)
 
     def pending(self) -> int:
         return self.huey.pending_count()
+
+
+def _sweep_run(message: dict) -> None:
+    from ..sweep.queued import run_queued_task
+
+    run_queued_task(message)
+
+
+def sweep_task(huey) -> Callable:
+    """The sweep-run task on `huey`: workers register it to run it, `headshot sweep --queue` to send it."""
+    return huey.task(name=SWEEP_TASK)(_sweep_run)

@@ -1,6 +1,7 @@
 """Drawing a sweep's pictures: the same styles (or prompts) and seeds for every run, with its LoRA or, for the
-baseline, none. Styles go through the photoshoot (its prompts, sizes and results.json); --prompts lines
-are drawn as written, {subject} standing for the trigger and class."""
+baseline, none (and, in a method study, the FaceID identity where the method uses it). Styles go through the
+photoshoot (its prompts, sizes and results.json); --prompts lines are drawn as written, {subject} standing for
+the trigger and class."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..faces import FaceAnalyzer
 from ..finish.detail_and_restore import Finishing
 from ..outputs import atomic_save
 from ..photoshoot import GenerateSettings, generate
-from ..sampling.protocol import LoraWeight, Sampler, TextToImage
+from ..sampling.protocol import IdentityAdapter, LoraWeight, Sampler, TextToImage
 
 PROMPT_CFG = 7.0
 PROMPT_STEPS = 30
@@ -41,6 +42,7 @@ def draw_pictures(
     steps: int | None,
     style_dirs: list[Path],
     on_picture: Callable[[str], None],
+    identity: IdentityAdapter | None = None,
 ) -> list[PictureInput]:
     """Every picture of one run in `folder`, as the pictures evaluate measures (names relative to `folder`)."""
     loras = [str(lora)] if lora else []
@@ -58,6 +60,7 @@ def draw_pictures(
             style_dirs=style_dirs,
             trigger=trigger,
             class_word=class_word,
+            identity=identity,
         )
 
         def progress(done: int, total: int, message: str, style=style) -> None:
@@ -89,6 +92,7 @@ def draw_pictures(
                         seed=picture_seed,
                         sampler=PROMPT_SAMPLER,
                         loras=[LoraWeight(path) for path in loras],
+                        identity=identity,
                     )
                 )
                 name = f"prompt{number:02d}_{picture_seed:06d}.png"

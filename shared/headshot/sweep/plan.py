@@ -58,17 +58,33 @@ class SweepOptions:
     face_backend: str = "auto"
     face_model_dirs: list[str] = field(default_factory=list)
     tokenizer_dirs: list[str] = field(default_factory=list)
+    # a method study (sweep/methods.py): each method one run, on the same prompts and seeds
+    methods: list[str] = field(default_factory=list)
+    reference: Path | None = None  # the one photo of the person the adapter and single-photo LoRA use
+    adapter: str | None = None  # the FaceID file (a path or a name in adapter_dirs); "" or None: the usual one
+    adapter_dirs: list[Path] = field(default_factory=list)
+    adapter_weight: float = 0.8
+    image_encoder: Path | None = None  # the CLIP image encoder FaceID Plus needs
 
 
 @dataclass
 class PlannedRun:
     settings: dict  # what the sweep varies
-    train: TrainSettings  # out_dir = its job folder; dataset_dir = the dataset (or its trigger variant)
-    name: str  # <label>-<key>: the job folder's name
+    train: TrainSettings | None  # out_dir: its job folder; dataset_dir: the dataset or its variant; None: untrained
+    name: str  # <label>-<key>: the job folder's name (or, for a run that does not train, its pictures')
     steps_estimate: int  # for the progress estimate
+    method: str | None = None  # in a method study (sweep/methods.py)
+    identity: bool = False  # drawn with the FaceID adapter and the reference photo
+    pictures_name: str = ""  # default: name (lora+adapter shares the LoRA run's job, not its pictures)
 
     @property
-    def job_dir(self) -> Path:
+    def job_dir(self) -> Path | None:
+        return Path(self.train.out_dir) if self.train is not None else None
+
+    @property
+    def train_dir(self) -> Path:
+        """The job folder of a run that trains."""
+        assert self.train is not None, "a run that does not train has no job folder"
         return Path(self.train.out_dir)
 
 
@@ -83,6 +99,7 @@ class SweepPlan:
     pictures_key: str
     clip_dir: Path | None
     clip_searched: str  # where CLIP was looked for (for the warning when none is found)
+    adapter_path: Path | None = None  # the FaceID file found, in a method study with an adapter
 
     def pictures_dir(self, name: str) -> Path:
         return self.options.out / "pictures" / f"{name}-{self.pictures_key}"
@@ -112,7 +129,6 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
     from ..generate.preflight import check_generate_options
     from ..train.dataset import load_training_set
     from ..train.launch import check_inputs, input_fingerprints
-    from ..train.presets import PRESETS, planned_steps
 
     if not options.runs:
         raise HeadshotError("a sweep needs runs: give --lr (e.g. --lr 1e-4,5e-4) or --runs FILE", "bad_option")
@@ -136,42 +152,20 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
         )
     clip_dir, searched = find_clip_model(options.clip_model)
     check_writable(options.out)
-    runs = []
-    inputs: dict | None = None
-    for settings in options.runs:
-        train = TrainSettings(
-            dataset_dir=str(options.dataset),
-            base_model=str(options.base_model),
-            out_dir=str(options.out / "jobs" / "pending"),
-            output_name="lora",
-            preset=options.preset or "balanced",
-            steps=settings.get("steps"),
-            rank=settings.get("rank"),
-            alpha=settings.get("alpha"),
-            lr=settings.get("lr"),
-            resolution=options.resolution,
-            seed=options.train_seed,
-            device=options.device,
-            validation_images=options.validation_images,
-            face_backend=options.face_backend,
-            face_model_dirs=[str(d) for d in options.face_model_dirs],
-            tokenizer_dirs=[str(d) for d in options.tokenizer_dirs],
-            cache_dir=str(options.out / "input-cache"),  # every run encodes the same photos: once is enough
-        )
-        if inputs is None:
-            check_inputs(train)  # the dataset, the base model's presence, the options; probes OUT/jobs/pending
-            _remove_probe_folder(Path(train.out_dir))
-            inputs = input_fingerprints(train)
-        shaping = {k: v for k, v in train.to_dict().items() if k not in NOT_RESULT_SHAPING}
-        label = run_label(settings)
-        name = f"{label}-{fingerprint(settings, shaping, inputs)[:KEY_LENGTH]}"
-        train.out_dir = str(options.out / "jobs" / name)
-        train.output_name = label
-        variant = settings.get("trigger")
-        if variant and variant != trigger:  # the dataset with its captions' trigger word replaced (variants.py)
-            train.dataset_dir = str(options.out / "datasets" / variant)
-        steps = settings.get("steps") or planned_steps(PRESETS[train.preset], len(training_set.images))
-        runs.append(PlannedRun(settings, train, name, steps))
+    first = training_settings(options, options.runs[0] if options.runs else {})
+    check_inputs(first)  # the dataset, the base model's presence, the options; probes OUT/jobs/pending
+    _remove_probe_folder(Path(first.out_dir))
+    inputs = input_fingerprints(first)
+    adapter_path = None
+    if options.methods:
+        from .methods import plan_methods
+
+        runs, adapter_path = plan_methods(options, inputs, len(training_set.images))
+    else:
+        runs = [
+            planned_training_run(options, settings, inputs, len(training_set.images), dataset_trigger=trigger)
+            for settings in options.runs
+        ]
     prompts_text = {"styles": styles, "prompts": prompts, "style_files": _style_files(styles, options.style_dirs)}
     pictures_key = fingerprint(
         prompts_text,
@@ -179,7 +173,64 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
         inputs,
         [str(clip_dir) if clip_dir else None, options.face_backend],
     )[:KEY_LENGTH]
-    return SweepPlan(options, runs, prompts, styles, trigger, class_word, pictures_key, clip_dir, searched)
+    return SweepPlan(
+        options, runs, prompts, styles, trigger, class_word, pictures_key, clip_dir, searched, adapter_path
+    )
+
+
+def training_settings(options: SweepOptions, settings: dict, preset: str | None = None) -> TrainSettings:
+    """The TrainSettings of one run (its out_dir a placeholder until the run is named)."""
+    return TrainSettings(
+        dataset_dir=str(options.dataset),
+        base_model=str(options.base_model),
+        out_dir=str(options.out / "jobs" / "pending"),
+        output_name="lora",
+        preset=options.preset or preset or "balanced",
+        steps=settings.get("steps"),
+        rank=settings.get("rank"),
+        alpha=settings.get("alpha"),
+        lr=settings.get("lr"),
+        resolution=options.resolution,
+        seed=options.train_seed,
+        device=options.device,
+        validation_images=options.validation_images,
+        face_backend=options.face_backend,
+        face_model_dirs=[str(d) for d in options.face_model_dirs],
+        tokenizer_dirs=[str(d) for d in options.tokenizer_dirs],
+        cache_dir=str(options.out / "input-cache"),  # every run encodes the same photos: once is enough
+    )
+
+
+def planned_training_run(
+    options: SweepOptions,
+    settings: dict,
+    inputs: dict,
+    image_count: int,
+    *,
+    dataset_dir: Path | None = None,
+    preset: str | None = None,
+    method: str | None = None,
+    dataset_trigger: str | None = None,
+) -> PlannedRun:
+    """A run that trains: its settings, its job folder named after what decides the result (the settings,
+    the inputs' fingerprints), and its dataset (DATASET, `dataset_dir`, or a trigger variant)."""
+    from ..train.presets import PRESETS, planned_steps
+
+    train = training_settings(options, settings, preset)
+    shaping = {k: v for k, v in train.to_dict().items() if k not in NOT_RESULT_SHAPING}
+    label = run_label(settings)
+    name = f"{label}-{fingerprint(settings, shaping, inputs)[:KEY_LENGTH]}"
+    if method:  # the method names the job: a LoRA of the whole set and one of a single photo read apart
+        name = f"{method}-{name}"
+    train.out_dir = str(options.out / "jobs" / name)
+    train.output_name = label
+    variant = settings.get("trigger")
+    if dataset_dir is not None:
+        train.dataset_dir = str(dataset_dir)
+    elif variant and variant != dataset_trigger:  # the dataset with its captions' trigger word replaced (variants.py)
+        train.dataset_dir = str(options.out / "datasets" / variant)
+    steps = settings.get("steps") or planned_steps(PRESETS[train.preset], image_count)
+    return PlannedRun(settings, train, name, steps, method=method)
 
 
 def _style_files(styles: list[str], style_dirs) -> list:

@@ -21,6 +21,7 @@ from ..evaluate.sweep_record import METRIC_KEYS, SweepRecord, final_loss, metric
 from ..outputs import FolderLock
 from ..train import job_reuse
 from ..train.launch import TrainingRun
+from .methods import SINGLE_PHOTO_LORA, identity_for, make_single_photo_dataset, method_fields, method_header
 from .plan import PlannedRun, SweepPlan
 from .variants import trigger_variant
 
@@ -60,14 +61,19 @@ class SweepModels:
 
     @cached_property
     def clip(self):
-        from ..evaluate.clip_model import ClipScorer
+        from ..evaluate.clip_model import load_clip_scorer
 
         if self.plan.clip_dir is None:
             self.warnings.append(
                 f"no CLIP model found (searched {self.plan.clip_searched}); clip_score is null. Give --clip-model DIR"
             )
             return None
-        return ClipScorer(self.plan.clip_dir)
+        return load_clip_scorer(self.plan.clip_dir)
+
+    @cached_property
+    def identity(self):
+        """The reference photo's FaceID identity (a method study's adapter runs)."""
+        return identity_for(self.plan, self.arcface)
 
     @cached_property
     def reference(self):
@@ -82,6 +88,10 @@ def run_sweep(plan: SweepPlan, progress: SweepProgressCallback | None = None) ->
     out = plan.options.out
     with FolderLock(out, "sweep folder"):
         record = SweepRecord(out, _header(plan))
+
+        def save(index: int, entry: dict) -> None:
+            record.set_run(index, {**entry, **method_fields(plan, plan.runs[index])})
+
         record.document["runs"] = [
             {"settings": run.settings, "state": "pending", "job": relative(run.job_dir, out)} for run in plan.runs
         ]
@@ -92,56 +102,66 @@ def run_sweep(plan: SweepPlan, progress: SweepProgressCallback | None = None) ->
         )
         models = SweepModels(plan)
         trained: dict[int, job_reuse.TrainedLora] = {}
+        job_seconds: dict[str, float | None] = {}
         for index, run in enumerate(plan.runs):
             where = f"run {index + 1}/{len(plan.runs)} ({run.name})"
-            earlier = record.earlier_entry(run.job_dir)
+            if run.train is None:  # the adapter alone: nothing to train
+                save(index, _untrained_entry(run))
+                continue
+            earlier = record.earlier_entry(run.train_dir)
             try:
                 trained[index], seconds = _train(plan, run, tracker, where)
             except HeadshotError as exc:
-                record.set_run(index, _failed(run, out, exc))
+                save(index, _failed(run, out, exc))
                 tracker.skip(run.steps_estimate + batch_units, f"{where}: failed: {exc}")
                 continue
-            if trained[index].reused:
+            if run.name in job_seconds:  # a job an earlier run of this sweep trained (lora, then lora+adapter)
+                seconds = job_seconds[run.name]
+            elif trained[index].reused:
                 seconds = (
-                    earlier.get("train_seconds") if earlier.get("state") == "done" else _event_seconds(run.job_dir)
+                    earlier.get("train_seconds") if earlier.get("state") == "done" else _event_seconds(run.train_dir)
                 )
-            record.set_run(index, _trained_entry(plan, run, trained[index], seconds))
+            job_seconds[run.name] = seconds
+            save(index, _trained_entry(plan, run, trained[index], seconds))
 
         baseline_dir = plan.pictures_dir("baseline")
         metrics, evaluation = _pictures_and_metrics(plan, models, baseline_dir, None, plan.trigger, tracker, "baseline")
-        record.set_baseline(
-            {
-                "settings": {},
-                "lora": None,
-                "job": None,
-                "state": "done",
-                "pictures": relative(baseline_dir, out),
-                "evaluation": relative(evaluation, out),
-                "metrics": metrics,
-                "final_loss": None,
-                "train_seconds": None,
-            }
-        )
+        record.set_baseline(baseline_entry(out, baseline_dir, metrics, evaluation))
         for index, run in enumerate(plan.runs):
-            if index not in trained:
-                continue
+            if index not in trained and run.train is not None:
+                continue  # its training failed
             where = f"run {index + 1}/{len(plan.runs)} ({run.name})"
             entry = dict(record.document["runs"][index])
-            folder = plan.pictures_dir(run.name)
+            folder = plan.pictures_dir(run.pictures_name or run.name)
             trigger = run.settings.get("trigger") or plan.trigger
+            lora = trained[index].lora if index in trained else None
             try:
                 metrics, evaluation = _pictures_and_metrics(
-                    plan, models, folder, trained[index].lora, trigger, tracker, where
+                    plan, models, folder, lora, trigger, tracker, where, identity=run.identity
                 )
             except HeadshotError as exc:
-                record.set_run(index, {**entry, "state": "failed", "error": str(exc), "error_code": exc.code})
+                save(index, {**entry, "state": "failed", "error": str(exc), "error_code": exc.code})
                 continue
             entry.update(
                 state="done", pictures=relative(folder, out), evaluation=relative(evaluation, out), metrics=metrics
             )
-            record.set_run(index, entry)
+            save(index, entry)
         tracker.note(f"done: {record.path}")
         return record.document, models.warnings
+
+
+def baseline_entry(out: Path, folder: Path, metrics: dict, evaluation: Path) -> dict:
+    return {
+        "settings": {},
+        "lora": None,
+        "job": None,
+        "state": "done",
+        "pictures": relative(folder, out),
+        "evaluation": relative(evaluation, out),
+        "metrics": metrics,
+        "final_loss": None,
+        "train_seconds": None,
+    }
 
 
 def _header(plan: SweepPlan) -> dict:
@@ -162,11 +182,15 @@ def _header(plan: SweepPlan) -> dict:
         "clip_model": str(plan.clip_dir) if plan.clip_dir else None,
         "metric_keys": list(METRIC_KEYS),
         "paths_relative_to": "the folder holding this file",
+        **method_header(plan),
     }
 
 
 def _train(plan: SweepPlan, run: PlannedRun, tracker: SweepProgress, where: str):
     """The run's finished job: reused, resumed from its last checkpoint, or trained; and the seconds it took."""
+    assert run.train is not None  # only runs that train come here
+    if run.method == SINGLE_PHOTO_LORA:
+        make_single_photo_dataset(plan, run)
     variant = run.settings.get("trigger")
     if variant and variant != plan.trigger:
         trigger_variant(plan.options.dataset, Path(run.train.dataset_dir), plan.trigger, variant)
@@ -227,14 +251,28 @@ def _trained_entry(plan: SweepPlan, run: PlannedRun, trained: job_reuse.TrainedL
     }
 
 
+def _untrained_entry(run: PlannedRun) -> dict:
+    return {
+        "settings": run.settings,
+        "state": "pending",
+        "lora": None,
+        "job": None,
+        "pictures": None,
+        "evaluation": None,
+        "metrics": None,
+        "final_loss": None,
+        "train_seconds": None,
+    }
+
+
 def _failed(run: PlannedRun, out: Path, exc: HeadshotError) -> dict:
     return {
         "settings": run.settings,
         "state": "failed",
         "lora": None,
-        "job": relative(run.job_dir, out),
+        "job": relative(run.train_dir, out),
         "metrics": None,
-        "final_loss": final_loss(run.job_dir),
+        "final_loss": final_loss(run.train_dir),
         "train_seconds": None,
         "error": str(exc),
         "error_code": exc.code,
@@ -259,6 +297,8 @@ def _pictures_and_metrics(
     trigger: str,
     tracker: SweepProgress,
     where: str,
+    *,
+    identity: bool = False,
 ) -> tuple[dict, Path]:
     """The batch's metrics: read back when `folder` holds its evaluation, else drawn in a staging folder,
     measured, and moved into place whole (a cut-short batch is drawn again, never half reused)."""
@@ -296,6 +336,7 @@ def _pictures_and_metrics(
         size=options.size,
         steps=options.sample_steps,
         style_dirs=options.style_dirs,
+        identity=models.identity if identity else None,
         on_picture=lambda message: tracker.advance(picture_units, f"{where}: drawing {message}", force=True),
     )
     tracker.note(f"{where}: measuring {len(pictures)} pictures")

@@ -25,30 +25,41 @@ NEGATIVE_PROMPT = "blurry, lowres, deformed, cartoon, text, watermark"
 
 
 def identity_reference(images, analyzer) -> tuple[np.ndarray | None, int]:
-    """Mean face embedding of the training images (and how many had a face): who the LoRA should draw."""
+    """Each training image's face embedding, one row per image with a face (None when none has one), and how
+    many had a face: who the LoRA should draw. Images are read as evaluate reads reference photos (upright by
+    EXIF), so distances to these rows equal distances to the photos themselves."""
+    from ..errors import HeadshotError
+    from ..photos import read_photo
+
     embeddings = []
     for item in images:
-        with Image.open(item.path) as img:
-            upright = find_upright(img.convert("RGB"), analyzer)
+        try:
+            image = read_photo(item.path).image
+        except HeadshotError:  # unreadable now: passed over, as evaluate passes it over
+            continue
+        upright = find_upright(image.convert("RGB"), analyzer)
         subject, _ = pick_subject(upright.faces)
         if subject is not None:
             embeddings.append(upright.embed(subject))
-    return (np.mean(np.stack(embeddings), axis=0) if embeddings else None), len(embeddings)
+    return (np.stack(embeddings) if embeddings else None), len(embeddings)
 
 
 def write_identity_reference(path: Path, analyzer, embedding: np.ndarray | None, count: int) -> str | None:
-    """The reference saved beside the LoRA, for ranking generated images by likeness later."""
+    """The reference saved beside the LoRA, for ranking generated images by likeness later: the mean embedding
+    ("embedding", what ranking compares with) and, given one row per photo, each photo's ("embeddings": evaluate's
+    face distance averages over the photos, as face_recognition's metric does)."""
     if embedding is None:
         return None
-    atomic_write_json(
-        path,
-        {
-            "backend": analyzer.name,
-            "embedding": [round(float(v), 6) for v in embedding],
-            "images": count,
-            "same_person_distance": analyzer.same_person_distance,
-        },
-    )
+    rows = np.atleast_2d(np.asarray(embedding, np.float64))
+    data = {
+        "backend": analyzer.name,
+        "embedding": [round(float(v), 6) for v in rows.mean(axis=0)],
+        "images": count,
+        "same_person_distance": analyzer.same_person_distance,
+    }
+    if np.ndim(embedding) == 2:
+        data["embeddings"] = [[round(float(v), 6) for v in row] for row in rows]
+    atomic_write_json(path, data)
     return str(path)
 
 
@@ -58,6 +69,7 @@ class CheckpointJudge:
         self.settings = trainer.settings
         self.records: list[dict] = []
         self.reference: np.ndarray | None = None
+        self.reference_photos: np.ndarray | None = None  # one row per training photo with a face
         self.analyzer: FaceAnalyzer | None = None
         self._pipeline = None
         path = trainer.job.path / "validation.json"
@@ -68,10 +80,12 @@ class CheckpointJudge:
     def prepare_reference(self) -> None:
         s = self.settings
         self.analyzer = load_face_analyzer(s.face_backend, s.face_model_dirs)
-        self.reference, self.reference_count = identity_reference(self.trainer.training_set.images, self.analyzer)
+        photos, self.reference_count = identity_reference(self.trainer.training_set.images, self.analyzer)
+        self.reference_photos = photos
+        self.reference = None if photos is None else photos.mean(axis=0)  # what checkpoints are judged against
 
     def save_reference(self, path: Path) -> str | None:
-        return write_identity_reference(path, self.analyzer, self.reference, self.reference_count)
+        return write_identity_reference(path, self.analyzer, self.reference_photos, self.reference_count)
 
     # -- judging --------------------------------------------------------------------------------
     def judge(self, step: int) -> dict:
