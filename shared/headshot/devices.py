@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import HeadshotError
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     if requested != "auto":
@@ -16,9 +18,17 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def autocast_dtype(device: torch.device, mixed_precision: str) -> torch.dtype | None:
-    """bf16 where the GPU has it, else fp16; the CPU trains in fp32 (autocast there is slower)."""
-    if device.type == "cpu" or mixed_precision == "no":
+    """The autocast dtype for `mixed_precision` ("auto" | "no" | "fp16" | "bf16"), None for fp32.
+
+    "auto": bf16 where the GPU has it, else fp16; fp32 on the CPU (autocast there is slower).
+    An explicit bf16 runs on the CPU too (PyTorch's CPU autocast); fp16 needs a GPU.
+    """
+    if mixed_precision == "no":
         return None
+    if device.type == "cpu":
+        if mixed_precision == "fp16":
+            raise HeadshotError("fp16 mixed precision needs a GPU; on the CPU use bf16 or no", "bad_option")
+        return torch.bfloat16 if mixed_precision == "bf16" else None
     if mixed_precision == "fp16":
         return torch.float16
     if mixed_precision == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):

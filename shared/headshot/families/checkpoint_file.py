@@ -4,6 +4,7 @@ read when it is asked for, so detection costs a header and a few shapes), .ckpt 
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,24 +16,106 @@ if TYPE_CHECKING:
     import torch
 
 
+# safetensors' dtype names -> torch dtypes (the ones a checkpoint can hold)
+_SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
 class LazySafetensors(Mapping):
-    """A .safetensors file as a read-only mapping that loads each tensor when it is asked for."""
+    """A .safetensors file as a read-only mapping that reads each tensor from disk when it is asked for.
+
+    safe_open checks the file and gives keys and metadata; tensors are then read with plain file
+    reads into fresh memory, not through safe_open's memory map: the mapped pages a read touches
+    count in the process's resident memory until the map is closed, which for a whole checkpoint
+    is the file's size again on top of the converted models (measured: 1.8 GB of 2 GB for SD1.5).
+    """
 
     def __init__(self, path: Path):
         from safetensors import safe_open
 
-        self._file = safe_open(str(path), framework="pt", device="cpu")
-        self._keys = list(self._file.keys())
-        self._keyset = set(self._keys)
-        self.metadata = dict(self._file.metadata() or {})
+        with safe_open(str(path), framework="pt", device="cpu") as f:  # validates the header
+            self._keys = list(f.keys())
+            self.metadata = dict(f.metadata() or {})
+        self._path = path
+        # kept open: a file replaced on disk before the deferred UNet is read still reads as the one checked
+        self._handle = open(path, "rb", buffering=0)  # noqa: SIM115
+        length = int.from_bytes(self._handle.read(8), "little")
+        header = json.loads(self._handle.read(length))
+        header.pop("__metadata__", None)
+        self._data_start = 8 + length
+        self._entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {
+            k: (v["dtype"], tuple(v["shape"]), *v["data_offsets"]) for k, v in header.items()
+        }
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._keyset:
-            raise KeyError(key)
-        return self._file.get_tensor(key)
+        return dict(self.tensors([key]))[key]
+
+    def tensors(self, keys, dtype: torch.dtype | None = None, device=None) -> Iterator[tuple[str, torch.Tensor]]:
+        """(key, tensor) for `keys` in file order, floating ones cast to `dtype` on `device` as they are read.
+
+        A tensor that needs a cast is read into one reused staging buffer, so converting a component
+        costs its final size plus one tensor, and no fresh pages are faulted in twice.
+        """
+        import torch
+
+        missing = [k for k in keys if k not in self._entries]
+        if missing:
+            raise KeyError(missing[0])
+        order = sorted(keys, key=lambda k: self._entries[k][2])
+        staging: torch.Tensor | None = None
+        f = self._handle
+        for key in order:
+            dtype_name, shape, begin, end = self._entries[key]
+            stored = getattr(torch, _SAFETENSORS_DTYPES.get(dtype_name, ""), None)
+            if stored is None:  # a dtype this reader does not know: safetensors reads it, copied off its map
+                yield key, self._via_safe_open(key, dtype, device)
+                continue
+            cast = dtype is not None and stored.is_floating_point and stored != dtype
+            moved = device is not None and torch.device(device).type != "cpu"
+            if cast or moved:
+                if staging is None or staging.numel() < end - begin:
+                    staging = torch.empty(end - begin, dtype=torch.uint8)
+                raw = staging[: end - begin]
+            else:
+                raw = torch.empty(end - begin, dtype=torch.uint8)
+            self._read_into(f, key, begin, raw)
+            tensor = raw.view(stored).reshape(shape)
+            if cast or moved:
+                tensor = tensor.to(device=device, dtype=dtype if cast else stored, copy=True)
+            yield key, tensor
+
+    def _read_into(self, f, key: str, begin: int, raw: torch.Tensor) -> None:
+        view, done = memoryview(raw.numpy().data), 0
+        f.seek(self._data_start + begin)
+        while done < len(view):  # one read returns at most ~2 GiB on Linux
+            got = f.readinto(view[done:])
+            if not got:
+                raise OSError(f"{self._path} ends inside tensor {key}; download or copy it again.")
+            done += got
+
+    def _via_safe_open(self, key: str, dtype, device) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(str(self._path), framework="pt", device="cpu") as f:
+            tensor = f.get_tensor(key).clone()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        return tensor if device is None else tensor.to(device)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._keyset
+        return key in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
@@ -41,7 +124,7 @@ class LazySafetensors(Mapping):
         return len(self._keys)
 
     def shape_of(self, key: str) -> tuple[int, ...]:
-        return tuple(self._file.get_slice(key).get_shape())
+        return self._entries[key][1]
 
 
 def tensor_shape(state_dict: Mapping, key: str) -> tuple[int, ...]:

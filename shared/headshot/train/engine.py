@@ -35,7 +35,7 @@ from .job import Cancelled, JobFolder
 from .lora_files import load_lora, save_lora, write_a1111_sidecar
 from .lora_targets import kohya_unet_targets, text_encoder_targets
 from .loss_curve import draw_loss_curve, trim_loss_log
-from .optimizers import make_lr_schedule, make_optimizer
+from .optimizers import grad_scaler, make_lr_schedule, make_optimizer, optimizer_class
 from .settings import TrainSettings
 from .trained_lora import trained_lora_metadata, trained_lora_tensors
 from .training_step import add_lora, diffusion_loss, step_batch
@@ -60,6 +60,8 @@ class LoraTrainer:
             len(images), images[0].repeats, self.training_set.resolution, self.device.type == "cuda"
         )
         self.autocast = autocast_dtype(self.device, self.settings.mixed_precision)
+        # a missing optional optimizer package stops the run here, before minutes of loading
+        optimizer_class(self.settings.optimizer or "adamw")
         self._base = base
         self.progress = progress or (lambda done, total, message: None)
 
@@ -165,7 +167,7 @@ class LoraTrainer:
         self.trainable = [p for g in groups for p in g["params"]]
         self.optimizer = make_optimizer(s.optimizer, groups, s.lr)
         self.lr_schedule = make_lr_schedule(s.scheduler, self.optimizer, s.warmup_steps, s.steps)
-        self.scaler = torch.amp.GradScaler("cuda") if self.autocast == torch.float16 else None
+        self.scaler = grad_scaler(self.device, self.autocast)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def metadata(self, step: int, chosen_step: int | None = None) -> dict[str, str]:
@@ -255,6 +257,7 @@ class LoraTrainer:
         if loss_log.tell() == 0:
             loss_log.write("step,loss,lr\n")
         started, done_here = time.monotonic(), 0
+        recorded = started
         step = saved = start
         try:
             while step < s.steps:
@@ -276,22 +279,26 @@ class LoraTrainer:
                 self._optimizer_step(loss)
                 step += 1
                 done_here += 1
-                elapsed = time.monotonic() - started
-                rate = done_here / elapsed
+                now = time.monotonic()
+                rate = done_here / (now - started)
                 lr = self.lr_schedule.get_last_lr()[0]
-                loss_log.write(f"{step},{loss.item():.6f},{lr:.3e}\n")
+                value = loss.item()
+                loss_log.write(f"{step},{value:.6f},{lr:.3e}\n")
                 loss_log.flush()
                 self.job.emit(
                     "step",
                     step=step,
                     total=s.steps,
-                    loss=round(loss.item(), 6),
+                    loss=round(value, 6),
                     lr=lr,
                     it_per_s=round(rate, 4),
                     eta_s=round((s.steps - step) / rate, 1),
                 )
-                self.job.update(steps_done=step)
-                if step % s.checkpoint_every == 0 or step == s.steps:
+                checkpoint = step % s.checkpoint_every == 0 or step == s.steps
+                if checkpoint or now - recorded >= 1.0:  # job.json is fsynced: not on every fast GPU step
+                    self.job.update(steps_done=step)
+                    recorded = now
+                if checkpoint:
                     self.save_checkpoint(step, generator)
                     saved = step
                     judge.judge(step)

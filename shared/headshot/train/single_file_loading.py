@@ -53,8 +53,26 @@ def _empty_init():
     return init_empty_weights()
 
 
-def _subdict(sd: Mapping, keys, prefix: str, skip: Callable[[str], bool] = lambda k: False) -> dict:
-    return {k: sd[k] for k in sorted(keys) if k.startswith(prefix) and not skip(k)}
+def _subdict(
+    sd: Mapping, keys, prefix: str, skip: Callable[[str], bool] = lambda k: False, *, dtype=None, device=None
+) -> dict:
+    """One component's tensors, read from the file only now, floating ones already in `dtype` on `device`.
+
+    Only this component's tensors are in memory, each converted as it is read: they become the
+    module's parameters (load_state_dict(assign=True)), so loading costs the built models and no
+    copy of the file.
+    """
+    wanted = [k for k in sorted(keys) if k.startswith(prefix) and not skip(k)]
+    read = getattr(sd, "tensors", None)
+    if read is not None:  # a lazily read .safetensors file
+        return dict(read(wanted, dtype=dtype, device=device))
+    return {k: _cast(sd[k], dtype, device) for k in wanted}
+
+
+def _cast(tensor: torch.Tensor, dtype, device) -> torch.Tensor:
+    if dtype is not None and tensor.is_floating_point():
+        return tensor.to(device=device, dtype=dtype)
+    return tensor if device is None else tensor.to(device)
 
 
 def _fit_keys(weights: dict, expected) -> dict:
@@ -99,12 +117,8 @@ def _materialize(model, weights: dict, *, dtype, device, what: str, source: str)
         )
     final = {}
     for key in list(weights):
-        tensor = weights.pop(key)  # drop each source tensor as soon as its copy exists
-        if tensor.is_floating_point():
-            tensor = tensor.to(device=device, dtype=dtype)
-        else:
-            tensor = tensor.to(device=device)
-        final[key] = tensor.contiguous()
+        # a no-op for tensors read in `dtype` already; else each source tensor goes as soon as its copy exists
+        final[key] = _cast(weights.pop(key), dtype, device).contiguous()
     model.load_state_dict(final, strict=True, assign=True)
     model.to(device)
     if any(t.device.type == "meta" for t in [*model.parameters(), *model.buffers()]):
@@ -114,28 +128,32 @@ def _materialize(model, weights: dict, *, dtype, device, what: str, source: str)
     return model
 
 
-def prepare_unet(sd: Mapping, keys: set, family: Family, source: str = "this checkpoint"):
-    """(empty UNet2DConditionModel, its weights renamed to diffusers' keys)."""
+def prepare_unet(sd: Mapping, keys: set, family: Family, source: str = "this checkpoint", *, dtype=None, device=None):
+    """(empty UNet2DConditionModel, its weights renamed to diffusers' keys, in `dtype` on `device`)."""
     from diffusers import UNet2DConditionModel
 
     sfu = _conversion_functions()
     config = infer_unet_config(sd, keys, family, source)
     with _empty_init():
         unet = UNet2DConditionModel.from_config(config)
-    return unet, sfu.convert_ldm_unet_checkpoint(_subdict(sd, keys, family.checkpoint_unet_prefix), config)
+    weights = _subdict(sd, keys, family.checkpoint_unet_prefix, dtype=dtype, device=device)
+    return unet, sfu.convert_ldm_unet_checkpoint(weights, config)
 
 
-def prepare_vae(sd: Mapping, keys: set, family: Family):
+def prepare_vae(sd: Mapping, keys: set, family: Family, *, dtype=None, device=None):
     from diffusers import AutoencoderKL
 
     sfu = _conversion_functions()
     config = infer_vae_config(sd, keys, family)
     with _empty_init():
         vae = AutoencoderKL.from_config(config)
-    return vae, sfu.convert_ldm_vae_checkpoint(_subdict(sd, keys, family.checkpoint_vae_prefix), config)
+    weights = _subdict(sd, keys, family.checkpoint_vae_prefix, dtype=dtype, device=device)
+    return vae, sfu.convert_ldm_vae_checkpoint(weights, config)
 
 
-def prepare_text_encoders(sd: Mapping, keys: set, family: Family) -> list[tuple[str, Any, dict]]:
+def prepare_text_encoders(
+    sd: Mapping, keys: set, family: Family, *, dtype=None, device=None
+) -> list[tuple[str, Any, dict]]:
     """[(description, empty text model, its weights in transformers' keys)] in the family's order."""
     import transformers
 
@@ -147,7 +165,7 @@ def prepare_text_encoders(sd: Mapping, keys: set, family: Family) -> list[tuple[
         with _empty_init():
             model = getattr(transformers, encoder.model_class)(config)
         if not encoder.openclip_layout:
-            weights = sfu.convert_ldm_clip_checkpoint(_subdict(sd, keys, prefix))
+            weights = sfu.convert_ldm_clip_checkpoint(_subdict(sd, keys, prefix, dtype=dtype, device=device))
             weights = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in weights.items()}
             return what, model, _fit_keys(weights, model.state_dict())
         unused = f"{prefix}transformer.resblocks.{config.num_hidden_layers}."
@@ -158,7 +176,8 @@ def prepare_text_encoders(sd: Mapping, keys: set, family: Family) -> list[tuple[
             # SD2 reads the penultimate block's output and never the projection
             return encoder.drop_last_layer and (k.startswith(unused) or k == prefix + "text_projection")
 
-        weights = sfu.convert_open_clip_checkpoint(model, _subdict(sd, keys, prefix, skip), prefix=prefix)
+        weights = _subdict(sd, keys, prefix, skip, dtype=dtype, device=device)
+        weights = sfu.convert_open_clip_checkpoint(model, weights, prefix=prefix)
         return what, model, _fit_keys(weights, model.state_dict())
 
     return [
@@ -168,19 +187,19 @@ def prepare_text_encoders(sd: Mapping, keys: set, family: Family) -> list[tuple[
 
 
 def build_unet(sd: Mapping, keys: set, family: Family, *, dtype, device, source: str = "this checkpoint"):
-    unet, weights = prepare_unet(sd, keys, family, source)
+    unet, weights = prepare_unet(sd, keys, family, source, dtype=dtype, device=device)
     return _materialize(unet, weights, dtype=dtype, device=device, what="UNet", source=source)
 
 
 def _build_vae(sd: Mapping, keys: set, family: Family, *, dtype, device, source: str):
-    vae, weights = prepare_vae(sd, keys, family)
+    vae, weights = prepare_vae(sd, keys, family, dtype=dtype, device=device)
     return _materialize(vae, weights, dtype=dtype, device=device, what="VAE", source=source)
 
 
 def _build_text_encoders(sd: Mapping, keys: set, family: Family, *, dtype, device, source: str) -> list:
     return [
         _materialize(model, weights, dtype=dtype, device=device, what=what, source=source)
-        for what, model, weights in prepare_text_encoders(sd, keys, family)
+        for what, model, weights in prepare_text_encoders(sd, keys, family, dtype=dtype, device=device)
     ]
 
 

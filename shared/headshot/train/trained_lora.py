@@ -74,7 +74,8 @@ def trained_lora_metadata(
             "flip_aug": s.flip,
             "shuffle_caption": s.shuffle_captions,
             "gradient_checkpointing": s.gradient_checkpointing,
-            "mixed_precision": str(autocast or "no"),
+            # kohya's spelling (ss_mixed_precision: no | fp16 | bf16), not torch's dtype name
+            "mixed_precision": {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(autocast), "no"),
             "max_train_steps": s.steps,
             "batch_size": s.batch_size,
             "preset": s.preset,
