@@ -28,6 +28,10 @@ NODES = {
     "generate": ({"HeadshotStyleTemplate": "Style Template", "HeadshotPoseSkeleton": "Pose Skeleton"}, []),
     "detailer": ({"HeadshotFaceDetailer": "Face Detailer"}, []),
     "restore": ({"HeadshotFaceRestore": "Face Restore"}, [("spandrel", "spandrel")]),
+    "identity_adapter": (
+        {"HeadshotApplyIdentityAdapter": "Apply Identity Adapter (one photo)"},
+        [("diffusers", "diffusers"), ("safetensors", "safetensors")],
+    ),
     "ranking": ({"HeadshotRankByLikeness": "Rank by Likeness", "HeadshotEvaluateLikeness": "Evaluate Likeness"}, []),
 }
 

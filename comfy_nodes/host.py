@@ -19,6 +19,7 @@ MODEL_FOLDERS = {
     "insightface": ("insightface", False),  # buffalo_l: <dir>/models/buffalo_l/*.onnx
     "taggers": ("taggers", False),  # WD14 / DeepDanbooru ONNX folders (model.onnx + tags)
     "headshot_styles": ("headshot_styles", False),  # a person's own style .toml files
+    "ipadapter": ("ipadapter", True),  # IP-Adapter FaceID files, shared with ComfyUI_IPAdapter_plus
 }
 JOBS_KEY = "headshot_jobs"
 

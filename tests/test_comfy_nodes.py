@@ -196,6 +196,7 @@ def test_the_nine_nodes_load_with_their_display_names():
         "HeadshotPoseSkeleton": "Pose Skeleton",
         "HeadshotFaceDetailer": "Face Detailer",
         "HeadshotFaceRestore": "Face Restore",
+        "HeadshotApplyIdentityAdapter": "Apply Identity Adapter (one photo)",
         "HeadshotRankByLikeness": "Rank by Likeness",
         "HeadshotEvaluateLikeness": "Evaluate Likeness",
     }
@@ -228,7 +229,7 @@ def test_a_failing_module_drops_only_its_nodes_with_one_line():
     assert run.returncode == 0, run.stderr
     nodes, disabled = json.loads(run.stdout.split("RESULT ", 1)[1])
     assert "HeadshotFaceRestore" not in nodes and "HeadshotRankByLikeness" not in nodes
-    assert "HeadshotStyleTemplate" in nodes and len(nodes) == 6
+    assert "HeadshotStyleTemplate" in nodes and len(nodes) == 7
     assert "pip install spandrel" in disabled["Face Restore"]
     lines = [line for line in run.stdout.splitlines() if line.startswith("[Headshot Studio]")]
     assert len(lines) == 2 and "Face Restore disabled" in " ".join(lines)

@@ -354,6 +354,7 @@ RECORDED_NODES = [
     "PreviewImage",
     "PreviewAny",
     "LoadImage",
+    "CLIPVisionLoader",
 ]
 
 _RECORDER = r"""
