@@ -39,7 +39,7 @@ def records_in_postgresql(postgres, monkeypatch):
         assert database.startswith("postgresql://")
         config = ServiceConfig(
             data_dir=tmp_path, base_model=str(tmp_path), face_backend="dlib", limits=Limits(**limits),
-            database_url=database,
+            database_url=database, private_webhooks=True,  # the webhook receiver is on 127.0.0.1
         )  # fmt: skip
         store = Store(config.database)
         assert store.engine.dialect.name == "postgresql"
