@@ -9,26 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import tiny_models
 from service_processes import HeadshotProcess, wait_until
 
 from headshot.cli import main
-from headshot.samples import astronaut_shots
 from headshot.service.db import Store
+from tests.test_sweep import tiny  # noqa: F401  (the fixture: the tiny model and a two-photo dataset)
 
 pytest.importorskip("huey", reason="the queue needs pip install 'headshot-studio[service]'")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep_queue_kit")
-    base = tiny_models.make_tiny_sd1(root / "sd1")
-    subset = root / "data" / "img" / "10_ohwx woman"
-    subset.mkdir(parents=True)
-    for i, name in enumerate(["astronaut.png", "astronaut_closeup.jpg"]):
-        astronaut_shots()[name].convert("RGB").resize((128, 128)).save(subset / f"{i}.png")
-        (subset / f"{i}.txt").write_text("ohwx woman, smile")
-    return {"base": base, "data": root / "data"}
 
 
 def _sweep_args(tiny, out, *extra):
