@@ -76,11 +76,12 @@ def _disk_error(path: Path, exc: OSError) -> HeadshotError:
     return HeadshotError(f"cannot write {path}: {exc.strerror or exc}", "write_failed")
 
 
-def atomic_save(path: str | Path, write: Callable[[Path], object], private: bool = False) -> Path:
+def atomic_save(path: str | Path, write: Callable[[Path], object], private: bool = False, durable: bool = True) -> Path:
     """Call `write(tmp)` to write a temporary file beside `path`, then rename it over `path`.
 
     On any failure the temporary file is removed and whatever `path` held before is unchanged.
-    `private` keeps the file readable by its owner only (a service's uploaded photos).
+    `private` keeps the file readable by its owner only (a service's uploaded photos). `durable=False`
+    skips the fsync, for a staged file that is synced when it is placed.
     """
     path = Path(path)
     try:
@@ -92,8 +93,9 @@ def atomic_save(path: str | Path, write: Callable[[Path], object], private: bool
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o600 if private else FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:

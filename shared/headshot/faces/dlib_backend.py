@@ -5,6 +5,7 @@ The model files come from the `face_recognition_models` package; nothing is down
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -44,12 +45,23 @@ class DlibFaceAnalyzer:
                 "the dlib face backend needs dlib: pip install dlib-bin face_recognition_models "
                 "(dlib-bin is a prebuilt wheel; no compiler needed)"
             ) from None
-        models = _model_files_folder()
-        self._detector = dlib.get_frontal_face_detector()
-        self._landmarks = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
-        self._encoder = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
+        self._models = _model_files_folder()
         self._dlib = dlib
         self.upsample = upsample
+
+    # each model is built on first use: a process that only compares embeddings (prepare's main process
+    # while workers screen) skips the detector's second of deserialising
+    @functools.cached_property
+    def _detector(self):
+        return self._dlib.get_frontal_face_detector()
+
+    @functools.cached_property
+    def _landmarks(self):
+        return self._dlib.shape_predictor(str(self._models / "shape_predictor_5_face_landmarks.dat"))
+
+    @functools.cached_property
+    def _encoder(self):
+        return self._dlib.face_recognition_model_v1(str(self._models / "dlib_face_recognition_resnet_model_v1.dat"))
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces, largest first, searched as face_recognition does (upsampled `upsample` times)."""
