@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from .screening import ScreeningSettings, difference_hash, face_sharpness
 DETECT_DRAFT_SHARE = 0.9
 #: fewer photos than this are screened in this process: starting workers would cost more than it saves
 POOL_FROM_PHOTOS = 4
-POOL_WORKERS = 2
+#: worker processes at most, beside this process (each holds one photo and dlib's models, about 150 MB)
+MAX_POOL_WORKERS = 3
 
 
 @dataclass
@@ -40,32 +42,74 @@ class Examined:
 
 
 def examine_photos(
-    photos: list[tuple[Path, str]], analyzer: FaceAnalyzer, settings: PrepareSettings, pooled: bool
+    photos: list[tuple[Path, str]],
+    analyzer: FaceAnalyzer,
+    settings: PrepareSettings,
+    pooled: bool,
+    scratch: Path | None = None,
 ) -> Iterator[Examined]:
-    """Each (path, name)'s Examined, in order; with `pooled` and enough photos, two at a time.
+    """Each (path, name)'s Examined, in order; with `pooled` and enough photos, on every core.
 
-    dlib's detector uses one core; a worker process per core each decodes and screens whole photos,
-    and only plain data comes back, so memory stays one photo per worker whatever the count.
+    dlib's detector uses one core: this process and a worker process per other core each decode and
+    screen whole photos, and only plain data comes back, so memory stays a few photos whatever the
+    count. `scratch` (a private folder) lets the workers read the analyzer's detector rather than rebuild it.
     """
     if not pooled or len(photos) < POOL_FROM_PHOTOS:
         for path, name in photos:
             yield examine_photo(path, name, analyzer, settings)
         return
+    share = getattr(analyzer, "share", None)
+    shared = share(scratch) if share is not None and scratch is not None else {}
+    workers = _worker_count()
     # spawn: a host may hold threads or a GPU context that a forked child must not inherit
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(POOL_WORKERS, context, _start_worker, (analyzer.name, settings))
+    pool = ProcessPoolExecutor(workers, context, _start_worker, (analyzer.name, settings, shared))
     try:
-        yield from pool.map(_examine_in_worker, photos)
+        yield from _screen_beside_workers(photos, pool, 2 * workers, analyzer, settings)
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def _worker_count() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 2
+    return max(1, min(MAX_POOL_WORKERS, cores - 1))
+
+
+def _screen_beside_workers(
+    photos: list[tuple[Path, str]], pool: ProcessPoolExecutor, depth: int, analyzer, settings: PrepareSettings
+) -> Iterator[Examined]:
+    """Photos handed out in order, `depth` at a time to the workers; while the next result is still being
+    made (the workers are starting, or busy), this process screens the next photo no one has yet."""
+    queued: dict[int, Future] = {}
+    ready: dict[int, Examined] = {}
+    handed = 0
+    for wanted in range(len(photos)):
+        while wanted not in ready:
+            while handed < len(photos) and sum(not f.done() for f in queued.values()) < depth:
+                queued[handed] = pool.submit(_examine_in_worker, photos[handed])
+                handed += 1
+            if queued[wanted].done() or handed == len(photos):
+                ready[wanted] = queued.pop(wanted).result()
+            else:
+                ready[handed] = examine_photo(*photos[handed], analyzer, settings)
+                handed += 1
+        yield ready.pop(wanted)
 
 
 _worker: tuple[FaceAnalyzer, PrepareSettings] | None = None
 
 
-def _start_worker(backend: str, settings: PrepareSettings) -> None:
+def _start_worker(backend: str, settings: PrepareSettings, shared: dict) -> None:
     global _worker
-    _worker = (load_face_analyzer(backend, settings.face_model_dirs), settings)
+    if backend == "dlib" and shared:
+        from ..faces.dlib_backend import DlibFaceAnalyzer
+
+        _worker = (DlibFaceAnalyzer(**shared), settings)
+    else:
+        _worker = (load_face_analyzer(backend, settings.face_model_dirs), settings)
 
 
 def _examine_in_worker(photo: tuple[Path, str]) -> Examined:

@@ -179,7 +179,7 @@ def _screen_all(
     report = progress or _quiet
     duplicate_bits = ScreeningSettings().duplicate_bits
     readable = [(e.path, e.name) for e in entries if e.problem is None]
-    examined = examine_photos(readable, analyzer, settings, pooled)
+    examined = examine_photos(readable, analyzer, settings, pooled, folder.staging)
     outcomes: list[PhotoOutcome] = []
     hashes: list[tuple[np.ndarray, PhotoOutcome]] = []
     for index, entry in enumerate(entries):
