@@ -11,6 +11,7 @@ Face Detailer included) draws with the adapter.
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -30,8 +31,9 @@ class IdentityAttention:
     """attn2 replacement for one cross-attention layer: ComfyUI's attention over the text, plus `weight`
     times attention over the identity tokens (precomputed keys and values: [no identity, identity])."""
 
-    def __init__(self, keys, values, weight: float):
+    def __init__(self, keys, values, weight: float, sigma_start: float = math.inf, sigma_end: float = 0.0):
         self.keys, self.values, self.weight = keys, values, weight
+        self.sigma_start, self.sigma_end = sigma_start, sigma_end  # the noise levels it draws at
 
     def __call__(self, q, k, v, extra_options):
         import torch
@@ -39,6 +41,9 @@ class IdentityAttention:
         attention = host.module("comfy.ldm.modules.attention").optimized_attention
         heads = extra_options["n_heads"]
         out = attention(q, k, v, heads)
+        sigmas = extra_options.get("sigmas")  # the step's noise level, set by ComfyUI's sampler
+        if sigmas is not None and not self.sigma_end <= float(sigmas.max()) <= self.sigma_start:
+            return out
         order = extra_options.get("cond_or_uncond") or [0]  # ComfyUI's batch chunks: 0 cond, 1 uncond
         rows = torch.tensor([1 if c == 0 else 0 for c in order], device=q.device)
         rows = rows.repeat_interleave(q.shape[0] // len(order))
@@ -52,7 +57,8 @@ class IdentityAttention:
 
         if not isinstance(device_or_dtype, (torch.device, str)):
             return self
-        return IdentityAttention(self.keys.to(device_or_dtype), self.values.to(device_or_dtype), self.weight)
+        keys, values = self.keys.to(device_or_dtype), self.values.to(device_or_dtype)
+        return IdentityAttention(keys, values, self.weight, self.sigma_start, self.sigma_end)
 
 
 def unet_layout(model):
@@ -96,14 +102,24 @@ def clip_face_states(clip_vision, face):
     return clip_vision.encode_image(batch).penultimate_hidden_states.float()
 
 
-def apply_identity_adapter(model, photo, adapter_path: Path, weight: float, clip_vision=None):
-    """(patched MODEL clone, report): the core's FaceID pieces on ComfyUI's ModelPatcher."""
+def apply_identity_adapter(
+    model, photo, adapter_path: Path, weight: float, clip_vision=None, start_at: float = 0.0, end_at: float = 1.0
+):
+    """(patched MODEL clone, report): the core's FaceID pieces on ComfyUI's ModelPatcher. The identity
+    tokens take part from `start_at` to `end_at` of the sampling (shares of the schedule, as KSampler
+    Advanced counts); the file's LoRA is a weight patch and works throughout."""
     from headshot.errors import HeadshotError
     from headshot.sampling.faceid_tokens import cross_attention_kv, identity_tokens, lora_in_kohya_names
     from headshot.sampling.identity_adapter import adapter_kind, check_fits, read_adapter_file
     from headshot.sampling.identity_reference import identity_from_photo
 
     name = adapter_path.name
+    if not 0.0 <= start_at < end_at <= 1.0:
+        raise HeadshotError(
+            f"start_at {start_at:g} and end_at {end_at:g}: need 0 <= start_at < end_at <= 1 "
+            "(shares of the sampling steps; 0 and 1 for all of them)",
+            "bad_option",
+        )
     state = read_adapter_file(adapter_path)
     kind = adapter_kind(state, name)
     if kind == "faceid_plus" and clip_vision is None:
@@ -129,13 +145,20 @@ def apply_identity_adapter(model, photo, adapter_path: Path, weight: float, clip
         patched = _with_lora(model, lora_in_kohya_names(state["ip_adapter"], lora_layers), lora_strength, name)
     else:
         patched = model.clone()
+    sigma_start, sigma_end = math.inf, 0.0
+    if (start_at, end_at) != (0.0, 1.0):
+        sampling = model.get_model_object("model_sampling")
+        sigma_start, sigma_end = sampling.percent_to_sigma(start_at), sampling.percent_to_sigma(end_at)
     for layer, (keys, values) in cross_attention_kv(state["ip_adapter"], layout, tokens).items():
         if layer not in blocks:
             raise HeadshotError(f"{name}: ComfyUI has no attention block for {layer}", "adapter_mismatch")
-        patched.set_model_attn2_replace(IdentityAttention(keys, values, weight), *blocks[layer])
+        attention = IdentityAttention(keys, values, weight, sigma_start, sigma_end)
+        patched.set_model_attn2_replace(attention, *blocks[layer])
     report = (
         f"{name} ({'FaceID Plus v2' if shortcut else 'FaceID Plus' if kind == 'faceid_plus' else 'FaceID'}), "
-        f"weight {weight:g}: {len(blocks)} cross-attention layers patched, {tokens.shape[1]} identity tokens, "
+        f"weight {weight:g}: {len(blocks)} cross-attention layers patched, {tokens.shape[1]} identity tokens"
+        + (f" from {start_at:g} to {end_at:g} of the steps" if (start_at, end_at) != (0.0, 1.0) else "")
+        + ", "
         + (f"its LoRA on {len(lora_layers)} layers at {lora_strength:g}" if lora_layers else "no LoRA in it")
     )
     return patched, report
@@ -193,6 +216,28 @@ class HeadshotApplyIdentityAdapter:
                 ),
             },
             "optional": {
+                "start_at": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Share of the sampling steps before the face is drawn in: above 0 lets the "
+                        "prompt settle the composition first.",
+                    },
+                ),
+                "end_at": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Share of the sampling steps after which the identity tokens stop (the "
+                        "file's LoRA works throughout).",
+                    },
+                ),
                 "clip_vision": (
                     "CLIP_VISION",
                     {
@@ -212,5 +257,6 @@ class HeadshotApplyIdentityAdapter:
     FUNCTION = "apply"
     CATEGORY = f"{CATEGORY}/generate"
 
-    def apply(self, model, photo, adapter_name: str, weight: float, clip_vision=None):
-        return apply_identity_adapter(model, photo, host.full_path(FOLDER, adapter_name), weight, clip_vision)
+    def apply(self, model, photo, adapter_name: str, weight: float, clip_vision=None, start_at=0.0, end_at=1.0):
+        path = host.full_path(FOLDER, adapter_name)
+        return apply_identity_adapter(model, photo, path, weight, clip_vision, start_at, end_at)

@@ -157,6 +157,31 @@ def test_the_attention_patch_adds_the_identity_to_each_batch_chunk_by_its_role(m
     assert moved.keys.dtype == torch.float32
 
 
+def test_the_identity_is_drawn_only_at_noise_levels_between_start_and_end(monkeypatch):
+    import types
+
+    standin = types.ModuleType("comfy.ldm.modules.attention")
+    standin.optimized_attention = _attention
+    monkeypatch.setitem(sys.modules, "comfy.ldm.modules.attention", standin)
+    g = torch.Generator().manual_seed(1)
+    keys, values = torch.randn(2, 4, 16, generator=g), torch.randn(2, 4, 16, generator=g)
+    q, k, v = (torch.randn(2, 9, 16, generator=g) for _ in range(3))
+    text = _attention(q, k, v, 2)
+    window = identity_adapter.IdentityAttention(keys, values, 0.7, sigma_start=5.0, sigma_end=1.0).to("cpu")
+    for sigma, inside in ((14.6, False), (5.0, True), (2.0, True), (1.0, True), (0.3, False)):
+        options = {"n_heads": 2, "cond_or_uncond": [0], "sigmas": torch.full((2,), sigma)}
+        out = window(q, k, v, options)
+        assert torch.equal(out, text) != inside, sigma
+
+
+def test_start_and_end_outside_the_schedule_are_refused_before_anything_loads(tmp_path):
+    adapter = tmp_path / "ip-adapter-faceid_sd15.bin"  # never read: the shares are checked first
+    for start, end in ((0.5, 0.5), (0.8, 0.2), (-0.1, 1.0), (0.0, 1.5)):
+        with pytest.raises(HeadshotError, match="start_at") as caught:
+            identity_adapter.apply_identity_adapter(object(), None, adapter, 0.8, None, start, end)
+        assert caught.value.code == "bad_option"
+
+
 @pytest.mark.parametrize(
     "faces, code", [([], "no_face"), ([FACE_AT, (520, 160, 130)], "multiple_faces")], ids=["no-face", "two-faces"]
 )
@@ -230,7 +255,9 @@ def test_one_photo_workflow_runs_in_comfyui_and_the_face_reaches_both_samplers(t
         # KSampler without the adapter, the detailer with it: only the repaint can tell the faces apart
         "detailer_astronaut": variant("astronaut", 0.8, ("1", 0)),
         "detailer_woman": variant("woman", 0.8, ("1", 0)),
+        "late": variant("astronaut", 0.8),
     }
+    runs["late"]["4"]["inputs"]["start_at"] = 0.5  # the identity tokens sit out the first of the two steps
     job = {"pack": str(ROOT), "base": str(base), "prompts": runs}
     run = subprocess.run(
         [os.environ.get("COMFYUI_PYTHON", sys.executable), str(HOST_RUN)],
@@ -264,11 +291,14 @@ def test_one_photo_workflow_runs_in_comfyui_and_the_face_reaches_both_samplers(t
         "adapter": np.abs(raw["astronaut"] - raw["off"]).mean(),
         "face": np.abs(raw["astronaut"] - raw["woman"]).mean(),
         "detailer face": np.abs(final["detailer_astronaut"] - final["detailer_woman"]).mean(),
+        "start_at": np.abs(raw["late"] - raw["astronaut"]).mean(),
     }
     print("mean change of 255:", change)
     assert change["adapter"] > 1.0 and change["face"] > 1.0  # adapter and reference face reach KSampler
     assert np.array_equal(raw["detailer_astronaut"], raw["detailer_woman"])  # the plain MODEL drew both ...
     assert change["detailer face"] > 0.5  # ... and the detailer's repaint carries the reference face
+    assert "from 0.5 to 1 of the steps" in result["late"]["texts"]["16"]
+    assert change["start_at"] > 0.5  # ComfyUI's sampler passes the step's sigma: the window takes effect
 
 
 def _random_clip_vision_vit_l(path: Path) -> Path:
