@@ -5,7 +5,9 @@ constructors' keywords and make their checks (sd-webui-controlnet's internal_con
 model whose module and model must be in the extension's lists, weight 0-2, unknown fields ignored; Forge's
 lib_controlnet/external_code.py: a dataclass, so an unknown keyword is a TypeError). The glue, the core's
 photo screening, ranking and dlib run for real on real photos; what a FaceID unit does to a picture is the
-WebUI's, checked on the real hosts (shared/hosts/).
+WebUI's, checked on the real hosts (shared/hosts/): on A1111 1.10.1 with sd-webui-controlnet 1.1.455 the tab's
+own Generate built this unit, the extension ran ip-adapter_face_id (insightface 0.7.3, buffalo_l) and applied
+ip-adapter-faceid_sd15 (tools/webui_faceid_check.py says how to repeat it).
 """
 
 from __future__ import annotations

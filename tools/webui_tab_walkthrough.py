@@ -5,6 +5,12 @@ Finish. Used to check the extension on the real hosts (see the README's developm
 
     python tools/webui_tab_walkthrough.py --url http://127.0.0.1:7861 --photos /tmp/a1111/outputs/faces \
         --out docs/ --prefix a1111 [--steps 2] [--resolution 256] [--count 2] [--size 256] [--sample-steps 4]
+    python tools/webui_tab_walkthrough.py --url http://127.0.0.1:7861 --one-photo A.jpg --one-photo B.png \
+        --out /tmp/faceid-run [--size 256] [--sample-steps 2]
+
+--one-photo (repeatable) skips prepare and train: Generate with LoRA "none" and that reference photo at FaceID
+weight --faceid-weight, then the first photo again at weight 0; each picture is copied to OUT as
+<prefix>-<photo stem>-w<weight>.png (compare them with tools/webui_faceid_check.py compare OUT).
 
 Needs playwright (pip) and a Chromium binary (Debian: apt-get install chromium); nothing is downloaded.
 """
@@ -79,10 +85,50 @@ def finish(args, page, root, shot) -> int:
     return 0
 
 
+def one_photo(args, page, photo: Path, weight: float) -> Path:
+    """Generate one picture from the tab with `photo` as the reference (no LoRA, no pose); -> its copy in OUT."""
+    import shutil
+
+    page.goto(args.url, timeout=120_000)
+    tab(page, "Headshot Studio").click()
+    root = page.locator(TAB)
+    tab(root, "Generate").click()
+    choose(page, root, "Identity LoRA (newest first)", "none")
+    field(root, "Count").fill("1")
+    field(root, "Seed").fill(str(args.seed))
+    field(root, "Width (0: the style's)").fill(str(args.size))
+    field(root, "Height (0: the style's)").fill(str(args.size))
+    field(root, "Sampling steps (0: the style's)").fill(str(args.sample_steps))
+    pose = panel(root).locator("label", has_text="Pose (ControlNet OpenPose)").locator("input")
+    if pose.is_enabled() and pose.is_checked():
+        pose.uncheck()
+    name = page.locator("label, span[data-testid=block-info]", has_text="Reference photo")
+    if not name.first.is_visible():
+        root.get_by_text("One photo (IP-Adapter FaceID").click()
+    panel(root).locator("input[type=file]").first.set_input_files(str(photo))  # the Generate panel's only upload
+    time.sleep(2)
+    weight_box = field(root, "FaceID weight")
+    weight_box.fill(f"{weight:g}")
+    weight_box.press("Tab")
+    panel(root).get_by_role("button", name="Generate", exact=True).click()
+    failed = args.out / f"{args.prefix}-failed.png"
+    status = wait_for(root, "Status", ("pictures in",), args.timeout, page, failed)
+    print(status, flush=True)
+    out = Path(status.split("pictures in ", 1)[1].split(": ", 1)[0])
+    made = sorted(p for p in out.rglob("*.png") if p.parent.name != "contact")
+    target = args.out / f"{args.prefix}-{photo.stem}-w{weight:g}.png"
+    shutil.copyfile(made[0], target)
+    print(f"{photo.name} at weight {weight:g} -> {made[0]} -> {target}", flush=True)
+    return target
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:7861")
-    parser.add_argument("--photos", required=True, help="a folder of photos inside the WebUI's folders")
+    parser.add_argument("--photos", help="a folder of photos inside the WebUI's folders")
+    parser.add_argument("--one-photo", type=Path, action="append", help="Generate with this reference photo only")
+    parser.add_argument("--faceid-weight", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--prefix", default="a1111")
     parser.add_argument("--dataset", default="walkthrough")
@@ -114,6 +160,13 @@ def main() -> int:
         tab(page, "Headshot Studio").click()
         root = page.locator(TAB)
 
+        if args.one_photo:
+            for photo in args.one_photo:
+                one_photo(args, page, photo, args.faceid_weight)
+            one_photo(args, page, args.one_photo[0], 0.0)
+            return 0
+        if not args.photos:
+            raise SystemExit("--photos is needed (or --one-photo)")
         if args.only_finish:
             return finish(args, page, root, shot)
         tab(root, "Photos → dataset").click()
