@@ -24,6 +24,7 @@ from .controlnet import external_code, model_names
 A1111_FACEID = "ip-adapter_face_id"
 A1111_FACEID_PLUS = "ip-adapter_face_id_plus"
 FORGE_FACEID = "InsightFace+CLIP-H (IPAdapter)"
+FORGE_CLIP_H = "CLIP-ViT-H-14.safetensors"  # the file name that preprocessor looks for
 FACEID_LORA_WEIGHT = 0.6  # the weight sd-webui-controlnet's own FaceID tests load the LoRA at
 PHOTO_SIDE = 1024  # the preprocessor detects at 640 px: a larger photo only costs memory
 #: best first: Plus v2 reads the face twice (ArcFace and CLIP), plain FaceID the embedding alone
@@ -115,7 +116,15 @@ def availability(family: str = "sd1") -> tuple[bool, str]:
     return True, (
         f"one photo through ControlNet model {models[0]} ({module})"
         + (f" with {lora.stem}" if lora else f"; put {models[0].split('[')[0].strip()}_lora in models/Lora too")
+        + forge_clip_note(code)
     )
+
+
+def forge_clip_note(code) -> str:
+    """Forge's FaceID preprocessor loads CLIP-H for plain FaceID too, downloading it when absent (offline: fails)."""
+    if not is_forge_code(code) or (host.models_dir() / "ControlNetPreprocessor" / FORGE_CLIP_H).is_file():
+        return ""
+    return f"; Forge downloads {FORGE_CLIP_H} (2.5 GB, h94/IP-Adapter) to models/ControlNetPreprocessor at first use"
 
 
 @dataclass

@@ -336,7 +336,9 @@ def build():
                 gr.Markdown(f"Pose: {pose_note}" + (f" · Restoration: {restore_note}" if restore_note else ""))
                 with gr.Accordion("One photo (IP-Adapter FaceID, no training needed)", open=len(loras) == 1):
                     with gr.Row():
-                        photo = gr.Image(label="Reference photo (one face)", type="filepath", interactive=photo_ok)
+                        # a File, not gr.Image(type="filepath"): Forge replaces gradio 4's save_pil_to_cache with
+                        # one lacking `name`, so an Image upload fails there before our code runs
+                        photo = gr.File(label="Reference photo (one face)", file_types=["image"], interactive=photo_ok)
                         weight = gr.Slider(0, 2, value=0.8, step=0.05, label="FaceID weight", interactive=photo_ok)
                     gr.Markdown(f"One photo: {photo_note}. With a LoRA chosen too, both draw the face.")
                 generate = gr.Button("Generate", variant="primary")

@@ -7,7 +7,10 @@ lib_controlnet/external_code.py: a dataclass, so an unknown keyword is a TypeErr
 photo screening, ranking and dlib run for real on real photos; what a FaceID unit does to a picture is the
 WebUI's, checked on the real hosts (shared/hosts/): on A1111 1.10.1 with sd-webui-controlnet 1.1.455 the tab's
 own Generate built this unit, the extension ran ip-adapter_face_id (insightface 0.7.3, buffalo_l) and applied
-ip-adapter-faceid_sd15 (tools/webui_faceid_check.py says how to repeat it).
+ip-adapter-faceid_sd15 (tools/webui_faceid_check.py says how to repeat it). On Forge (2025-06 snapshot) the same
+Generate ran "InsightFace+CLIP-H (IPAdapter)" (buffalo_l from models/insightface, CLIP-H from
+models/ControlNetPreprocessor) and its IPAdapterPatcher patched the UNet; the Forge stand-ins below make the checks
+its ControlNet script made on that unit.
 """
 
 from __future__ import annotations
@@ -68,13 +71,21 @@ def a1111_unit_class(models: list[str]):
 
 @dataclass
 class ForgeUnit:
-    """Forge's lib_controlnet ControlNetUnit (the fields the glue may set)."""
+    """Forge's lib_controlnet ControlNetUnit: a dataclass (an unknown keyword is a TypeError), fields and defaults
+    as in its external_code.py."""
 
+    input_mode: str = "simple"
+    use_preview_as_input: bool = False
+    generated_image: object = None
+    mask_image: object = None
+    mask_image_fg: object = None
+    hr_option: str = "Both"
     enabled: bool = True
     module: str = "None"
     model: str = "None"
     weight: float = 1.0
     image: object = None
+    image_fg: object = None
     resize_mode: object = "Crop and Resize"
     processor_res: int = -1
     threshold_a: float = -1
@@ -84,6 +95,21 @@ class ForgeUnit:
     pixel_perfect: bool = False
     control_mode: object = "Balanced"
     save_detected_map: bool = True
+
+
+def forge_script_reads(unit: ForgeUnit, models: list[str]) -> np.ndarray:
+    """What Forge's scripts/controlnet.py does with an enabled unit before any model runs: the preprocessor by
+    name (global_state.get_preprocessor; an unknown one is None and fails), the model's file by name
+    (get_controlnet_filename: a KeyError), the image as an HWC numpy array ("controlnet is enabled but no input
+    image is given" otherwise). -> the image its preprocessor gets."""
+    if unit.module not in FORGE_PREPROCESSORS:
+        raise AttributeError(f"'NoneType' object has no attribute 'slider_resolution' ({unit.module})")
+    if unit.module != "None" and unit.model not in models:
+        raise KeyError(unit.model)
+    if unit.use_preview_as_input or not isinstance(unit.image, np.ndarray):
+        raise ValueError("controlnet is enabled but no input image is given")
+    assert unit.image.ndim == 3 and unit.image.shape[2] == 3 and unit.image.dtype == np.uint8
+    return unit.image
 
 
 class ControlNetScript:
@@ -205,13 +231,40 @@ def test_forge_takes_its_insightface_clip_preprocessor_and_the_families_model(we
     from a1111_extension.sampler import WebUISampler
 
     sdxl_pose, sdxl_faceid = "thibaud_xl_openpose [c7b9cadd]", "ip-adapter-faceid-plusv2_sdxl [187cb962]"
-    forge(monkeypatch, [OPENPOSE, PLUS_V2, sdxl_pose, sdxl_faceid])
+    models = [OPENPOSE, PLUS_V2, sdxl_pose, sdxl_faceid]
+    forge(monkeypatch, models)
     faceid = FaceIDUnit.for_photo(photo, "sdxl")
     sampler = WebUISampler("sdxl", control_unit=OpenPoseUnit.find("sdxl"), identity_unit=faceid)
     p = sampler.txt2img_processing(TextToImage("x", "", 1024, 1024, 20, 7.0, 1, control_image=Image.new("RGB", (8, 8))))
-    pose, unit = p.script_args[3:5]
+    pose, unit, spare = p.script_args[3:6]
     assert (pose.module, pose.model) == ("None", sdxl_pose)
     assert isinstance(unit, ForgeUnit) and (unit.module, unit.model) == (FORGE_FACEID, sdxl_faceid)
+    # Forge's script accepts both units and hands the preprocessor the photo itself
+    forge_script_reads(pose, models)
+    with Image.open(photo) as original:
+        assert np.array_equal(forge_script_reads(unit, models), np.asarray(original.convert("RGB")))
+    assert spare.enabled is False
+
+
+def test_forge_faceid_on_the_detailer_repaint_and_its_insightface_folder(webui, monkeypatch, photo):  # noqa: F811
+    from a1111_extension.identity_adapter import FORGE_FACEID, FaceIDUnit, availability
+    from a1111_extension.sampler import WebUISampler
+
+    forge(monkeypatch, [FACEID])
+    sampler = WebUISampler(identity_unit=FaceIDUnit.for_photo(photo, "sd1"))
+    crop = MaskedImageToImage(Image.new("RGB", (256, 256)), Image.new("L", (256, 256)), "face", "", 12, 5.0, 3, 0.4)
+    unit = sampler.img2img_processing(crop).script_args[5]  # the img2img runner's ControlNet arguments
+    assert (unit.module, unit.model) == (FORGE_FACEID, FACEID) and forge_script_reads(unit, [FACEID]).shape[2] == 3
+    ok, note = availability("sd1")  # no CLIP-H yet: Forge would download it at the first picture
+    assert ok and "CLIP-ViT-H-14.safetensors" in note and "models/ControlNetPreprocessor" in note
+    clip_h = webui.data / "models" / "ControlNetPreprocessor" / "CLIP-ViT-H-14.safetensors"
+    clip_h.parent.mkdir(parents=True)
+    clip_h.write_bytes(b"CLIP-H")
+    assert "download" not in availability("sd1")[1]
+    # Forge's InsightFaceLoader: FaceAnalysis("buffalo_l", root=<models>/insightface)
+    monkeypatch.setitem(sys.modules, "insightface", None)
+    ok, note = availability("sd1")
+    assert not ok and str(webui.data / "models" / "insightface" / "models" / "buffalo_l") in note
 
 
 def test_without_controlnet_a_faceid_model_or_insightface_one_photo_says_what_to_install(

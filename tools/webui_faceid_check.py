@@ -14,6 +14,14 @@ shared/hosts/a1111_setup.sh, offline on the CPU. It is not a test: it needs the 
    annotator/downloads/insightface/models/buffalo_l. The extension's FaceID preprocessor needs the insightface
    package in the WebUI's venv: /tmp/a1111v/bin/pip install insightface==0.7.3 onnxruntime (builds here).
 
+   On Forge (shared/hosts/a1111_setup.sh forge) add --forge: the same FaceID file (fp16, as h94's) in
+   models/ControlNet, buffalo_l in models/insightface/models/buffalo_l (its InsightFaceLoader's root) and a random
+   CLIP-H at models/ControlNetPreprocessor/CLIP-ViT-H-14.safetensors (its "InsightFace+CLIP-H (IPAdapter)"
+   preprocessor loads it for plain FaceID too, and would download it from Hugging Face when absent). Forge's venv
+   needs insightface as well: /tmp/forgev/bin/pip install --no-deps --only-binary=:all: onnx==1.14.1, then
+   "onnxruntime<1.21" easydict prettytable cython scikit-learn albumentations==1.4.3 with a constraints file
+   of its pip freeze, then --no-deps insightface==0.7.3 (protobuf stays 3.20.0; onnx only warns).
+
 2. With the WebUI running (shared/hosts/a1111_server.sh start --skip-install), press the tab's own buttons:
 
        .venv/bin/python tools/webui_tab_walkthrough.py --one-photo PHOTO_A --one-photo PHOTO_B --out /tmp/x
@@ -24,6 +32,10 @@ shared/hosts/a1111_setup.sh, offline on the CPU. It is not a test: it needs the 
    and `log` greps the WebUI log for the extension's FaceID lines:
 
        .venv/bin/python tools/webui_faceid_check.py log /tmp/a1111-run.log
+
+   On Forge: --url http://127.0.0.1:7862 --prefix forge, and the log is /tmp/forge-run.log. The stand-in detector
+   reports one face of 160 px on its 640 px canvas whatever the photo, and our own screening finds that pack too on
+   Forge (models/insightface): give reference photos of 512 px or more, or a small photo is refused as too small.
 """
 
 from __future__ import annotations
@@ -45,6 +57,14 @@ def sd15_unet():
         return UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64)
 
 
+def fp16(state: dict) -> dict:
+    """h94's FaceID files hold fp16 tensors (ip-adapter-faceid_sd15.bin: 48 M values, 96 MB). It matters on Forge
+    on the CPU: it builds the adapter's Linear layers inside torch.inference_mode and assigns the loaded tensors
+    to .weight.data; an fp16 file is cast there (new inference tensors), an fp32 one is kept as is, and torch
+    2.14 then fails with "Inference tensors do not track version counter"."""
+    return {k: v.half() for k, v in state.items()}
+
+
 def make_models(webui: Path, plus: bool) -> None:
     sys.path[:0] = [str(REPO / "tests"), str(REPO)]
     import torch
@@ -55,13 +75,14 @@ def make_models(webui: Path, plus: bool) -> None:
         raise SystemExit(f"{ext} is missing: install sd-webui-controlnet there first")
     unet = sd15_unet()
     models = webui / "models" / "ControlNet"
-    print(save_adapter(faceid_state(unet, seed=1), models / "ip-adapter-faceid_sd15.bin"))
+    print(save_adapter(fp16(faceid_state(unet, seed=1)), models / "ip-adapter-faceid_sd15.bin"))
     pack = make_buffalo_pack(ext / "annotator" / "downloads" / "insightface" / "models" / "buffalo_l", [FACE])
     print(pack, sorted(p.name for p in pack.iterdir()))
     if plus:
         print(
             save_adapter(
-                faceid_state(unet, plus=True, clip_width=1280, seed=2), models / "ip-adapter-faceid-plusv2_sd15.bin"
+                fp16(faceid_state(unet, plus=True, clip_width=1280, seed=2)),
+                models / "ip-adapter-faceid-plusv2_sd15.bin",
             )
         )
         target = ext / "annotator" / "downloads" / "clip_vision" / "clip_h.pth"
@@ -82,11 +103,12 @@ def make_forge_models(webui: Path, plus: bool) -> None:
         raise SystemExit(f"{webui} is not a Forge checkout (no modules_forge/)")
     unet = sd15_unet()
     models = webui / "models" / "ControlNet"
-    print(save_adapter(faceid_state(unet, seed=1), models / "ip-adapter-faceid_sd15.bin"))
+    print(save_adapter(fp16(faceid_state(unet, seed=1)), models / "ip-adapter-faceid_sd15.bin"))
     if plus:
         print(
             save_adapter(
-                faceid_state(unet, plus=True, clip_width=1280, seed=2), models / "ip-adapter-faceid-plusv2_sd15.bin"
+                fp16(faceid_state(unet, plus=True, clip_width=1280, seed=2)),
+                models / "ip-adapter-faceid-plusv2_sd15.bin",
             )
         )
     pack = make_buffalo_pack(webui / "models" / "insightface" / "models" / "buffalo_l", [FACE])
