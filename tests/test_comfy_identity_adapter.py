@@ -137,7 +137,9 @@ def _attention(q, k, v, heads, **_):
     return out.transpose(1, 2).reshape(b, -1, inner)
 
 
-def test_the_attention_patch_adds_the_identity_to_each_batch_chunk_by_its_role(monkeypatch):
+@pytest.fixture
+def attention_inputs(monkeypatch):
+    """(keys, values, q, k, v) at random, with the stand-in attention in place of ComfyUI's."""
     import types
 
     standin = types.ModuleType("comfy.ldm.modules.attention")
@@ -145,7 +147,11 @@ def test_the_attention_patch_adds_the_identity_to_each_batch_chunk_by_its_role(m
     monkeypatch.setitem(sys.modules, "comfy.ldm.modules.attention", standin)
     g = torch.Generator().manual_seed(0)
     keys, values = torch.randn(2, 4, 16, generator=g), torch.randn(2, 4, 16, generator=g)
-    q, k, v = (torch.randn(4, 9, 16, generator=g) for _ in range(3))
+    return (keys, values, *(torch.randn(4, 9, 16, generator=g) for _ in range(3)))
+
+
+def test_the_attention_patch_adds_the_identity_to_each_batch_chunk_by_its_role(attention_inputs):
+    keys, values, q, k, v = attention_inputs
     options = {"n_heads": 2, "cond_or_uncond": [1, 0]}  # ComfyUI's batch: uncond half, then cond half
     text = _attention(q, k, v, 2)
     assert torch.equal(identity_adapter.IdentityAttention(keys, values, 0.0)(q, k, v, options), text)
@@ -157,19 +163,12 @@ def test_the_attention_patch_adds_the_identity_to_each_batch_chunk_by_its_role(m
     assert moved.keys.dtype == torch.float32
 
 
-def test_the_identity_is_drawn_only_at_noise_levels_between_start_and_end(monkeypatch):
-    import types
-
-    standin = types.ModuleType("comfy.ldm.modules.attention")
-    standin.optimized_attention = _attention
-    monkeypatch.setitem(sys.modules, "comfy.ldm.modules.attention", standin)
-    g = torch.Generator().manual_seed(1)
-    keys, values = torch.randn(2, 4, 16, generator=g), torch.randn(2, 4, 16, generator=g)
-    q, k, v = (torch.randn(2, 9, 16, generator=g) for _ in range(3))
+def test_the_identity_is_drawn_only_at_noise_levels_between_start_and_end(attention_inputs):
+    keys, values, q, k, v = attention_inputs
     text = _attention(q, k, v, 2)
     window = identity_adapter.IdentityAttention(keys, values, 0.7, sigma_start=5.0, sigma_end=1.0).to("cpu")
     for sigma, inside in ((14.6, False), (5.0, True), (2.0, True), (1.0, True), (0.3, False)):
-        options = {"n_heads": 2, "cond_or_uncond": [0], "sigmas": torch.full((2,), sigma)}
+        options = {"n_heads": 2, "cond_or_uncond": [0], "sigmas": torch.full((4,), sigma)}
         out = window(q, k, v, options)
         assert torch.equal(out, text) != inside, sigma
 
