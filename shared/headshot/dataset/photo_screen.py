@@ -82,7 +82,8 @@ def _screen_beside_workers(
     photos: list[tuple[Path, str]], pool: ProcessPoolExecutor, depth: int, analyzer, settings: PrepareSettings
 ) -> Iterator[Examined]:
     """Photos handed out in order, `depth` at a time to the workers; while the next result is still being
-    made (the workers are starting, or busy), this process screens the next photo no one has yet."""
+    made (the workers are starting, or busy), this process screens the next photo no one has yet, holding
+    at most `depth` finished ones, so memory does not grow with the count when a worker is slow on one photo."""
     queued: dict[int, Future] = {}
     ready: dict[int, Examined] = {}
     handed = 0
@@ -91,7 +92,8 @@ def _screen_beside_workers(
             while handed < len(photos) and sum(not f.done() for f in queued.values()) < depth:
                 queued[handed] = pool.submit(_examine_in_worker, photos[handed])
                 handed += 1
-            if queued[wanted].done() or handed == len(photos):
+            # this process waits rather than run ahead: results held here stay at most `depth`
+            if queued[wanted].done() or handed == len(photos) or len(ready) >= depth:
                 ready[wanted] = queued.pop(wanted).result()
             else:
                 ready[handed] = examine_photo(*photos[handed], analyzer, settings)
