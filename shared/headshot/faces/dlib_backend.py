@@ -51,7 +51,7 @@ class DlibFaceAnalyzer:
         self._detector_file = detector_file
 
     # each model is built on first use: a process that only compares embeddings (prepare's main process
-    # while workers screen) skips the detector's second of deserialising
+    # while workers screen) skips the detector's half second of deserialising
     @functools.cached_property
     def _detector(self):
         if self._detector_file is not None:
