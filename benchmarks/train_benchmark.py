@@ -1,10 +1,11 @@
-"""Benchmark: the training engine on a single-file SD1.5 checkpoint against a bare PyTorch loop.
+"""Benchmark: the training engine on a single-file SD1.5 or SDXL checkpoint against a bare PyTorch loop.
 
-The checkpoint is what A1111 and ComfyUI users have: one .safetensors file in the original LDM layout,
-full-size SD1.5 with random weights (tools/make_random_sd15_checkpoint.py; no download). Both sides train
-LoRA rank 16 on kohya's 192 UNet modules, batch 1, AdamW, fp32, gradient checkpointing, on the CPU. The
-bare loop is the floor: forward, loss, backward and optimizer step on a UNet built in memory, inputs
-made up, nothing else. Each side is a whole process (its own peak memory), sides alternate, and the
+The checkpoint is what A1111 and ComfyUI users have: one .safetensors file in the original LDM (SD1.5) or
+SGM (SDXL) layout, full size with random weights (tools/make_random_sd15_checkpoint.py; no download). Both
+sides train LoRA rank 16 on kohya's UNet modules (192 for SD1.5, 722 for SDXL), batch 1, AdamW, fp32,
+gradient checkpointing, on the CPU. The bare loop is the floor: forward, loss, backward and optimizer step
+on a UNet built in memory, inputs made up (for SDXL also the pooled text and size conditioning), nothing
+else. Each side is a whole process (its own peak memory), sides alternate, and the
 figures are medians over the pairs:
 
 - start-up: process start to the first training step (bare: building the UNet and its LoRA; the engine:
@@ -18,7 +19,10 @@ Targets (issue 13): engine peak <= 1.1x the bare loop's, per-step speed >= 0.98x
 Run it with nothing else running on the machine:
 
     .venv/bin/python benchmarks/train_benchmark.py [--pairs 3] [--steps 6] [--warmup 2] [--resolution 256]
-        [--checkpoint FILE.safetensors] [--work-dir DIR]
+        [--family sd1|sdxl] [--checkpoint FILE.safetensors] [--work-dir DIR]
+
+SDXL at 512 px: --family sdxl --resolution 512 --steps 2 --warmup 1 (a step takes minutes on a CPU; the
+random SDXL file is 6.9 GB and both sides need about 14 GB of memory).
 """
 
 from __future__ import annotations
@@ -37,9 +41,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RANK, ALPHA = 16, 8.0
 PHOTOS = 4
+# the SDXL base UNet (stable-diffusion-xl-base-1.0/unet/config.json, the fields that differ from diffusers' defaults)
+SDXL_UNET = dict(
+    block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+    sample_size=128,
+)
 
 
-def bare_loop(steps: int, warmup: int, resolution: int, started: float) -> dict:
+def bare_loop(steps: int, warmup: int, resolution: int, started: float, family: str = "sd1") -> dict:
     """The floor: forward, loss, backward, AdamW on the same LoRA targets; nothing else."""
     import torch
     import torch.nn.functional as F
@@ -49,7 +67,10 @@ def bare_loop(steps: int, warmup: int, resolution: int, started: float) -> dict:
     from headshot.train.lora_targets import kohya_unet_targets
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(cross_attention_dim=768, sample_size=64)  # diffusers' defaults: SD1.5's blocks
+    if family == "sdxl":
+        unet = UNet2DConditionModel(**SDXL_UNET)
+    else:
+        unet = UNet2DConditionModel(cross_attention_dim=768, sample_size=64)  # diffusers' defaults: SD1.5's blocks
     unet.requires_grad_(False)
     targets = kohya_unet_targets(unet)
     config = LoraConfig(r=RANK, lora_alpha=ALPHA, init_lora_weights="gaussian", target_modules=targets)
@@ -62,14 +83,21 @@ def bare_loop(steps: int, warmup: int, resolution: int, started: float) -> dict:
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     latents = torch.randn(1, 4, resolution // 8, resolution // 8)
-    cond = torch.randn(1, 77, 768)
+    cond = torch.randn(1, 77, unet.config.cross_attention_dim)
+    added = None
+    if family == "sdxl":  # the pooled bigG embedding and (original size, crop, target size)
+        added = {
+            "text_embeds": torch.randn(1, 1280),
+            "time_ids": torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32),
+        }
     startup = time.time() - started
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
         noise = torch.randn_like(latents)
         t = torch.randint(0, 1000, (1,))
-        prediction = unet(scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=cond).sample
+        noisy = scheduler.add_noise(latents, noise, t)
+        prediction = unet(noisy, t, encoder_hidden_states=cond, added_cond_kwargs=added).sample
         F.mse_loss(prediction, noise).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -128,7 +156,7 @@ def engine(steps: int, warmup: int, resolution: int, checkpoint: Path, cache_dir
 def child(args) -> None:
     started = args.started
     if args.child == "bare":
-        result = bare_loop(args.steps, args.warmup, args.resolution, started)
+        result = bare_loop(args.steps, args.warmup, args.resolution, started, args.family)
     else:
         result = engine(args.steps, args.warmup, args.resolution, args.checkpoint, args.cache_dir, started)
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -138,6 +166,7 @@ def child(args) -> None:
 def run_side(which: str, args, checkpoint: Path, cache_dir: Path) -> dict:
     command = [sys.executable, __file__, "--child", which, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     command += ["--resolution", str(args.resolution), "--checkpoint", str(checkpoint), "--cache-dir", str(cache_dir)]
+    command += ["--family", args.family]
     command += ["--started", repr(time.time())]
     run = subprocess.run(command, capture_output=True, text=True)
     line = next((out for out in run.stdout.splitlines() if out.startswith("RESULT ")), None)
@@ -162,7 +191,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--checkpoint", type=Path, help="an SD1.5 .safetensors (default: a random one, written once)")
+    parser.add_argument("--family", choices=("sd1", "sdxl"), default="sd1", help="the bare loop's UNet (default sd1)")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="a .safetensors of --family (default: a random one, written once)"
+    )
     parser.add_argument("--work-dir", type=Path, help="keep the random checkpoint here between runs")
     parser.add_argument("--child", choices=("bare", "engine"))
     parser.add_argument("--cache-dir", type=Path)
@@ -172,11 +204,11 @@ def main() -> None:
         child(args)
         return
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="train-benchmark-"))
-    checkpoint = args.checkpoint or work / "random-sd15-fp16.safetensors"
+    checkpoint = args.checkpoint or work / f"random-{'sdxl' if args.family == 'sdxl' else 'sd15'}-fp16.safetensors"
     if not checkpoint.is_file():
-        print(f"writing a random full-size SD1.5 checkpoint to {checkpoint}", flush=True)
+        print(f"writing a random full-size {args.family} checkpoint to {checkpoint}", flush=True)
         tool = ROOT / "tools" / "make_random_sd15_checkpoint.py"
-        subprocess.run([sys.executable, str(tool), str(checkpoint)], check=True)
+        subprocess.run([sys.executable, str(tool), str(checkpoint), "--family", args.family], check=True)
     bare, cold, cached = [], [], []
     for pair in range(args.pairs):
         print(f"pair {pair + 1}/{args.pairs}", flush=True)
@@ -186,7 +218,10 @@ def main() -> None:
             results.append(run_side(which.split()[0], args, checkpoint, cache_dir))
     speed = median(bare, "seconds_per_step") / median(cold + cached, "seconds_per_step")
     memory = max(median(cold, "peak_rss_gb"), median(cached, "peak_rss_gb")) / median(bare, "peak_rss_gb")
-    print(f"\nmedians over {args.pairs} pairs, {args.resolution} px, {args.steps} steps after {args.warmup} warm-up:")
+    print(
+        f"\nmedians over {args.pairs} pairs, {args.family}, {args.resolution} px, "
+        f"{args.steps} steps after {args.warmup} warm-up:"
+    )
     print("| | bare loop | engine (empty cache) | engine (cached inputs) | target |")
     print("|---|---|---|---|---|")
     print(
@@ -202,7 +237,7 @@ def main() -> None:
         f"{median(cached, 'peak_rss_gb'):.2f} GB | <= 1.1x (now {memory:.3f}x) |"
     )
     repeat = [sys.argv[0], "--pairs", str(args.pairs), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    repeat += ["--resolution", str(args.resolution), "--checkpoint", str(checkpoint)]
+    repeat += ["--resolution", str(args.resolution), "--family", args.family, "--checkpoint", str(checkpoint)]
     print("\nrepeat with: " + shlex.join([sys.executable, *repeat]))
 
 
