@@ -6,8 +6,11 @@ encoder: it proves the chunking and weighting arithmetic, not text understanding
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import tiny_models
+import torch
 
 from headshot.sampling.prompt_encoding import CHUNK, encode_prompts, parse_weights
 from headshot.train.base_model_loading import load_base_model
@@ -53,3 +56,22 @@ def test_sdxl_uses_both_encoders_and_the_pooled_projection(tmp_path):
     assert out["prompt_embeds"].shape == (1, 77, widths)
     assert out["pooled_prompt_embeds"].shape == (1, base.text_encoders[1].config.projection_dim)
     assert out["negative_pooled_prompt_embeds"].shape == out["pooled_prompt_embeds"].shape
+
+
+class _ZeroMeanEncoder(torch.nn.Module):
+    """Stand-in text encoder: states of +1 and -1 in equal numbers, whose mean is exactly 0, as a randomly
+    initialised (layer-normed) encoder's can be on CPUs that sum exactly."""
+
+    def forward(self, ids, output_hidden_states=False):
+        states = torch.ones(1, ids.shape[1], 8)
+        states[..., ::2] = -1.0
+        return (states,)
+
+
+def test_states_averaging_zero_stay_finite_plain_and_weighted(tiny_sd1):
+    base = dataclasses.replace(tiny_sd1, text_encoders=[_ZeroMeanEncoder()])
+    plain = encode_prompts(base, "ohwx woman, soft light", "", "cpu")["prompt_embeds"][0]
+    assert torch.equal(plain, _ZeroMeanEncoder()(torch.zeros(1, 77))[0][0])  # no weight: the states as they are
+    weighted = encode_prompts(base, "ohwx woman, (soft light:1.5)", "", "cpu")["prompt_embeds"][0]
+    assert torch.isfinite(weighted).all()
+    assert weighted.abs().max().item() == pytest.approx(1.5)  # the weighted tokens, not renormalised by 0/0

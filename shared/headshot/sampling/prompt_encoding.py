@@ -52,9 +52,14 @@ def _encode_chunks(tokenizer, encoder, ids, weights, chunks: int, device, penult
         scale = torch.tensor([1.0] + part_w + [1.0] * (CHUNK + 1 - len(part)), device=device)
         out = encoder(torch.tensor([tokens], device=device), output_hidden_states=penultimate)
         states = out.hidden_states[-2] if penultimate else out[0]
-        original_mean = states.mean()
-        states = states * scale[None, :, None].to(states.dtype)
-        states = states * (original_mean / states.mean())  # A1111's renormalisation keeps the overall scale
+        if any(w != 1.0 for w in part_w):
+            original_mean = states.mean()
+            states = states * scale[None, :, None].to(states.dtype)
+            weighted_mean = states.mean()
+            # A1111's renormalisation keeps the overall scale; layer-normed states can average exactly 0
+            # (random weights, some CPUs' exact sums), where dividing would make every value NaN
+            if weighted_mean != 0:
+                states = states * (original_mean / weighted_mean)
         hidden.append(states)
         if c == 0:
             pooled = out[0] if penultimate else None  # SDXL's projected pooled output (second encoder)
