@@ -120,19 +120,21 @@ def build_state_dict(seed: int = 0, dtype: torch.dtype = torch.float16, log=prin
         return tensors
 
     # released LDM checkpoints also carry the training schedule (scaled linear betas) and EMA counters
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    # made on the CPU whatever the default device: a few KB, and torch.cat needs its inputs on one device
+    cpu = torch.device("cpu")
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64, device=cpu) ** 2
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-    alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64, device=cpu), alphas_cumprod[:-1]])
     schedule = {
         "betas": betas,
         "alphas_cumprod": alphas_cumprod,
         "alphas_cumprod_prev": alphas_cumprod_prev,
         "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
         "posterior_variance": betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod),
-        "model_ema.decay": torch.tensor(0.9999),
+        "model_ema.decay": torch.tensor(0.9999, device=cpu),
     }
     tensors.update({k: v.to(dtype) for k, v in schedule.items()})
-    tensors["model_ema.num_updates"] = torch.tensor(0, dtype=torch.int32)
+    tensors["model_ema.num_updates"] = torch.tensor(0, dtype=torch.int32, device=cpu)
     return tensors
 
 
