@@ -112,9 +112,9 @@ def test_batched_encoding_gives_the_latents_of_one_picture_at_a_time(sd1_folder,
     base = load_base_model(sd1_folder)
     images = load_training_set(photos).images
     args = (base.vae, images, 64, True, torch.device("cpu"), torch.float32, 7)
-    monkeypatch.setattr(caching, "ENCODE_PIXELS", 1)  # one picture (and its mirror) per VAE call
+    monkeypatch.setattr(caching, "CPU_PICTURES_PER_CALL", 1)  # one picture per VAE call, as the CPU default
     one_at_a_time = caching.encode_latents(*args)
-    monkeypatch.setattr(caching, "ENCODE_PIXELS", 10**9)  # all at once
+    monkeypatch.setattr(caching, "CPU_PICTURES_PER_CALL", 10**9)  # all at once, as a GPU's batch can be
     batched = caching.encode_latents(*args)
     assert [len(v) for v in batched] == [2, 2, 2]
     for a, b in zip(one_at_a_time, batched):
