@@ -120,3 +120,16 @@ def test_batched_encoding_gives_the_latents_of_one_picture_at_a_time(sd1_folder,
     for a, b in zip(one_at_a_time, batched):
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_on_the_cpu_the_vae_sees_one_picture_per_call(sd1_folder, photos):
+    """Batches are slower on the CPU (see CPU_PICTURES_PER_CALL): 3 photos with their mirrors are 6 calls."""
+    base = load_base_model(sd1_folder)
+    images = load_training_set(photos).images
+    batches = []
+    hook = base.vae.encoder.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        caching.encode_latents(base.vae, images, 64, True, torch.device("cpu"), torch.float32, 7)
+    finally:
+        hook.remove()
+    assert batches == [1] * 6

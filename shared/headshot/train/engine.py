@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..devices import autocast_dtype, pick_device
+from ..devices import autocast_dtype, pick_device, return_freed_memory
 from ..errors import HeadshotError
 from ..families import get_family
 from ..outputs import OutputManifest
@@ -147,6 +147,7 @@ class LoraTrainer:
                 for encoder in base.text_encoders:
                     encoder.to("meta")
             _free_device_memory(self.device)
+        return_freed_memory()  # the encoders' freed activations, before the UNet loads
 
     def _inject(self, base):
         s = self.settings
