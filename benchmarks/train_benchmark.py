@@ -21,7 +21,7 @@ Run it with nothing else running on the machine:
     .venv/bin/python benchmarks/train_benchmark.py [--pairs 3] [--steps 6] [--warmup 2] [--resolution 256]
         [--family sd1|sdxl] [--checkpoint FILE.safetensors] [--work-dir DIR]
 
-SDXL at 512 px: --family sdxl --resolution 512 --steps 2 --warmup 1 (a step takes minutes on a CPU; the
+SDXL at 512 px: --family sdxl --resolution 512 --steps 2 --warmup 1 (about 20 s a step on a 2-core CPU; the
 random SDXL file is 6.9 GB and both sides need about 14 GB of memory).
 """
 

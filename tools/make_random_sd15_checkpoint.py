@@ -23,7 +23,7 @@ Usage:
         [--seed N]
 
 SD1.5 in fp16 (the default) is 2.1 GB (1.99 GiB); building it takes about 6 GB of memory and 35 s on two
-CPU cores. SDXL in fp16 is 6.9 GB and takes about 12 GB of memory (the UNet is built in fp32).
+CPU cores. SDXL in fp16 is 6.9 GB and takes about 11 GB of memory and 80 s (the UNet is built in fp32).
 Needs torch, diffusers, transformers and safetensors (`pip install -e .[train]`).
 """
 
