@@ -41,20 +41,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RANK, ALPHA = 16, 8.0
 PHOTOS = 4
-# the SDXL base UNet (stable-diffusion-xl-base-1.0/unet/config.json, the fields that differ from diffusers' defaults)
-SDXL_UNET = dict(
-    block_out_channels=(320, 640, 1280),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2, 10),
-    attention_head_dim=(5, 10, 20),
-    cross_attention_dim=2048,
-    use_linear_projection=True,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816,
-    sample_size=128,
-)
+
+
+def published_unet_config(family: str) -> dict:
+    """The released base model's UNet config, from the test helpers (tests/tiny_models.py PUBLISHED)."""
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from tiny_models import PUBLISHED
+
+    return dict(PUBLISHED[family]["unet"])
 
 
 def bare_loop(steps: int, warmup: int, resolution: int, started: float, family: str = "sd1") -> dict:
@@ -68,7 +64,7 @@ def bare_loop(steps: int, warmup: int, resolution: int, started: float, family: 
 
     torch.manual_seed(0)
     if family == "sdxl":
-        unet = UNet2DConditionModel(**SDXL_UNET)
+        unet = UNet2DConditionModel(**published_unet_config("sdxl"), sample_size=128)
     else:
         unet = UNet2DConditionModel(cross_attention_dim=768, sample_size=64)  # diffusers' defaults: SD1.5's blocks
     unet.requires_grad_(False)
