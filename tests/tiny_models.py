@@ -552,6 +552,14 @@ PUBLISHED = {
 }
 
 
+def classic_text_names(weights: dict) -> dict:
+    """A transformers CLIP text state dict with the classic names released checkpoints use (text_model.*)."""
+    return {
+        k if k.startswith("text_model.") or k == "text_projection.weight" else "text_model." + k: v
+        for k, v in weights.items()
+    }
+
+
 def full_size_ldm_shapes(family: str) -> dict:
     """The key set and shapes of a released SD1.5 / SD2.1 / SDXL base checkpoint, as meta tensors (no memory).
 
@@ -573,12 +581,6 @@ def full_size_ldm_shapes(family: str) -> dict:
     tensors = {"model.diffusion_model." + k: v for k, v in _unet_to_ldm(unet.state_dict(), unet.config).items()}
     tensors.update({"first_stage_model." + k: v for k, v in _vae_to_ldm(vae.state_dict(), vae.config).items()})
 
-    def classic(weights):
-        return {
-            k if k.startswith("text_model.") or k == "text_projection.weight" else "text_model." + k: v
-            for k, v in weights.items()
-        }
-
     generator = torch.Generator().manual_seed(0)
     if family in ("sd1", "sd2"):  # LDM checkpoints also carry the diffusion schedule and EMA counters
         for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "posterior_variance"):
@@ -586,15 +588,15 @@ def full_size_ldm_shapes(family: str) -> dict:
         tensors["model_ema.decay"] = torch.empty((), device="meta")
         tensors["model_ema.num_updates"] = torch.empty((), dtype=torch.int32, device="meta")
     if family == "sd1":
-        tensors.update({"cond_stage_model.transformer." + k: v for k, v in classic(texts[0]).items()})
+        tensors.update({"cond_stage_model.transformer." + k: v for k, v in classic_text_names(texts[0]).items()})
         tensors["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.empty(
             (1, 77), dtype=torch.int64, device="meta"
         )
     elif family == "sd2":
-        clip = _clip_to_open_clip(classic(texts[0]), extra_block=True, generator=generator)
+        clip = _clip_to_open_clip(classic_text_names(texts[0]), extra_block=True, generator=generator)
         tensors.update({"cond_stage_model.model." + k: v for k, v in clip.items()})
     else:
-        tensors.update({"conditioner.embedders.0.transformer." + k: v for k, v in classic(texts[0]).items()})
-        clip = _clip_to_open_clip(classic(texts[1]), extra_block=False, generator=generator)
+        tensors.update({"conditioner.embedders.0.transformer." + k: v for k, v in classic_text_names(texts[0]).items()})
+        clip = _clip_to_open_clip(classic_text_names(texts[1]), extra_block=False, generator=generator)
         tensors.update({"conditioner.embedders.1.model." + k: v for k, v in clip.items()})
     return tensors

@@ -106,7 +106,7 @@ def build_state_dict(seed: int = 0, dtype: torch.dtype = torch.float16, log=prin
     t = time.time()
     torch.manual_seed(seed + 2)
     text = CLIPTextModel(CLIPTextConfig(**_TEXT_BASE, **published["text"][0]))
-    text_sd = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in text.state_dict().items()}
+    text_sd = helpers.classic_text_names(text.state_dict())
     prefix = "cond_stage_model.transformer." if family == "sd1" else "conditioner.embedders.0.transformer."
     tensors.update({prefix + k: v for k, v in _cast(text_sd, dtype).items()})
     # released SD1.x and SDXL files carry the position ids buffer (newer transformers no longer saves it)
@@ -146,10 +146,7 @@ def _open_clip_big_g(helpers, config: dict, seed: int, dtype: torch.dtype, log) 
     torch.manual_seed(seed)
     text = CLIPTextModelWithProjection(CLIPTextConfig(**{**_TEXT_BASE, **config}))
     text.to(dtype)
-    classic = {
-        k if k.startswith("text_model.") or k == "text_projection.weight" else "text_model." + k: v
-        for k, v in text.state_dict().items()
-    }
+    classic = helpers.classic_text_names(text.state_dict())
     clip = helpers._clip_to_open_clip(classic, extra_block=False, generator=torch.Generator().manual_seed(seed))
     n_text = sum(p.numel() for p in text.parameters())
     del text, classic

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import torch
 
 from .errors import HeadshotError
@@ -44,9 +47,6 @@ def return_freed_memory() -> None:
     next stage (the UNet) loads; trimming keeps the peak at what is alive. Elsewhere (macOS, Windows,
     musl) there is nothing to call.
     """
-    import ctypes
-    import sys
-
     if not sys.platform.startswith("linux"):
         return
     try:
