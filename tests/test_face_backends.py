@@ -110,3 +110,18 @@ def test_dlib_finds_a_rival_face_narrower_than_its_window_as_the_upsampled_searc
     subject, rivals = pick_subject(found)
     assert rivals == rivals_then == (1 if second_share >= 0.6 else 0)
     assert subject is not None and abs(subject.center[0] - pick_subject(upsampled)[0].center[0]) < 8
+
+
+@pytest.mark.parametrize("backend", ["dlib", "insightface"])
+def test_each_backend_names_the_model_files_its_cached_embeddings_are_keyed_by(backend, tmp_path):
+    if backend == "dlib":
+        analyzer = DlibFaceAnalyzer()
+    else:
+        from test_faces_insightface import make_detector, make_recognizer
+
+        from headshot.faces.insightface_onnx import DETECTOR_FILE, RECOGNIZER_FILE, InsightFaceAnalyzer
+
+        make_detector(tmp_path / DETECTOR_FILE)
+        make_recognizer(tmp_path / RECOGNIZER_FILE)
+        analyzer = InsightFaceAnalyzer(tmp_path, providers=["CPUExecutionProvider"])
+    assert len(analyzer.model_files) == 2 and all(path.is_file() for path in analyzer.model_files)

@@ -80,7 +80,7 @@ def test_the_default_cache_lives_in_the_job_folder_so_a_resume_reuses_it(sd1_fol
     encodes = _encodes(monkeypatch)
     out = tmp_path / "job"
     _run(_settings(photos, sd1_folder, out, steps=2, checkpoint_every=2))
-    assert sorted(p.name.split("-")[0] for p in (out / "input-cache").iterdir()) == ["latents", "text"]
+    assert sorted(p.name.split("-")[0] for p in (out / "input-cache").iterdir()) == ["faces", "latents", "text"]
     settings = _settings(photos, sd1_folder, out, steps=4, checkpoint_every=2)
     trainer = LoraTrainer(settings, create_job(settings, resume=True))
     trainer.run()

@@ -16,7 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
+from headshot.faces.dlib_backend import DlibFaceAnalyzer
 from headshot.samples import GROUP_MEMBERS, astronaut_shots, insightface_image
+from headshot.train.input_cache import InputCache
 from headshot.train.job import JobFolder
 from headshot.train.selection import CheckpointJudge
 from headshot.train.settings import TrainSettings
@@ -49,13 +51,13 @@ class Renderer:
         return SimpleNamespace(images=[self.queue.pop(0)])
 
 
-def _judge(tmp_path, photos) -> tuple[CheckpointJudge, Renderer]:
+def _judge(tmp_path, photos, cache: InputCache | None = None, digest: str = "") -> tuple[CheckpointJudge, Renderer]:
     images = []
     for i, photo in enumerate(photos["training"]):
         photo.convert("RGB").save(tmp_path / f"{i}.png")
         images.append(SimpleNamespace(path=tmp_path / f"{i}.png"))
     job = JobFolder(tmp_path / "job")
-    job.path.mkdir()
+    job.path.mkdir(exist_ok=True)
     settings = TrainSettings(
         dataset_dir=str(tmp_path),
         base_model="unused",
@@ -67,7 +69,11 @@ def _judge(tmp_path, photos) -> tuple[CheckpointJudge, Renderer]:
         face_backend="dlib",
     )
     trainer = SimpleNamespace(
-        settings=settings, job=job, training_set=SimpleNamespace(images=images, trigger="ohwx", class_word="woman")
+        settings=settings,
+        job=job,
+        training_set=SimpleNamespace(images=images, trigger="ohwx", class_word="woman"),
+        input_cache=cache or InputCache(None),
+        photos_digest=digest,
     )
     judge = CheckpointJudge(trainer, SimpleNamespace(unet=torch.nn.Linear(1, 1)))
     renderer = Renderer()
@@ -106,3 +112,19 @@ def test_without_a_face_in_any_render_the_last_checkpoint_is_kept(tmp_path, phot
         judge.judge(step)
     choice = judge.choose()
     assert choice["step"] == 200 and "none of the 4 validation images had a face" in choice["reason"]
+
+
+def test_a_second_run_reads_the_photos_face_embeddings_from_the_cache(tmp_path, photos, monkeypatch):
+    cache = InputCache(tmp_path / "input-cache")
+    first, _ = _judge(tmp_path, photos, cache, digest="photos-a")
+    detected = []
+    real_detect = DlibFaceAnalyzer.detect
+    monkeypatch.setattr(DlibFaceAnalyzer, "detect", lambda self, rgb: detected.append(1) or real_detect(self, rgb))
+
+    again, _ = _judge(tmp_path, photos, cache, digest="photos-a")
+    assert detected == [] and again.reference_count == 3
+    assert again.reference_photos is not None and first.reference_photos is not None
+    assert np.array_equal(again.reference_photos, first.reference_photos)
+
+    _judge(tmp_path, photos, cache, digest="photos-b")  # other photos: their faces are found again
+    assert len(detected) >= 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -50,6 +51,10 @@ class FaceAnalyzer(Protocol):
     name: str
     #: identity distance under which two embeddings are taken as the same person
     same_person_distance: float
+
+    @property
+    def model_files(self) -> tuple[Path, ...]:
+        """The model files that decide what it finds and embeds (face embeddings cached on disk are keyed by them)."""
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in an HxWx3 uint8 RGB array, largest first, without embeddings."""

@@ -19,6 +19,8 @@ from .subject import RIVAL_WIDTH_SHARE
 MIN_DETECTION_SCORE = 0.05
 # dlib's HOG window: without upsampling, smaller faces are not found
 HOG_WINDOW_PX = 80
+LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
+ENCODER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
 
 def _model_files_folder() -> Path:
@@ -27,7 +29,7 @@ def _model_files_folder() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     locations = spec.submodule_search_locations if spec else None
     folder = Path(list(locations)[0]) / "models" if locations else None
-    if folder is None or not (folder / "shape_predictor_5_face_landmarks.dat").is_file():
+    if folder is None or not (folder / LANDMARKS_FILE).is_file():
         raise BackendUnavailable("the dlib face backend needs its model files: pip install face_recognition_models")
     return folder
 
@@ -58,6 +60,11 @@ class DlibFaceAnalyzer:
             return self._dlib.fhog_object_detector(self._detector_file)
         return self._dlib.get_frontal_face_detector()
 
+    @property
+    def model_files(self) -> tuple[Path, ...]:
+        # a saved copy of the built-in detector detects what the built-in one does
+        return (self._models / LANDMARKS_FILE, self._models / ENCODER_FILE)
+
     def share(self, folder: Path) -> dict:
         """Keywords that build this analyzer in a worker process, with the detector saved in `folder`:
         dlib rebuilds its built-in detector in about half a second and reads a saved copy in milliseconds."""
@@ -67,11 +74,11 @@ class DlibFaceAnalyzer:
 
     @functools.cached_property
     def _landmarks(self):
-        return self._dlib.shape_predictor(str(self._models / "shape_predictor_5_face_landmarks.dat"))
+        return self._dlib.shape_predictor(str(self._models / LANDMARKS_FILE))
 
     @functools.cached_property
     def _encoder(self):
-        return self._dlib.face_recognition_model_v1(str(self._models / "dlib_face_recognition_resnet_model_v1.dat"))
+        return self._dlib.face_recognition_model_v1(str(self._models / ENCODER_FILE))
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces, largest first, searched as face_recognition does (upsampled `upsample` times)."""

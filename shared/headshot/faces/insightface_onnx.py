@@ -201,6 +201,10 @@ class InsightFaceAnalyzer:
             self._ga_input = self._genderage.get_inputs()[0].name
             self._ga_size = (_fixed_hw(self._genderage.get_inputs()[0].shape) or (96, 96))[0]
 
+    @property
+    def model_files(self) -> tuple[Path, ...]:
+        return (self.model_dir / DETECTOR_FILE, self.model_dir / RECOGNIZER_FILE)
+
     def _load(self, path: Path):
         try:
             return self._ort.InferenceSession(str(path), providers=self.providers)

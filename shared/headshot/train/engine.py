@@ -64,6 +64,9 @@ class LoraTrainer:
         optimizer_class(self.settings.optimizer or "adamw")
         self._base = base
         self.progress = progress or (lambda done, total, message: None)
+        # latents, text embeddings and face embeddings, kept between runs on the same photos
+        self.input_cache = InputCache(self.settings.cache_dir or Path(self.settings.out_dir) / "input-cache")
+        self.photos_digest = images_digest(images)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _load(self):
@@ -107,8 +110,8 @@ class LoraTrainer:
         vae_dtype = torch.float32 if get_family(base.family).vae_force_upcast else next(base.vae.parameters()).dtype
         if next(base.vae.parameters()).dtype != vae_dtype:
             base.vae.to(dtype=vae_dtype)
-        cache = InputCache(s.cache_dir or Path(s.out_dir) / "input-cache")
-        model_identity, photos = base_model_identity(s.base_model), images_digest(images)
+        cache = self.input_cache
+        model_identity, photos = base_model_identity(s.base_model), self.photos_digest
         latents_key = cache.key("latents", model_identity, photos, s.resolution, s.flip, s.seed, str(vae_dtype))
         self.latents = _cached(cache, latents_key, latents_from_tensors, len(images))
         if self.latents is None:

@@ -1,9 +1,11 @@
-"""Cached training inputs on disk: image latents and text embeddings, keyed by what decides them.
+"""Cached training inputs on disk: image latents, text embeddings and the photos' face embeddings (the identity
+reference checkpoints are judged against), keyed by what decides them.
 
 Encoding the photos with the VAE and the captions with the text encoder takes most of a run's start-up
-on a CPU or a small GPU. A resumed job, a repeated run and every run of a sweep read the same inputs, so
-the results are kept as safetensors files (never pickles) named after a hash of the dataset's files, the
-base model's identity and the settings that shape them; a file whose key differs is simply not used.
+on a CPU or a small GPU; finding and embedding the faces much of the rest. A resumed job, a repeated run
+and every run of a sweep read the same inputs, so the results are kept as safetensors files (never
+pickles) named after a hash of the dataset's files, the base model's (or face backend's) identity and the
+settings that shape them; a file whose key differs is simply not used.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from ..faces.framing import find_upright
 from ..faces.subject import pick_subject
 from ..outputs import atomic_write_json
 from .base_model import diffusers_pipeline
+from .input_cache import InputCache, file_identity
 
 NEGATIVE_PROMPT = "blurry, lowres, deformed, cartoon, text, watermark"
 
@@ -42,6 +43,23 @@ def identity_reference(images, analyzer) -> tuple[np.ndarray | None, int]:
         if subject is not None:
             embeddings.append(upright.embed(subject))
     return (np.stack(embeddings) if embeddings else None), len(embeddings)
+
+
+def cached_identity_reference(cache: InputCache, images, photos: str, analyzer) -> tuple[np.ndarray | None, int]:
+    """`identity_reference` read from `cache` when these photos (`photos`: their digest) were embedded by this
+    backend with these model files before: a resumed, repeated or swept run finds no face again."""
+    key = cache.key("faces", photos, analyzer.name, [file_identity(path) for path in analyzer.model_files])
+    stored = cache.load(key)
+    if stored is not None:
+        tensors, layout = stored
+        count, stored_rows = layout.get("count"), tensors.get("rows")
+        if count == 0 and stored_rows is None:
+            return None, 0
+        if stored_rows is not None and stored_rows.ndim == 2 and len(stored_rows) == count:
+            return stored_rows.numpy(), count
+    rows, count = identity_reference(images, analyzer)
+    cache.save(key, {} if rows is None else {"rows": torch.from_numpy(np.asarray(rows))}, {"count": count})
+    return rows, count
 
 
 def write_identity_reference(path: Path, analyzer, embedding: np.ndarray | None, count: int) -> str | None:
@@ -80,7 +98,9 @@ class CheckpointJudge:
     def prepare_reference(self) -> None:
         s = self.settings
         self.analyzer = load_face_analyzer(s.face_backend, s.face_model_dirs)
-        photos, self.reference_count = identity_reference(self.trainer.training_set.images, self.analyzer)
+        photos, self.reference_count = cached_identity_reference(
+            self.trainer.input_cache, self.trainer.training_set.images, self.trainer.photos_digest, self.analyzer
+        )
         self.reference_photos = photos
         self.reference = None if photos is None else photos.mean(axis=0)  # what checkpoints are judged against
 
