@@ -146,7 +146,18 @@ def engine(steps: int, warmup: int, resolution: int, checkpoint: Path, cache_dir
             "modules": len(trainer.unet_targets),
             "startup_s": loop_start - started,
             "seconds_per_step": statistics.median(per_step[warmup:]),
+            "encoding_s": latent_encoding_seconds(events),
         }
+
+
+def latent_encoding_seconds(events: list[dict]) -> float:
+    """Seconds the VAE spent encoding the photos: from the "caching latents" status to the next one (0 when the
+    latents were read from the input cache)."""
+    statuses = [e for e in events if e["type"] == "status"]
+    for status, following in zip(statuses, statuses[1:]):
+        if status.get("message", "").startswith("caching latents"):
+            return following["time"] - status["time"]
+    return 0.0
 
 
 def child(args) -> None:
@@ -169,8 +180,9 @@ def run_side(which: str, args, checkpoint: Path, cache_dir: Path) -> dict:
     if line is None:
         sys.exit(f"{which} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
     result = json.loads(line[7:])
+    encoding = f" ({result['encoding_s']:.1f} s VAE encoding)" if result.get("encoding_s") else ""
     print(
-        f"  {which:13s} start-up {result['startup_s']:6.1f} s, {result['seconds_per_step']:.2f} s/step, "
+        f"  {which:13s} start-up {result['startup_s']:6.1f} s{encoding}, {result['seconds_per_step']:.2f} s/step, "
         f"peak {result['peak_rss_gb']:.2f} GB, {result['modules']} LoRA modules",
         flush=True,
     )
@@ -224,6 +236,12 @@ def main() -> None:
         f"| start-up | {median(bare, 'startup_s'):.1f} s | {median(cold, 'startup_s'):.1f} s | "
         f"{median(cached, 'startup_s'):.1f} s | <= bare + 5 s |"
     )
+    print(
+        f"| of which VAE encoding ({PHOTOS} photos, flipped too) | | {median(cold, 'encoding_s'):.1f} s | "
+        f"{median(cached, 'encoding_s'):.1f} s | |"
+    )
+    without = [r["startup_s"] - r["encoding_s"] for r in cold]
+    print(f"| start-up less VAE encoding | | {statistics.median(without):.1f} s | | |")
     print(
         f"| per step | {median(bare, 'seconds_per_step'):.2f} s | {median(cold, 'seconds_per_step'):.2f} s | "
         f"{median(cached, 'seconds_per_step'):.2f} s | speed >= 0.98x (now {speed:.3f}x) |"
