@@ -105,7 +105,6 @@ class LoraTrainer:
     def _cache(self, base):
         s = self.settings
         images = self.training_set.images
-        self.job.emit("status", message=f"caching latents of {len(images)} images")
         # a VAE that overflows in fp16 (SDXL's) encodes in fp32
         vae_dtype = torch.float32 if get_family(base.family).vae_force_upcast else next(base.vae.parameters()).dtype
         if next(base.vae.parameters()).dtype != vae_dtype:
@@ -115,6 +114,7 @@ class LoraTrainer:
         latents_key = cache.key("latents", model_identity, photos, s.resolution, s.flip, s.seed, str(vae_dtype))
         self.latents = _cached(cache, latents_key, latents_from_tensors, len(images))
         if self.latents is None:
+            self.job.emit("status", message=f"caching latents of {len(images)} images")
             base.vae.to(self.device)
             self.latents = encode_latents(
                 base.vae, images, s.resolution, s.flip, self.device, vae_dtype, s.seed, self.progress
