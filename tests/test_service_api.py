@@ -251,6 +251,18 @@ def test_deleting_a_model_erases_its_photos_and_cancels_its_jobs(service, selfie
     assert client.get(f"/v1/jobs/{accepted['training_job_id']}", headers=bearer(alice)).json()["status"] == "cancelled"
 
 
+def test_a_training_job_is_not_erased_alone_the_answer_names_the_model_to_erase(service, selfies):
+    _, _, _, client, keys = service
+    accepted = _train(client, keys["alice"][0], "alice", selfies).json()
+    message = _error(
+        client.delete(f"/v1/jobs/{accepted['training_job_id']}", headers=bearer(keys["alice"][0])),
+        409,
+        "not_a_generation",
+    )
+    assert f"DELETE /v1/models/{accepted['model_id']}" in message
+    _error(client.delete(f"/v1/jobs/{accepted['training_job_id']}", headers=bearer(keys["bob"][0])), 404, "not_found")
+
+
 @pytest.mark.parametrize(
     "body",
     [b"{", b"[]", b'{"user_id": 5}', b'{"user_id": "alice", "instance_name": "x", "images": "abc"}',

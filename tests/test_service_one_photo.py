@@ -159,3 +159,32 @@ def test_a_one_photo_job_cancelled_while_queued_keeps_no_photo(kit, tmp_path):
     cancelled = client.post(f"/v1/jobs/{job_id}/cancel", headers=bearer(key)).json()
     assert cancelled["status"] == "cancelled"
     assert not (config.data_dir / "uploads" / job_id).exists()
+
+
+def test_erasing_a_one_photo_job_removes_its_pictures(kit, tmp_path):
+    config, queue, client, key = _service(kit, tmp_path)
+    queue.huey.immediate = True
+    job_id = _draw(client, key, reference_image=kit["photo"], num_images=2).json()["generation_job_id"]
+    job = client.get(f"/v1/jobs/{job_id}", headers=bearer(key)).json()
+    assert job["status"] == "succeeded" and len(job["images"]) == 2
+    erased = client.delete(f"/v1/jobs/{job_id}", headers=bearer(key))
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["pictures_removed"] == 2 and erased.json()["files_removed"] >= 2
+    assert not (config.data_dir / "images" / job_id).exists()
+    assert client.get(f"/v1/jobs/{job_id}", headers=bearer(key)).json()["images"] == []
+    _error(client.get(f"/v1/images/{job['images'][0]['image_id']}", headers=bearer(key)), 404, "not_found")
+
+
+def test_erasing_a_queued_one_photo_job_cancels_it_and_a_running_one_is_refused(kit, tmp_path):
+    config, queue, client, key = _service(kit, tmp_path)  # no worker: jobs stay queued
+    queued = _draw(client, key, reference_image=kit["photo"]).json()["generation_job_id"]
+    erased = client.delete(f"/v1/jobs/{queued}", headers=bearer(key)).json()
+    assert erased["deleted"] and erased["files_removed"] == 1  # the photo waiting for the job
+    assert client.get(f"/v1/jobs/{queued}", headers=bearer(key)).json()["status"] == "cancelled"
+    assert not (config.data_dir / "uploads" / queued).exists()
+
+    running = _draw(client, key, reference_image=kit["photo"]).json()["generation_job_id"]
+    Store(config.database).update_job(running, status="running")  # a worker is drawing it
+    message = _error(client.delete(f"/v1/jobs/{running}", headers=bearer(key)), 409, "job_running")
+    assert f"POST /v1/jobs/{running}/cancel" in message
+    assert any((config.data_dir / "uploads" / running).iterdir())  # nothing erased under a working job

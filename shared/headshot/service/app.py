@@ -19,7 +19,7 @@ from ..errors import HeadshotError
 from .auth import KeyChecker
 from .config import ServiceConfig
 from .db import Model, Picture, Store
-from .erasure import drop_reference, erase_model
+from .erasure import drop_reference, erase_job, erase_model
 from .limits import BodyLimit, ServiceError
 from .page import add_page
 from .schemas import (
@@ -28,6 +28,7 @@ from .schemas import (
     ErrorBody,
     GenerateAccepted,
     GenerateRequest,
+    JobErased,
     JobView,
     ModelList,
     ModelView,
@@ -46,7 +47,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         401: "no or unknown API key",
         403: "the body names another user than the API key's",
         404: "no such item of yours",
-        409: "the Idempotency-Key was used for another request, or the model is not ready",
+        409: "the Idempotency-Key was used for another request, the model is not ready, or the job is running",
         413: "the request or a photo is too large",
         422: "the request cannot be used (the message says why)",
         429: "too many jobs or the daily quota (see Retry-After)",
@@ -156,6 +157,10 @@ def create_app(config: ServiceConfig, store: Store | None = None, queue=None) ->
             store.update_job(job.id, cancel_requested=True)
         fresh = owned_job(store, user_id, job_id)
         return {"job_id": job_id, "status": fresh.status, "cancel_requested": job.status in ("queued", "running")}
+
+    @app.delete("/v1/jobs/{job_id}", response_model=JobErased, responses=ERRORS)
+    def delete_job(job_id: str, user_id: str = Depends(user)):
+        return erase_job(config, store, owned_job(store, user_id, job_id))
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS)
     def list_models(user_id: str = Depends(user)):

@@ -1,15 +1,18 @@
-"""DELETE /v1/models/{id}: the person's right to erasure. The LoRA (and its training folder, dataset and
-checkpoints), the uploaded photos and every picture drawn with it are removed; its jobs are stopped."""
+"""The person's right to erasure. DELETE /v1/models/{id}: the LoRA (and its training folder, dataset and
+checkpoints), the uploaded photos and every picture drawn with it are removed; its jobs are stopped.
+DELETE /v1/jobs/{id}: the pictures of one generation job (a one-photo job's only trace of the person)."""
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from sqlalchemy import delete, select, update
 
 from .config import IMAGES, MODELS, UPLOADS, ServiceConfig
 from .db import Job, Model, Picture, Store
+from .limits import ServiceError
 
 
 def erase_model(config: ServiceConfig, store: Store, model_id: str) -> dict:
@@ -27,6 +30,40 @@ def erase_model(config: ServiceConfig, store: Store, model_id: str) -> dict:
     folders += [config.folder(IMAGES, j.id) for j in jobs if j.kind == "generate"]
     removed = sum(_remove(folder, config.data_dir) for folder in folders)
     return {"model_id": model_id, "deleted": True, "files_removed": removed, "jobs_cancelled": len(queued + running)}
+
+
+def erase_job(config: ServiceConfig, store: Store, job: Job) -> dict:
+    """A generation job's pictures (rows and files) and its reference photo; a queued job is cancelled first. The
+    job's record stays, with no pictures. A training job's output is its model, and a job still drawing could
+    write pictures after this: both are refused with what to do instead."""
+    if job.kind != "generate":
+        raise ServiceError(
+            f"job {job.id} trained model {job.model_id}; erase the model (DELETE /v1/models/{job.model_id}), "
+            "which removes its photos and every picture drawn with it",
+            "not_a_generation",
+            409,
+        )
+    cancelled = False
+    if job.status == "queued":
+        with store.session() as s:
+            done = s.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == "queued")  # not if a worker claimed it meanwhile
+                .values(status="cancelled", error_code="cancelled", error_message="erased", finished=time.time())
+            )
+            cancelled = getattr(done, "rowcount", 0) == 1
+    current = store.job(job.id)
+    if not cancelled and current is not None and current.status in ("queued", "running"):
+        raise ServiceError(
+            f"job {job.id} is drawing now: cancel it (POST /v1/jobs/{job.id}/cancel), then erase it once its status "
+            "is cancelled",
+            "job_running",
+            409,
+        )
+    with store.session() as s:
+        pictures = getattr(s.execute(delete(Picture).where(Picture.job_id == job.id)), "rowcount", 0)
+    removed = sum(_remove(config.folder(kind, job.id), config.data_dir) for kind in (IMAGES, UPLOADS))
+    return {"job_id": job.id, "deleted": True, "pictures_removed": pictures, "files_removed": removed}
 
 
 def drop_reference(config: ServiceConfig, job_id: str) -> int:

@@ -130,6 +130,13 @@ class Erased(BaseModel):
     jobs_cancelled: int
 
 
+class JobErased(BaseModel):
+    job_id: str
+    deleted: bool
+    pictures_removed: int
+    files_removed: int
+
+
 class StyleView(BaseModel):
     name: str
     title: str
