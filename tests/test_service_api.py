@@ -257,7 +257,7 @@ def test_a_training_job_is_not_erased_alone_the_answer_names_the_model_to_erase(
     message = _error(
         client.delete(f"/v1/jobs/{accepted['training_job_id']}", headers=bearer(keys["alice"][0])),
         409,
-        "not_a_generation",
+        "wrong_job_kind",
     )
     assert f"DELETE /v1/models/{accepted['model_id']}" in message
     _error(client.delete(f"/v1/jobs/{accepted['training_job_id']}", headers=bearer(keys["bob"][0])), 404, "not_found")

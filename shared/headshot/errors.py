@@ -130,6 +130,7 @@ CODES: dict[str, str] = {
     "bad_webhook_url": "a webhook URL that is not http(s)",
     "model_not_ready": "pictures were asked of a model whose training has not succeeded",
     "wrong_job_kind": "a training-only address was called with a generation job, or the other way round",
+    "job_running": "a job still running was asked to be erased: cancel it, then erase it",
     "no_pictures_yet": "the pictures of a generation job were asked for before it had any",
     "worker_lost": "the worker running a job stopped; the job was queued again",
     "job_crashed": "a job failed unexpectedly (the message quotes why); it is tried again up to the limit",

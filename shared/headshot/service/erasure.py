@@ -40,7 +40,7 @@ def erase_job(config: ServiceConfig, store: Store, job: Job) -> dict:
         raise ServiceError(
             f"job {job.id} trained model {job.model_id}; erase the model (DELETE /v1/models/{job.model_id}), "
             "which removes its photos and every picture drawn with it",
-            "not_a_generation",
+            "wrong_job_kind",
             409,
         )
     cancelled = False
