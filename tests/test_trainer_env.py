@@ -9,6 +9,7 @@ docstring and checked against the project's own venv below).
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -125,13 +126,23 @@ def test_a_failed_build_leaves_nothing_and_names_cause_and_fix(host, tmp_path, m
     assert not (tmp_path / "env").exists() and _leftovers(tmp_path) == []
 
 
-def test_an_interrupted_build_is_never_used(host, tmp_path):
+def test_an_interrupted_build_is_never_used(host, tmp_path, monkeypatch):
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def watched_popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
     def interrupt(line: str) -> None:
         if "Processing" in line or "Installing" in line or "Looking" in line:
             raise KeyboardInterrupt  # Ctrl-C while pip runs
 
+    monkeypatch.setattr(trainer_env.subprocess, "Popen", watched_popen)
     with pytest.raises(KeyboardInterrupt):
         trainer_env.trainer_python(tmp_path / "env", progress=interrupt, python=host)
+    # pip is stopped, not left writing into the staging folder after its removal
+    assert started and all(process.poll() is not None for process in started)
     assert not (tmp_path / "env").exists() and _leftovers(tmp_path) == []
     lines: list[str] = []
     trainer_env.trainer_python(tmp_path / "env", progress=lines.append, python=host)

@@ -271,11 +271,18 @@ def _run(command: list[str], progress: Callable[[str], None], python: str, env_d
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_clean_env(), bufsize=1
     )
     assert process.stdout is not None
-    for line in process.stdout:
-        line = line.rstrip()
-        if line:
-            lines.append(line)
-            progress(line)
+    try:
+        for line in process.stdout:
+            line = line.rstrip()
+            if line:
+                lines.append(line)
+                progress(line)
+    except BaseException:
+        # cancelled (Ctrl-C, a job stopped in the progress callback): stop pip before the staging folder is
+        # removed, or it keeps writing files into it after the removal
+        process.kill()
+        process.wait()
+        raise
     if process.wait() != 0:
         raise _build_error(python, env_dir, " / ".join(lines[-4:]) or f"{command[2]} exited {process.returncode}")
 
