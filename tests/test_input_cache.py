@@ -133,3 +133,44 @@ def test_on_the_cpu_the_vae_sees_one_picture_per_call(sd1_folder, photos):
     finally:
         hook.remove()
     assert batches == [1] * 6
+
+
+def test_latent_precision_is_half_where_it_is_safe_and_faster(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    fp16, bf16, fp32 = torch.float16, torch.bfloat16, torch.float32
+    assert caching.latent_precision(cuda, fp16, False, False) == (fp16, None)  # as sd-scripts with fp16
+    assert caching.latent_precision(cuda, fp16, True, False) == (fp32, None)  # SDXL's VAE overflows in fp16
+    assert caching.latent_precision(cuda, bf16, True, False) == (bf16, None)  # bf16 has fp32's range
+    assert caching.latent_precision(cuda, fp16, False, True) == (fp32, None)  # --no-half-vae
+    monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: True)  # the hardware: AMX
+    assert caching.latent_precision(cpu, fp32, False, False) == (fp32, bf16)
+    assert caching.latent_precision(cpu, fp32, True, True) == (fp32, None)
+    monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: False)  # bf16 emulated: slower than fp32
+    assert caching.latent_precision(cpu, fp32, False, False) == (fp32, None)
+
+
+def test_bf16_autocast_latents_are_fp32_and_within_a_few_percent(sd1_folder, photos):
+    base = load_base_model(sd1_folder)
+    images = load_training_set(photos).images
+    args = (base.vae, images, 64, True, torch.device("cpu"), torch.float32, 7)
+    full = caching.encode_latents(*args)
+    half = caching.encode_latents(*args, autocast=torch.bfloat16)
+    assert next(base.vae.parameters()).dtype == torch.float32  # the VAE itself is left as it was
+    for a, b in zip(full, half):
+        for x, y in zip(a, b):
+            assert y.dtype == torch.float32
+            error = ((x - y).norm() / x.norm()).item()
+            assert 0 < error < 0.05  # bf16 did run (not identical), and stays close
+
+
+def test_a_cpu_with_amx_caches_bf16_latents_apart_from_no_half_vae_ones(sd1_folder, photos, tmp_path, monkeypatch):
+    encodes = _encodes(monkeypatch)
+    monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: True)  # the hardware: AMX
+    cache = str(tmp_path / "cache")
+    _, half = _run(_settings(photos, sd1_folder, tmp_path / "a", steps=1, checkpoint_every=1, cache_dir=cache))
+    _, full = _run(
+        _settings(photos, sd1_folder, tmp_path / "b", steps=1, checkpoint_every=1, cache_dir=cache, no_half_vae=True)
+    )
+    assert encodes == [3, 3]  # fp32 latents are not taken from the bf16 ones
+    assert any("caching latents of 3 images in bf16" in m for m in half)
+    assert any(m.startswith("caching latents of 3 images") and "bf16" not in m for m in full)

@@ -202,3 +202,13 @@ def test_resume_command_line_and_resumed_bar_count_on(fake, tmp_path):
     steps = [e for e in events if e["type"] == "step"]
     assert [e["step"] for e in steps] == [2, 3, 4, 5] and {e["total"] for e in steps} == {5}
     assert "--resume " + str(state) in (out / sd_scripts.LOG_NAME).read_text().splitlines()[0]
+
+
+def test_no_half_vae_reaches_sd_scripts(setup, monkeypatch):
+    settings, out = setup
+    monkeypatch.setenv("FAKE_MODE", "ok")
+    run_sd_scripts_job(settings, create_job(settings))
+    assert "no_half_vae" not in tomllib.loads((out / "sd-scripts" / "sd-scripts.toml").read_text())
+    settings.no_half_vae, settings.out_dir = True, str(out.parent / "fp32")
+    run_sd_scripts_job(settings, create_job(settings))
+    assert tomllib.loads((out.parent / "fp32" / "sd-scripts" / "sd-scripts.toml").read_text())["no_half_vae"] is True

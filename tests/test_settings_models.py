@@ -97,6 +97,7 @@ def test_every_train_option_is_a_settings_field_and_builds_settings_as_given(tmp
             "--steps",
             "12",
             "--no-flip",
+            "--no-half-vae",
             "--tokenizer",
             "t",
             "--sd-scripts",
@@ -111,6 +112,7 @@ def test_every_train_option_is_a_settings_field_and_builds_settings_as_given(tmp
         "output_name": "zoe",
         "steps": 12,
         "flip": False,
+        "no_half_vae": True,
         "tokenizer_dirs": ["t"],
         "sd_scripts_repo": "s",
     }

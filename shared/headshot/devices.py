@@ -39,6 +39,20 @@ def autocast_dtype(device: torch.device, mixed_precision: str) -> torch.dtype | 
     return torch.float16
 
 
+def cpu_has_bf16_matrix_units() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX, Xeon 4th generation on).
+
+    There oneDNN runs bf16 convolutions several times faster than fp32 (the SD VAE encoder at 256 px: 0.17 s
+    against 0.89 s a picture on a 2-core Xeon); without AMX bf16 is slower than fp32, even with AVX512-BF16
+    (1.23 s there). PyTorch's check is private: where it is missing, the answer is no (fp32, never a crash).
+    """
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except (RuntimeError, AttributeError):
+        return False
+
+
 def return_freed_memory() -> None:
     """Hand memory the process has freed back to the system (glibc's malloc_trim).
 

@@ -49,6 +49,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--seed", type=int, help="0 to 4294967295 (default 42)")
     p.add_argument("--mixed-precision", choices=MIXED_PRECISIONS, help="default auto")
+    p.add_argument(
+        "--no-half-vae",
+        action="store_true",
+        default=None,
+        help="encode the photos with the VAE in fp32 (default: half precision where it is faster, as kohya)",
+    )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument(
         "--no-flip",

@@ -28,6 +28,7 @@ NOT_RESULT_SHAPING = (
     "output_name",
     "device",
     "mixed_precision",
+    "no_half_vae",
     "face_backend",
     "face_model_dirs",
     "tokenizer_dirs",

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..devices import cpu_has_bf16_matrix_units
 from ..families import get_family
 from .dataset import TrainingImage, caption_variants
 
@@ -36,6 +37,23 @@ ENCODE_PIXELS = 4 * 512 * 512
 CPU_PICTURES_PER_CALL = 1
 
 
+def latent_precision(
+    device, weights_dtype: torch.dtype, overflows_in_fp16: bool, full_precision: bool
+) -> tuple[torch.dtype, torch.dtype | None]:
+    """(the VAE's dtype, an autocast dtype or None) for encoding the training photos.
+
+    Half precision, as sd-scripts encodes with mixed precision on a GPU (its --no_half_vae, ours
+    `full_precision`, keeps fp32). A VAE that overflows in fp16 (SDXL's) runs in fp32 there; bf16 has fp32's
+    range. On a CPU with AMX the fp32 VAE encodes under bf16 autocast, several times faster, latents within
+    about 1 % of fp32's (the VAE itself stays fp32, for anything that decodes later).
+    """
+    if full_precision or (weights_dtype == torch.float16 and overflows_in_fp16):
+        return torch.float32, None
+    if torch.device(device).type == "cpu" and weights_dtype == torch.float32 and cpu_has_bf16_matrix_units():
+        return torch.float32, torch.bfloat16
+    return weights_dtype, None
+
+
 def _pictures_per_call(device, resolution: int) -> int:
     if torch.device(device).type == "cpu":
         return CPU_PICTURES_PER_CALL
@@ -44,14 +62,22 @@ def _pictures_per_call(device, resolution: int) -> int:
 
 @torch.no_grad()
 def encode_latents(
-    vae, images: list[TrainingImage], resolution: int, flip: bool, device, dtype, seed: int, progress=None
+    vae,
+    images: list[TrainingImage],
+    resolution: int,
+    flip: bool,
+    device,
+    dtype,
+    seed: int,
+    progress=None,
+    autocast: torch.dtype | None = None,
 ):
     """Per image: latents of the image and (with flip) of its mirror, scaled for the UNet.
 
     The mirror is encoded, not flipped in latent space: the VAE is not mirror-symmetric. On a GPU pictures
     go through the VAE in batches (one call per batch is much faster than one per picture), on the CPU one
     at a time (`CPU_PICTURES_PER_CALL`); the noise is drawn per image in order, so the result does not
-    depend on the batch size.
+    depend on the batch size. `autocast` (see `latent_precision`) runs the VAE's layers in that dtype.
     """
     generator = torch.Generator().manual_seed(seed)
     scale = vae.config.scaling_factor
@@ -73,8 +99,9 @@ def encode_latents(
             image = _image_tensor(item.path, resolution)
             pixels += [image, image.flip(-1)] if flip else [image]
         stacked = torch.stack(pixels).to(device, dtype).contiguous(memory_format=layout)
-        parts = [vae.encode(chunk).latent_dist for chunk in stacked.split(per_call)]
-        mean, std = torch.cat([d.mean for d in parts]), torch.cat([d.std for d in parts])
+        with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
+            parts = [vae.encode(chunk).latent_dist for chunk in stacked.split(per_call)]
+        mean, std = torch.cat([d.mean for d in parts]).to(dtype), torch.cat([d.std for d in parts]).to(dtype)
         noise = torch.cat([torch.randn((per_image, *mean.shape[1:]), generator=generator) for _ in items])
         latents = (mean + std * noise.to(device, dtype) - shift) * scale
         for i in range(len(items)):

@@ -19,7 +19,7 @@ from ..devices import autocast_dtype, pick_device, return_freed_memory
 from ..errors import HeadshotError
 from ..families import get_family
 from ..outputs import OutputManifest
-from .caching import cache_text_embeddings, encode_latents, encode_prompt
+from .caching import cache_text_embeddings, encode_latents, encode_prompt, latent_precision
 from .checkpoint_state import load_state, save_checkpoint
 from .dataset import TrainingSet, load_training_set
 from .input_cache import (
@@ -105,19 +105,22 @@ class LoraTrainer:
     def _cache(self, base):
         s = self.settings
         images = self.training_set.images
-        # a VAE that overflows in fp16 (SDXL's) encodes in fp32
-        vae_dtype = torch.float32 if get_family(base.family).vae_force_upcast else next(base.vae.parameters()).dtype
+        vae_dtype, encode_autocast = latent_precision(
+            self.device, next(base.vae.parameters()).dtype, get_family(base.family).vae_force_upcast, s.no_half_vae
+        )
         if next(base.vae.parameters()).dtype != vae_dtype:
             base.vae.to(dtype=vae_dtype)
         cache = self.input_cache
         model_identity, photos = base_model_identity(s.base_model), self.photos_digest
-        latents_key = cache.key("latents", model_identity, photos, s.resolution, s.flip, s.seed, str(vae_dtype))
+        precision = [str(vae_dtype)] + ([f"autocast {encode_autocast}"] if encode_autocast else [])
+        latents_key = cache.key("latents", model_identity, photos, s.resolution, s.flip, s.seed, *precision)
         self.latents = _cached(cache, latents_key, latents_from_tensors, len(images))
         if self.latents is None:
-            self.job.emit("status", message=f"caching latents of {len(images)} images")
+            how = " in bf16 (this CPU has AMX; --no-half-vae for fp32)" if encode_autocast == torch.bfloat16 else ""
+            self.job.emit("status", message=f"caching latents of {len(images)} images{how}")
             base.vae.to(self.device)
             self.latents = encode_latents(
-                base.vae, images, s.resolution, s.flip, self.device, vae_dtype, s.seed, self.progress
+                base.vae, images, s.resolution, s.flip, self.device, vae_dtype, s.seed, self.progress, encode_autocast
             )
             cache.save(latents_key, *latents_to_tensors(self.latents))
         else:
@@ -128,7 +131,7 @@ class LoraTrainer:
 
             prior = class_images(s, base, self.training_set.class_word, self.job.emit)
             self.prior_latents = encode_latents(
-                base.vae, prior, s.resolution, s.flip, self.device, vae_dtype, s.seed + 1
+                base.vae, prior, s.resolution, s.flip, self.device, vae_dtype, s.seed + 1, autocast=encode_autocast
             )
             self.prior_text = encode_prompt(base, prior[0].caption, self.device)
         self.text_cache = None

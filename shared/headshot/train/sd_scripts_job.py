@@ -116,6 +116,7 @@ def run_sd_scripts_job(settings: TrainSettings, job: JobFolder) -> dict:
         tokenizer_cache_dir=Path(s.tokenizer_dirs[0]) if s.tokenizer_dirs else None,
         device=None if s.device == "auto" else s.device,
         save_state=True,
+        extra={"no_half_vae": True} if s.no_half_vae else None,
     )
 
     produced = work / f"{s.output_name}.safetensors"

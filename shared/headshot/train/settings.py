@@ -48,6 +48,7 @@ OPTION = {
     "seed": "--seed",
     "checkpoint_every": "--checkpoint-every",
     "mixed_precision": "--mixed-precision",
+    "no_half_vae": "--no-half-vae",
     "device": "--device",
     "validation_images": "--validation-images",
     "validation_steps": "validation steps",
@@ -68,6 +69,7 @@ RESUMABLE_CHANGES = (
     "steps",
     "checkpoint_every",
     "mixed_precision",
+    "no_half_vae",
     "device",
     "gradient_checkpointing",
     "validation_images",
@@ -117,6 +119,7 @@ class TrainSettings(OptionModel):
     seed: WholeNumber = 42
     checkpoint_every: WholeNumber | None = None
     mixed_precision: Text = "auto"  # auto | no | fp16 | bf16
+    no_half_vae: Flag = False  # encode the photos with the VAE in fp32 (kohya's --no_half_vae)
     device: Text = "auto"
     # likeness-scored checkpoint choice
     validation_images: WholeNumber | None = None  # None: 4 on a GPU, 0 on the CPU (minutes per image there)
