@@ -4,8 +4,9 @@ Training with an empty input cache encodes every photo (and with flip its mirror
 before the first step. This prints, for one picture in fp32 on this machine's CPU: the encoder's floating-point
 work (PyTorch's FLOP counter on the real architecture, random weights), the time of its convolutions and of
 the whole encode (the layout the engine uses: channels-last, one picture per call), and the machine's fp32
-matrix-multiply rate. Convolutions running at that rate are at the floor: only less work (fewer pictures,
-lower precision) encodes faster. The SD1.5 and SDXL VAEs share this encoder.
+matrix-multiply rate. Convolutions running at that rate are at the floor of fp32: only less work (fewer
+pictures) or lower precision encodes faster; it also times the encode under bf16 autocast, which the engine
+uses where the CPU multiplies bf16 matrices in hardware (AMX). The SD1.5 and SDXL VAEs share this encoder.
 
     .venv/bin/python benchmarks/vae_encode_floor.py [--resolution 256] [--pictures 8] [--repeats 3]
 """
@@ -39,6 +40,8 @@ def main() -> None:
     from diffusers import AutoencoderKL
     from torch.utils.flop_counter import FlopCounterMode
 
+    from headshot.devices import cpu_has_bf16_matrix_units
+
     torch.manual_seed(0)
     vae = AutoencoderKL(  # the SD VAE: diffusers' config of the released weights
         block_out_channels=[128, 256, 512, 512],
@@ -68,6 +71,13 @@ def main() -> None:
             started = time.perf_counter()
             vae.encode(picture)
             plain.append(time.perf_counter() - started)
+        half = []
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # what the engine runs where the CPU has AMX
+            vae.encode(picture)
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                vae.encode(picture)
+                half.append(time.perf_counter() - started)
     rate = matmul_gflops()
     conv_time, encode_time = statistics.median(conv_s), statistics.median(plain)
     print(f"VAE encoder, one {args.resolution} px picture in fp32, {torch.get_num_threads()} threads:")
@@ -78,6 +88,11 @@ def main() -> None:
     print(
         f"{args.pictures} pictures: {args.pictures * encode_time:.1f} s now; at the matrix-multiply rate with "
         f"nothing but convolutions {args.pictures * conv / rate / 1e9:.1f} s"
+    )
+    amx = "has AMX: the engine uses it" if cpu_has_bf16_matrix_units() else "has no AMX: the engine stays in fp32"
+    print(
+        f"under bf16 autocast: {statistics.median(half):.2f} s a picture, {args.pictures} pictures "
+        f"{args.pictures * statistics.median(half):.1f} s (this CPU {amx})"
     )
 
 
