@@ -212,3 +212,18 @@ def test_no_half_vae_reaches_sd_scripts(setup, monkeypatch):
     settings.no_half_vae, settings.out_dir = True, str(out.parent / "fp32")
     run_sd_scripts_job(settings, create_job(settings))
     assert tomllib.loads((out.parent / "fp32" / "sd-scripts" / "sd-scripts.toml").read_text())["no_half_vae"] is True
+
+
+def test_a_repeated_job_on_the_same_photos_finds_no_face_again(setup, monkeypatch):
+    from headshot.faces.dlib_backend import DlibFaceAnalyzer
+
+    settings, out = setup
+    monkeypatch.setenv("FAKE_MODE", "ok")
+    settings.cache_dir = str(out.parent / "shared-cache")  # as a sweep shares one
+    first = json.loads(Path(run_sd_scripts_job(settings, create_job(settings))["identity"]).read_text())
+    detected = []
+    real_detect = DlibFaceAnalyzer.detect
+    monkeypatch.setattr(DlibFaceAnalyzer, "detect", lambda self, rgb: detected.append(1) or real_detect(self, rgb))
+    settings.out_dir = str(out.parent / "again")
+    again = json.loads(Path(run_sd_scripts_job(settings, create_job(settings))["identity"]).read_text())
+    assert detected == [] and again["embedding"] == first["embedding"] and again["images"] == 3

@@ -20,10 +20,11 @@ from ..families.checkpoint_file import read_checkpoint
 from ..outputs import OutputManifest, atomic_save
 from . import sd_scripts
 from .dataset import load_training_set
+from .input_cache import InputCache, images_digest
 from .job import Cancelled, JobFolder
 from .lora_files import write_a1111_sidecar
 from .loss_curve import draw_loss_curve, trim_loss_log
-from .selection import identity_reference, write_identity_reference
+from .selection import cached_identity_reference, write_identity_reference
 from .settings import TrainSettings
 
 OPTIMIZER_NAMES = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "prodigy": "Prodigy"}
@@ -133,7 +134,11 @@ def run_sd_scripts_job(settings: TrainSettings, job: JobFolder) -> dict:
         out, activation_text=trigger, preferred_weight=PREFERRED_WEIGHT, sd_version=get_family(family).a1111_sd_version
     )
     analyzer = load_face_analyzer(s.face_backend, s.face_model_dirs)
-    embedding, count = identity_reference(training_set.images, analyzer)
+    # kept with the builtin engine's inputs: a repeated or swept run on these photos finds no face again
+    cache = InputCache(s.cache_dir or Path(s.out_dir) / "input-cache")
+    embedding, count = cached_identity_reference(
+        cache, training_set.images, images_digest(training_set.images), analyzer
+    )
     identity = write_identity_reference(identity_path, analyzer, embedding, count)
     choice = {
         "step": s.steps,
