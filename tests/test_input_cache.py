@@ -174,3 +174,15 @@ def test_a_cpu_with_amx_caches_bf16_latents_apart_from_no_half_vae_ones(sd1_fold
     assert encodes == [3, 3]  # fp32 latents are not taken from the bf16 ones
     assert any("caching latents of 3 images in bf16" in m for m in half)
     assert any(m.startswith("caching latents of 3 images") and "bf16" not in m for m in full)
+
+
+def test_no_half_vae_encodes_in_fp32_and_leaves_the_vae_as_it_was(sd1_folder, photos, tmp_path):
+    settings = _settings(photos, sd1_folder, tmp_path / "a", steps=1, mixed_precision="bf16", no_half_vae=True)
+    trainer = LoraTrainer(settings, create_job(settings))
+    base = trainer._load()
+    assert next(base.vae.parameters()).dtype == torch.bfloat16  # frozen weights in the autocast dtype
+    seen = []
+    base.vae.encoder.register_forward_pre_hook(lambda module, args: seen.append(next(module.parameters()).dtype))
+    trainer._cache(base)
+    assert seen and set(seen) == {torch.float32}
+    assert next(base.vae.parameters()).dtype == torch.bfloat16  # as the pipelines that decode expect it

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -108,8 +109,6 @@ class LoraTrainer:
         vae_dtype, encode_autocast = latent_precision(
             self.device, next(base.vae.parameters()).dtype, get_family(base.family).vae_force_upcast, s.no_half_vae
         )
-        if next(base.vae.parameters()).dtype != vae_dtype:
-            base.vae.to(dtype=vae_dtype)
         cache = self.input_cache
         model_identity, photos = base_model_identity(s.base_model), self.photos_digest
         precision = [str(vae_dtype)] + ([f"autocast {encode_autocast}"] if encode_autocast else [])
@@ -119,9 +118,18 @@ class LoraTrainer:
             how = " in bf16 (this CPU has AMX; --no-half-vae for fp32)" if encode_autocast == torch.bfloat16 else ""
             self.job.emit("status", message=f"caching latents of {len(images)} images{how}")
             base.vae.to(self.device)
-            self.latents = encode_latents(
-                base.vae, images, s.resolution, s.flip, self.device, vae_dtype, s.seed, self.progress, encode_autocast
-            )
+            with _vae_in(base.vae, vae_dtype):
+                self.latents = encode_latents(
+                    base.vae,
+                    images,
+                    s.resolution,
+                    s.flip,
+                    self.device,
+                    vae_dtype,
+                    s.seed,
+                    self.progress,
+                    encode_autocast,
+                )
             cache.save(latents_key, *latents_to_tensors(self.latents))
         else:
             self.job.emit("status", message=f"latents of {len(images)} images read from {cache.folder}")
@@ -130,9 +138,10 @@ class LoraTrainer:
             from .prior import class_images
 
             prior = class_images(s, base, self.training_set.class_word, self.job.emit)
-            self.prior_latents = encode_latents(
-                base.vae, prior, s.resolution, s.flip, self.device, vae_dtype, s.seed + 1, autocast=encode_autocast
-            )
+            with _vae_in(base.vae, vae_dtype):
+                self.prior_latents = encode_latents(
+                    base.vae, prior, s.resolution, s.flip, self.device, vae_dtype, s.seed + 1, autocast=encode_autocast
+                )
             self.prior_text = encode_prompt(base, prior[0].caption, self.device)
         self.text_cache = None
         if s.text_encoder_lr is None:
@@ -360,6 +369,20 @@ class LoraTrainer:
         write_a1111_sidecar(out, activation_text=trigger, preferred_weight=0.8, sd_version=sd_version)
         identity = judge.save_reference(out.with_suffix(".identity.json"))
         return {"lora": str(out), "chosen_step": chosen["step"], "choice": chosen, "identity": identity}
+
+
+@contextmanager
+def _vae_in(vae, dtype):
+    """The VAE in `dtype` for encoding, then back (exactly: fp32 holds every half value) for the pipelines
+    that decode with it in the weights' precision."""
+    before = next(vae.parameters()).dtype
+    if before != dtype:
+        vae.to(dtype=dtype)
+    try:
+        yield
+    finally:
+        if before != dtype:
+            vae.to(dtype=before)
 
 
 def _cached(cache: InputCache, key: str, unpack, images: int):
