@@ -127,7 +127,7 @@ def engine(steps: int, warmup: int, resolution: int, checkpoint: Path, cache_dir
             scheduler="constant",
             warmup_steps=0,
             gradient_checkpointing=True,
-            mixed_precision="no",
+            mixed_precision="auto",  # on the CPU: fp32 training, as the bare loop; inputs cached as a user gets them
             noise_offset=0.0,
             validation_images=0,
             checkpoint_every=warmup + steps,

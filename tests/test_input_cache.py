@@ -135,18 +135,18 @@ def test_on_the_cpu_the_vae_sees_one_picture_per_call(sd1_folder, photos):
     assert batches == [1] * 6
 
 
-def test_latent_precision_is_half_where_it_is_safe_and_faster(monkeypatch):
+def test_encoding_precision_is_half_where_it_is_safe_and_faster(monkeypatch):
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     fp16, bf16, fp32 = torch.float16, torch.bfloat16, torch.float32
-    assert caching.latent_precision(cuda, fp16, False, False) == (fp16, None)  # as sd-scripts with fp16
-    assert caching.latent_precision(cuda, fp16, True, False) == (fp32, None)  # SDXL's VAE overflows in fp16
-    assert caching.latent_precision(cuda, bf16, True, False) == (bf16, None)  # bf16 has fp32's range
-    assert caching.latent_precision(cuda, fp16, False, True) == (fp32, None)  # --no-half-vae
+    assert caching.encoding_precision(cuda, fp16, False, False) == (fp16, None)  # as sd-scripts with fp16
+    assert caching.encoding_precision(cuda, fp16, True, False) == (fp32, None)  # SDXL's VAE overflows in fp16
+    assert caching.encoding_precision(cuda, bf16, True, False) == (bf16, None)  # bf16 has fp32's range
+    assert caching.encoding_precision(cuda, fp16, False, True) == (fp32, None)  # --no-half-vae
     monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: True)  # the hardware: AMX
-    assert caching.latent_precision(cpu, fp32, False, False) == (fp32, bf16)
-    assert caching.latent_precision(cpu, fp32, True, True) == (fp32, None)
+    assert caching.encoding_precision(cpu, fp32, False, False) == (fp32, bf16)
+    assert caching.encoding_precision(cpu, fp32, True, True) == (fp32, None)
     monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: False)  # bf16 emulated: slower than fp32
-    assert caching.latent_precision(cpu, fp32, False, False) == (fp32, None)
+    assert caching.encoding_precision(cpu, fp32, False, False) == (fp32, None)
 
 
 def test_bf16_autocast_latents_are_fp32_and_within_a_few_percent(sd1_folder, photos):
@@ -186,3 +186,40 @@ def test_no_half_vae_encodes_in_fp32_and_leaves_the_vae_as_it_was(sd1_folder, ph
     trainer._cache(base)
     assert seen and set(seen) == {torch.float32}
     assert next(base.vae.parameters()).dtype == torch.bfloat16  # as the pipelines that decode expect it
+
+
+def test_captions_encoded_in_batches_match_one_at_a_time(sd1_folder, photos, monkeypatch):
+    base = load_base_model(sd1_folder)
+    images = load_training_set(photos).images
+    one = [
+        [caching.encode_prompt(base, t, "cpu").hidden for t in caching.caption_variants(i.caption, 4, 7 + n)]
+        for n, i in enumerate(images)
+    ]
+    calls = []
+    real = base.text_encoders[0].forward
+    monkeypatch.setattr(base.text_encoders[0], "forward", lambda ids, **kw: calls.append(len(ids)) or real(ids, **kw))
+    batched = caching.cache_text_embeddings(base, images, 4, True, 7, "cpu")
+    assert max(calls) > 1 and sum(calls) < sum(len(texts) for texts in one)  # batched, each distinct text once
+    for texts, embeddings in zip(one, batched):
+        assert len(texts) == len(embeddings)
+        for alone, together in zip(texts, embeddings):
+            torch.testing.assert_close(together.hidden, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_text_embeddings_keep_the_encoders_dtype_and_stay_close(sd1_folder, photos):
+    base = load_base_model(sd1_folder)
+    images = load_training_set(photos).images
+    full = caching.cache_text_embeddings(base, images, 2, True, 7, "cpu")
+    half = caching.cache_text_embeddings(base, images, 2, True, 7, "cpu", torch.bfloat16)
+    for a, b in zip(full, half):
+        for x, y in zip(a, b):
+            assert y.hidden.dtype == torch.float32
+            assert 0 < ((x.hidden - y.hidden).norm() / x.hidden.norm()).item() < 0.05
+
+
+def test_mixed_precision_no_caches_in_fp32_even_with_amx(sd1_folder, photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: True)  # the hardware: AMX
+    _, auto = _run(_settings(photos, sd1_folder, tmp_path / "a", steps=1, checkpoint_every=1))
+    _, full = _run(_settings(photos, sd1_folder, tmp_path / "b", steps=1, checkpoint_every=1, mixed_precision="no"))
+    assert any(m.startswith("caching text embeddings") and m.endswith("in bf16 (this CPU has AMX)") for m in auto)
+    assert not any("bf16" in m for m in full)

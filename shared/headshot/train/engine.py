@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +19,7 @@ from ..devices import autocast_dtype, pick_device, return_freed_memory
 from ..errors import HeadshotError
 from ..families import get_family
 from ..outputs import OutputManifest
-from .caching import cache_text_embeddings, encode_latents, encode_prompt, latent_precision
+from .caching import cache_text_embeddings, encode_latents, encode_prompt, encoding_precision, vae_in_dtype
 from .checkpoint_state import load_state, save_checkpoint
 from .dataset import TrainingSet, load_training_set
 from .input_cache import (
@@ -106,8 +105,12 @@ class LoraTrainer:
     def _cache(self, base):
         s = self.settings
         images = self.training_set.images
-        vae_dtype, encode_autocast = latent_precision(
-            self.device, next(base.vae.parameters()).dtype, get_family(base.family).vae_force_upcast, s.no_half_vae
+        fp32 = s.mixed_precision == "no"  # as kohya: no mixed precision, fp32 caches too
+        vae_dtype, encode_autocast = encoding_precision(
+            self.device,
+            next(base.vae.parameters()).dtype,
+            get_family(base.family).vae_force_upcast,
+            fp32 or s.no_half_vae,
         )
         cache = self.input_cache
         model_identity, photos = base_model_identity(s.base_model), self.photos_digest
@@ -115,10 +118,10 @@ class LoraTrainer:
         latents_key = cache.key("latents", model_identity, photos, s.resolution, s.flip, s.seed, *precision)
         self.latents = _cached(cache, latents_key, latents_from_tensors, len(images))
         if self.latents is None:
-            how = " in bf16 (this CPU has AMX; --no-half-vae for fp32)" if encode_autocast == torch.bfloat16 else ""
+            how = " in bf16 (this CPU has AMX; --no-half-vae for fp32)" if encode_autocast else ""
             self.job.emit("status", message=f"caching latents of {len(images)} images{how}")
             base.vae.to(self.device)
-            with _vae_in(base.vae, vae_dtype):
+            with vae_in_dtype(base.vae, vae_dtype):
                 self.latents = encode_latents(
                     base.vae,
                     images,
@@ -138,19 +141,26 @@ class LoraTrainer:
             from .prior import class_images
 
             prior = class_images(s, base, self.training_set.class_word, self.job.emit)
-            with _vae_in(base.vae, vae_dtype):
+            with vae_in_dtype(base.vae, vae_dtype):
                 self.prior_latents = encode_latents(
                     base.vae, prior, s.resolution, s.flip, self.device, vae_dtype, s.seed + 1, autocast=encode_autocast
                 )
             self.prior_text = encode_prompt(base, prior[0].caption, self.device)
         self.text_cache = None
         if s.text_encoder_lr is None:
-            text_key = cache.key("text", model_identity, photos, s.caption_variants, s.shuffle_captions, s.seed)
+            _, text_autocast = encoding_precision(
+                self.device, next(base.text_encoders[0].parameters()).dtype, False, fp32
+            )
+            text_precision = [f"autocast {text_autocast}"] if text_autocast else []
+            text_key = cache.key(
+                "text", model_identity, photos, s.caption_variants, s.shuffle_captions, s.seed, *text_precision
+            )
             self.text_cache = _cached(cache, text_key, text_from_tensors, len(images))
             if self.text_cache is None:
-                self.job.emit("status", message="caching text embeddings (text encoder frozen)")
+                how = " in bf16 (this CPU has AMX)" if text_autocast else ""
+                self.job.emit("status", message=f"caching text embeddings (text encoder frozen){how}")
                 self.text_cache = cache_text_embeddings(
-                    base, images, s.caption_variants, s.shuffle_captions, s.seed, self.device
+                    base, images, s.caption_variants, s.shuffle_captions, s.seed, self.device, text_autocast
                 )
                 cache.save(text_key, *text_to_tensors(self.text_cache))
             else:
@@ -369,20 +379,6 @@ class LoraTrainer:
         write_a1111_sidecar(out, activation_text=trigger, preferred_weight=0.8, sd_version=sd_version)
         identity = judge.save_reference(out.with_suffix(".identity.json"))
         return {"lora": str(out), "chosen_step": chosen["step"], "choice": chosen, "identity": identity}
-
-
-@contextmanager
-def _vae_in(vae, dtype):
-    """The VAE in `dtype` for encoding, then back (exactly: fp32 holds every half value) for the pipelines
-    that decode with it in the weights' precision."""
-    before = next(vae.parameters()).dtype
-    if before != dtype:
-        vae.to(dtype=dtype)
-    try:
-        yield
-    finally:
-        if before != dtype:
-            vae.to(dtype=before)
 
 
 def _cached(cache: InputCache, key: str, unpack, images: int):
