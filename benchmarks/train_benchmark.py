@@ -41,6 +41,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RANK, ALPHA = 16, 8.0
 PHOTOS = 4
+#: a caption as `headshot prepare` writes one (trigger, class, tagger tags): with caption shuffling each photo
+#: has 8 distinct texts for the text encoder, as a user's dataset does
+CAPTION = "ohwx woman, 1girl, solo, looking at viewer, smile, short hair, brown hair, upper body, white shirt, outdoors"
 
 
 def published_unet_config(family: str) -> dict:
@@ -112,7 +115,7 @@ def engine(steps: int, warmup: int, resolution: int, checkpoint: Path, cache_dir
         subset.mkdir(parents=True)
         for i, img in enumerate(list(astronaut_shots().values())[:PHOTOS]):
             img.convert("RGB").resize((resolution, resolution)).save(subset / f"{i}.png")
-            (subset / f"{i}.txt").write_text("ohwx woman")
+            (subset / f"{i}.txt").write_text(CAPTION)
         settings = TrainSettings(
             dataset_dir=str(subset.parent.parent),
             base_model=str(checkpoint),
@@ -146,16 +149,17 @@ def engine(steps: int, warmup: int, resolution: int, checkpoint: Path, cache_dir
             "modules": len(trainer.unet_targets),
             "startup_s": loop_start - started,
             "seconds_per_step": statistics.median(per_step[warmup:]),
-            "encoding_s": latent_encoding_seconds(events),
+            "encoding_s": stage_seconds(events, "caching latents"),
+            "text_s": stage_seconds(events, "caching text embeddings"),
         }
 
 
-def latent_encoding_seconds(events: list[dict]) -> float:
-    """Seconds the VAE spent encoding the photos: from the "caching latents" status to the next one (0 when the
-    latents were read from the input cache)."""
+def stage_seconds(events: list[dict], status_start: str) -> float:
+    """Seconds from the status that starts a stage ("caching latents": the VAE encoding the photos) to the next
+    status (0 when the stage did not run: its results were read from the input cache)."""
     statuses = [e for e in events if e["type"] == "status"]
     for status, following in zip(statuses, statuses[1:]):
-        if status.get("message", "").startswith("caching latents"):
+        if status.get("message", "").startswith(status_start):
             return following["time"] - status["time"]
     return 0.0
 
@@ -180,7 +184,7 @@ def run_side(which: str, args, checkpoint: Path, cache_dir: Path) -> dict:
     if line is None:
         sys.exit(f"{which} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
     result = json.loads(line[7:])
-    encoding = f" ({result['encoding_s']:.1f} s VAE encoding)" if result.get("encoding_s") else ""
+    encoding = f" ({result['encoding_s']:.1f} s VAE, {result['text_s']:.1f} s text)" if result.get("encoding_s") else ""
     print(
         f"  {which:13s} start-up {result['startup_s']:6.1f} s{encoding}, {result['seconds_per_step']:.2f} s/step, "
         f"peak {result['peak_rss_gb']:.2f} GB, {result['modules']} LoRA modules",
@@ -239,6 +243,10 @@ def main() -> None:
     print(
         f"| of which VAE encoding ({PHOTOS} photos, flipped too) | | {median(cold, 'encoding_s'):.1f} s | "
         f"{median(cached, 'encoding_s'):.1f} s | |"
+    )
+    print(
+        f"| of which text embeddings ({PHOTOS} photos, 8 caption shuffles each) | | {median(cold, 'text_s'):.1f} s | "
+        f"{median(cached, 'text_s'):.1f} s | |"
     )
     without = [r["startup_s"] - r["encoding_s"] for r in cold]
     print(f"| start-up less VAE encoding | | {statistics.median(without):.1f} s | | |")
