@@ -176,6 +176,8 @@ class LoraTrainer:
 
     def _inject(self, base):
         s = self.settings
+        if base.unet is None:  # deferred until the encoders were freed: seconds, so say so
+            self.job.emit("status", message="loading the UNet")
         base.ensure_unet()
         self._check_resolution(base)
         self.unet_targets = kohya_unet_targets(base.unet)
