@@ -57,9 +57,9 @@ def encoding_precision(
 
 
 @contextmanager
-def vae_in_dtype(vae, dtype):
+def _vae_in(vae, dtype):
     """The VAE in `dtype` for encoding, then back (exactly: fp32 holds every half value) for the pipelines
-    that decode with it in the weights' precision."""
+    that decode with it later in the weights' precision."""
     before = next(vae.parameters()).dtype
     if before != dtype:
         vae.to(dtype=dtype)
@@ -105,23 +105,24 @@ def encode_latents(
     layout = torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
     vae.to(memory_format=layout)
     cache = []
-    for start in range(0, len(images), batch_images):
-        items = images[start : start + batch_images]
-        if progress:
-            more = f" (+{len(items) - 1})" if len(items) > 1 else ""
-            progress(start, len(images), f"caching latents {items[0].path.name}{more}")
-        pixels = []
-        for item in items:
-            image = _image_tensor(item.path, resolution)
-            pixels += [image, image.flip(-1)] if flip else [image]
-        stacked = torch.stack(pixels).to(device, dtype).contiguous(memory_format=layout)
-        with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
-            parts = [vae.encode(chunk).latent_dist for chunk in stacked.split(per_call)]
-        mean, std = torch.cat([d.mean for d in parts]).to(dtype), torch.cat([d.std for d in parts]).to(dtype)
-        noise = torch.cat([torch.randn((per_image, *mean.shape[1:]), generator=generator) for _ in items])
-        latents = (mean + std * noise.to(device, dtype) - shift) * scale
-        for i in range(len(items)):
-            cache.append([latent.float().contiguous() for latent in latents[i * per_image : (i + 1) * per_image]])
+    with _vae_in(vae, dtype):
+        for start in range(0, len(images), batch_images):
+            items = images[start : start + batch_images]
+            if progress:
+                more = f" (+{len(items) - 1})" if len(items) > 1 else ""
+                progress(start, len(images), f"caching latents {items[0].path.name}{more}")
+            pixels = []
+            for item in items:
+                image = _image_tensor(item.path, resolution)
+                pixels += [image, image.flip(-1)] if flip else [image]
+            stacked = torch.stack(pixels).to(device, dtype).contiguous(memory_format=layout)
+            with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
+                parts = [vae.encode(chunk).latent_dist for chunk in stacked.split(per_call)]
+            mean, std = torch.cat([d.mean for d in parts]).to(dtype), torch.cat([d.std for d in parts]).to(dtype)
+            noise = torch.cat([torch.randn((per_image, *mean.shape[1:]), generator=generator) for _ in items])
+            latents = (mean + std * noise.to(device, dtype) - shift) * scale
+            for i in range(len(items)):
+                cache.append([x.float().contiguous() for x in latents[i * per_image : (i + 1) * per_image]])
     return cache
 
 

@@ -19,7 +19,7 @@ from ..devices import autocast_dtype, pick_device, return_freed_memory
 from ..errors import HeadshotError
 from ..families import get_family
 from ..outputs import OutputManifest
-from .caching import cache_text_embeddings, encode_latents, encode_prompt, encoding_precision, vae_in_dtype
+from .caching import cache_text_embeddings, encode_latents, encode_prompt, encoding_precision
 from .checkpoint_state import load_state, save_checkpoint
 from .dataset import TrainingSet, load_training_set
 from .input_cache import (
@@ -121,18 +121,9 @@ class LoraTrainer:
             how = " in bf16 (this CPU has AMX; --no-half-vae for fp32)" if encode_autocast else ""
             self.job.emit("status", message=f"caching latents of {len(images)} images{how}")
             base.vae.to(self.device)
-            with vae_in_dtype(base.vae, vae_dtype):
-                self.latents = encode_latents(
-                    base.vae,
-                    images,
-                    s.resolution,
-                    s.flip,
-                    self.device,
-                    vae_dtype,
-                    s.seed,
-                    self.progress,
-                    encode_autocast,
-                )
+            self.latents = encode_latents(
+                base.vae, images, s.resolution, s.flip, self.device, vae_dtype, s.seed, self.progress, encode_autocast
+            )
             cache.save(latents_key, *latents_to_tensors(self.latents))
         else:
             self.job.emit("status", message=f"latents of {len(images)} images read from {cache.folder}")
@@ -141,10 +132,9 @@ class LoraTrainer:
             from .prior import class_images
 
             prior = class_images(s, base, self.training_set.class_word, self.job.emit)
-            with vae_in_dtype(base.vae, vae_dtype):
-                self.prior_latents = encode_latents(
-                    base.vae, prior, s.resolution, s.flip, self.device, vae_dtype, s.seed + 1, autocast=encode_autocast
-                )
+            self.prior_latents = encode_latents(
+                base.vae, prior, s.resolution, s.flip, self.device, vae_dtype, s.seed + 1, autocast=encode_autocast
+            )
             self.prior_text = encode_prompt(base, prior[0].caption, self.device)
         self.text_cache = None
         if s.text_encoder_lr is None:
