@@ -6,7 +6,8 @@ work (PyTorch's FLOP counter on the real architecture, random weights), the time
 the whole encode (the layout the engine uses: channels-last, one picture per call), and the machine's fp32
 matrix-multiply rate. Convolutions running at that rate are at the floor of fp32: only less work (fewer
 pictures) or lower precision encodes faster; it also times the encode under bf16 autocast, which the engine
-uses where the CPU multiplies bf16 matrices in hardware (AMX). The SD1.5 and SDXL VAEs share this encoder.
+uses where the CPU multiplies bf16 matrices in hardware (AMX), with and without the freed activations' pages
+reused (`devices.reusing_freed_memory`, as the engine encodes). The SD1.5 and SDXL VAEs share this encoder.
 
     .venv/bin/python benchmarks/vae_encode_floor.py [--resolution 256] [--pictures 8] [--repeats 3]
 """
@@ -40,7 +41,7 @@ def main() -> None:
     from diffusers import AutoencoderKL
     from torch.utils.flop_counter import FlopCounterMode
 
-    from headshot.devices import cpu_has_bf16_matrix_units
+    from headshot.devices import cpu_has_bf16_matrix_units, reusing_freed_memory
 
     torch.manual_seed(0)
     vae = AutoencoderKL(  # the SD VAE: diffusers' config of the released weights
@@ -71,13 +72,19 @@ def main() -> None:
             started = time.perf_counter()
             vae.encode(picture)
             plain.append(time.perf_counter() - started)
-        half = []
+        half, reused = [], []
         with torch.autocast("cpu", dtype=torch.bfloat16):  # what the engine runs where the CPU has AMX
             vae.encode(picture)
             for _ in range(args.repeats):
                 started = time.perf_counter()
                 vae.encode(picture)
                 half.append(time.perf_counter() - started)
+            with reusing_freed_memory("cpu"):  # as the engine encodes: freed activations' pages reused
+                vae.encode(picture)
+                for _ in range(args.repeats):
+                    started = time.perf_counter()
+                    vae.encode(picture)
+                    reused.append(time.perf_counter() - started)
     rate = matmul_gflops()
     conv_time, encode_time = statistics.median(conv_s), statistics.median(plain)
     print(f"VAE encoder, one {args.resolution} px picture in fp32, {torch.get_num_threads()} threads:")
@@ -92,7 +99,8 @@ def main() -> None:
     amx = "has AMX: the engine uses it" if cpu_has_bf16_matrix_units() else "has no AMX: the engine stays in fp32"
     print(
         f"under bf16 autocast: {statistics.median(half):.2f} s a picture, {args.pictures} pictures "
-        f"{args.pictures * statistics.median(half):.1f} s (this CPU {amx})"
+        f"{args.pictures * statistics.median(half):.1f} s (this CPU {amx}); with freed pages reused "
+        f"{statistics.median(reused):.2f} s, {args.pictures * statistics.median(reused):.1f} s"
     )
 
 

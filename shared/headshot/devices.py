@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+import threading
+from contextlib import contextmanager
 
 import torch
 
@@ -53,6 +56,18 @@ def cpu_has_bf16_matrix_units() -> bool:
         return False
 
 
+def _glibc():
+    """The C library when it is glibc (mallopt, malloc_trim), else None (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # glibc's own: musl has no such symbol  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 def return_freed_memory() -> None:
     """Hand memory the process has freed back to the system (glibc's malloc_trim).
 
@@ -61,9 +76,58 @@ def return_freed_memory() -> None:
     next stage (the UNet) loads; trimming keeps the peak at what is alive. Elsewhere (macOS, Windows,
     musl) there is nothing to call.
     """
-    if not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+#: where glibc's own thresholds settle in a PyTorch process (its dynamic mmap threshold grows to 32 MB
+#: once such a block is freed, the trim threshold to twice that): what `reusing_freed_memory` leaves behind
+_SETTLED_MMAP_THRESHOLD, _SETTLED_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 32 << 20, 64 << 20, 65536
+_reuse_lock = threading.Lock()
+_reuse_depth = 0
+
+
+def _allocator_chosen_by_user() -> bool:
+    # another malloc preloaded (jemalloc, tcmalloc), or glibc tuned through its environment: theirs to keep
+    return bool(os.environ.get("LD_PRELOAD")) or any(
+        name.startswith(("MALLOC_", "GLIBC_TUNABLES")) for name in os.environ
+    )
+
+
+@contextmanager
+def reusing_freed_memory(device):
+    """On the CPU, while inside: blocks the process frees stay in its heap for the next allocation, then
+    everything freed goes back to the system.
+
+    glibc gives every block over its mmap threshold (at most 32 MB) fresh pages from the kernel, and each
+    first touch of a page is a fault that zeroes it; the VAE's activations at 512 px are 67 MB a tensor, so
+    every group norm, SiLU and residual add paid for new pages: about 40 % of a bf16 encode on a 2-core Xeon
+    (1.16 s a picture, 0.68 s with the blocks reused). Inside, nothing is mapped fresh and nothing trimmed;
+    on leaving, the thresholds are set where glibc's own settle and the freed memory is returned, so the
+    peak is the stage's working set, as before. Nested and concurrent uses restore on the last exit. Nothing
+    changes on a GPU (activations live in its memory), off glibc, or where the user chose the allocator
+    (LD_PRELOAD, MALLOC_* or GLIBC_TUNABLES in the environment).
+    """
+    global _reuse_depth
+    libc = _glibc() if torch.device(device).type == "cpu" and not _allocator_chosen_by_user() else None
+    if libc is None:
+        yield
         return
+    with _reuse_lock:
+        if _reuse_depth == 0:
+            libc.mallopt(_M_MMAP_MAX, 0)
+            libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+        _reuse_depth += 1
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+        yield
+    finally:
+        with _reuse_lock:
+            _reuse_depth -= 1
+            if _reuse_depth == 0:
+                libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                libc.mallopt(_M_MMAP_THRESHOLD, _SETTLED_MMAP_THRESHOLD)
+                libc.mallopt(_M_TRIM_THRESHOLD, _SETTLED_TRIM_THRESHOLD)
+                libc.malloc_trim(0)
