@@ -1,4 +1,5 @@
-"""Base-model loading: family detection, single-file conversion, diffusers folders, tokenizers, offline use.
+"""Base-model loading: family detection, single-file conversion, diffusers folders, offline use
+(tokenizers: test_clip_tokenizers.py).
 
 Every model here is tiny and randomly initialised (tests/tiny_models.py). These tests prove wiring
 and file formats: that the same weights come back from a single file and from a diffusers folder and
@@ -8,37 +9,18 @@ touches the network. They say nothing about image quality.
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 
 import pytest
 import torch
+from base_model_fixtures import PROMPTS, _pair, offline, sd1  # noqa: F401  (fixtures)
 from safetensors.torch import load_file, save_file
-from tiny_models import (
-    PUBLISHED,
-    full_size_ldm_shapes,
-    make_tiny_sd1,
-    make_tiny_sd2,
-    make_tiny_sdxl,
-    save_single_file,
-    write_clip_tokenizer_files,
-)
+from tiny_models import PUBLISHED, full_size_ldm_shapes, make_tiny_sd2, make_tiny_sdxl, save_single_file
 
-from headshot.errors import BackendUnavailable, HeadshotError
+from headshot.errors import HeadshotError
 from headshot.families import get_family
-from headshot.train import clip_tokenizers, single_file_loading
+from headshot.train import single_file_loading
 from headshot.train.base_model_loading import detect_family, load_base_model
-
-PROMPTS = [
-    "a photo of ohwx man, 85mm, f/1.8, studio lighting",
-    "Portrait of a woman's face -- close-up!! (smiling), 4k HDR",
-    "naïve café résumé über",
-    "  multiple   spaces\tand\nnewlines  ",
-    "don't we'll they're I'M",
-    "a " * 100,  # longer than 77 tokens: truncated the same way
-]
-
 
 TRIPPED = []
 
@@ -53,38 +35,6 @@ class Tripwire:
 # ---------------------------------------------------------------------------------------------
 # fixtures
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def offline():
-    """HF_HUB_OFFLINE=1 and every socket connect refused and recorded, for the whole module.
-
-    A network attempt fails at once instead of hanging, and the recorded list must stay empty.
-    """
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args[1:] if args else kwargs)
-        raise OSError("network access attempted during an offline test")
-
-    mp.setattr(socket.socket, "connect", refuse)
-    mp.setattr(socket.socket, "connect_ex", refuse)
-    mp.setattr(socket, "create_connection", refuse)
-    yield attempts
-    mp.undo()
-
-
-def _pair(root, family, build):
-    folder = build(root / family)
-    return folder, save_single_file(folder, root / f"{family}.safetensors", family)
-
-
-@pytest.fixture(scope="module")
-def sd1(tmp_path_factory, offline):
-    """(diffusers folder, LDM single file) of the tiny SD1."""
-    return _pair(tmp_path_factory.mktemp("sd1"), "sd1", make_tiny_sd1)
 
 
 @pytest.fixture(scope="module")
@@ -392,57 +342,3 @@ def test_hub_id_offline_fails_fast_and_says_to_use_a_local_file(offline):
     assert caught.value.code == "hub_unreachable"
     assert "local" in caught.value.message and "headshot-tests/no-such-model" in caught.value.message
     assert offline == []
-
-
-# ---------------------------------------------------------------------------------------------
-# tokenizers
-# ---------------------------------------------------------------------------------------------
-
-
-def test_bpe_tokenizer_matches_open_clip():
-    """The tokenizer built from open_clip's BPE file tokenizes exactly like open_clip's SimpleTokenizer."""
-    from open_clip.tokenizer import SimpleTokenizer, tokenize
-
-    ours = clip_tokenizers.clip_tokenizer_from_bpe(pad_token="!")
-    assert len(ours) == 49408 and ours.model_max_length == 77
-    reference = SimpleTokenizer()
-    for prompt in PROMPTS:
-        assert ours(prompt, add_special_tokens=False).input_ids == reference.encode(prompt), prompt
-    padded = torch.tensor(ours(PROMPTS, padding="max_length", max_length=77, truncation=True).input_ids)
-    assert torch.equal(padded, tokenize(PROMPTS))  # open_clip pads with 0, i.e. "!"
-
-
-def test_comfyui_tokenizer_folder_is_used_and_capped_at_77(sd1, tmp_path):
-    """A vocab.json + merges.txt folder saying model_max_length 8192 (ComfyUI's sd1_tokenizer) is used, capped at 77."""
-    folder = write_clip_tokenizer_files(tmp_path / "sd1_tokenizer")
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    config["model_max_length"] = 8192
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    tokenizer = clip_tokenizers.find_clip_tokenizer([folder])
-    assert tokenizer.model_max_length == 77
-    assert str(folder) in tokenizer.name_or_path
-    assert len(tokenizer("a " * 200, padding="max_length", truncation=True).input_ids) == 77
-    base = load_base_model(sd1[1], tokenizer_dirs=[folder])
-    assert str(folder) in base.tokenizers[0].name_or_path and base.tokenizers[0].model_max_length == 77
-
-
-def test_missing_tokenizer_names_every_place_searched(tmp_path, monkeypatch):
-    """No folder, nothing in the HF cache, no open_clip_torch: BackendUnavailable lists all three and the fix."""
-    empty_cache = tmp_path / "hf-cache"
-    empty_cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(empty_cache))
-    monkeypatch.setattr(clip_tokenizers, "_open_clip_bpe_path", lambda: None)
-    nothing = tmp_path / "not-a-tokenizer"
-    nothing.mkdir()
-    with pytest.raises(BackendUnavailable) as caught:
-        clip_tokenizers.find_clip_tokenizer([nothing])
-    message = caught.value.message
-    for fragment in (
-        str(nothing),
-        str(empty_cache),
-        "openai/clip-vit-large-patch14",
-        "open_clip_torch",
-        "pip install open_clip_torch",
-        "vocab.json",
-    ):
-        assert fragment in message

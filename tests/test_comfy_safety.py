@@ -4,7 +4,7 @@ Folder and file widgets reach only ComfyUI's input, output, temp and models fold
 '..' resolved first) unless the person running ComfyUI lists more in HEADSHOT_ALLOWED_DIRS; names
 that become part of a path go through headshot.outputs.safe_name; a job folder's records are data;
 a broken pack says so loudly. The ComfyUI host modules are the
-stand-ins of test_comfy_nodes (see its docstring); the nodes and the core run for real.
+stand-ins of comfy_host_standin (see its docstring); the nodes and the core run for real.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_comfy_nodes import NODE_CLASS_MAPPINGS, ROOT, comfy_host  # noqa: F401  (comfy_host: a fixture)
+from comfy_host_standin import ROOT, comfy_host  # noqa: F401  (comfy_host: a fixture)
 
-from comfy_nodes import training  # noqa: E402
+from comfy_nodes import NODE_CLASS_MAPPINGS, training  # noqa: E402
 from headshot.errors import HeadshotError
 from headshot.samples import astronaut_shots
 

@@ -163,7 +163,7 @@ def tiny_clip(tmp_path_factory):
         ),
         projection_dim=16,
     )
-    torch.manual_seed(5)  # clearly positive, distinct cosines (see test_comfy_nodes' CLIP test)
+    torch.manual_seed(5)  # clearly positive, distinct cosines (see test_comfy_likeness_nodes' CLIP test)
     CLIPModel(config).save_pretrained(folder)
     write_clip_tokenizer_files(folder)
     return folder

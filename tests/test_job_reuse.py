@@ -1,6 +1,6 @@
 """headshot.train.job_reuse: job folders named after what decides the result, reused when finished, resumed
 when stopped; validation.json read as data. (The ComfyUI node only calls this; its end-to-end run with a tiny
-model is in test_comfy_nodes.py.)"""
+model is in test_comfy_training.py.)"""
 
 from __future__ import annotations
 

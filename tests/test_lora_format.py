@@ -1,7 +1,7 @@
-"""kohya LoRA format: target sets, key names, peft <-> kohya, files, metadata, and diffusers loading.
+"""kohya LoRA format: the target sets and the kohya key names of UNet and text encoder modules.
 
 Full-size UNets and text encoders are built on the meta device (no memory, no weights) to check
-module counts and names; everything that runs uses tiny randomly initialised models.
+module counts and names; the one test that injects peft layers uses a tiny randomly initialised model.
 
 Module counts, from the architectures (sd-scripts logs the same numbers when it creates a LoRA):
 * SD1.5 / SD2 UNet: 16 Transformer2DModels (down 3 levels x 2, mid 1, up 3 levels x 3), one
@@ -11,14 +11,14 @@ Module counts, from the architectures (sd-scripts logs the same numbers when it 
   10), up level 0 (3, depth 10), up level 1 (3, depth 2): 11 transformers holding
   4 + 20 + 10 + 30 + 6 = 70 blocks. 11 * 2 + 70 * 10 = 722 ("create LoRA for U-Net: 722 modules").
 * CLIP ViT-L text encoder: 12 layers * 6 = 72; OpenCLIP bigG (SDXL te2): 32 layers * 6 = 192.
+
+The tiny models, fixtures and loading helpers live in lora_format_helpers; the names test_lora_patch
+and test_train import from here are re-exported. peft <-> kohya state dicts, diffusers loading, and
+files and metadata are tested in test_lora_conversion, test_lora_in_diffusers and
+test_lora_files_and_metadata.
 """
 
 from __future__ import annotations
-
-import hashlib
-import json
-import logging
-import warnings
 
 import pytest
 
@@ -28,20 +28,23 @@ peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from diffusers import (  # noqa: E402
-    DDIMScheduler,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
-    UNet2DConditionModel,
+from diffusers import UNet2DConditionModel  # noqa: E402
+from lora_format_helpers import (  # noqa: E402,F401  (re-exported for test_lora_patch and test_train)
+    ALPHA,
+    RANK,
+    TINY_SDXL_UNET,
+    _load_into,
+    _lora_layers,
+    _no_key_warnings,
+    _tiny_sd1,
+    _tiny_sdxl,
+    sd1_lora,
+    sdxl_lora,
 )
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model  # noqa: E402
-from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: E402
+from peft import LoraConfig, inject_adapter_in_model  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
 
 from headshot.errors import HeadshotError  # noqa: E402
-from headshot.train.lora_conversion import kohya_to_peft, peft_to_kohya  # noqa: E402
-from headshot.train.lora_files import load_lora, save_lora, write_a1111_sidecar  # noqa: E402
-from headshot.train.lora_metadata import kohya_metadata  # noqa: E402
 from headshot.train.lora_names import component_prefix, kohya_module_name  # noqa: E402
 from headshot.train.lora_targets import kohya_unet_targets, text_encoder_targets  # noqa: E402
 
@@ -86,51 +89,6 @@ CLIP_BIGG = dict(
     projection_dim=1280,
 )
 
-TINY_CLIP = dict(
-    hidden_size=16,
-    intermediate_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    vocab_size=1000,
-    max_position_embeddings=16,
-    bos_token_id=0,
-    eos_token_id=2,
-    pad_token_id=1,
-)
-TINY_SD1_UNET = dict(
-    sample_size=8,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(8, 16),
-    layers_per_block=2,
-    cross_attention_dim=16,
-    attention_head_dim=2,
-    norm_num_groups=4,
-)
-# SDXL's shape, shrunk; layers_per_block 1 (full SDXL has 2) so the SGM block numbering must come
-# from the config, not from full-size constants
-TINY_SDXL_UNET = dict(
-    sample_size=16,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(8, 16, 32),
-    layers_per_block=1,
-    transformer_layers_per_block=(1, 1, 2),
-    attention_head_dim=2,
-    cross_attention_dim=32,  # te1 hidden 16 + te2 hidden 16
-    use_linear_projection=True,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=4,
-    projection_class_embeddings_input_dim=6 * 4 + 8,  # 6 time ids * 4 + te2 projection_dim
-    norm_num_groups=4,
-)
-
-RANK, ALPHA = 4, 2.0  # alpha != rank, so a loader that ignored alpha would show
-
 
 def _meta_unet(cfg):
     with torch.device("meta"):
@@ -140,103 +98,6 @@ def _meta_unet(cfg):
 def _meta_clip(cls, cfg):
     with torch.device("meta"):
         return cls(CLIPTextConfig(**cfg))
-
-
-def _tiny_sd1():
-    torch.manual_seed(0)
-    return UNet2DConditionModel(**TINY_SD1_UNET).eval(), CLIPTextModel(CLIPTextConfig(**TINY_CLIP)).eval()
-
-
-def _tiny_sdxl():
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**TINY_SDXL_UNET).eval()
-    te1 = CLIPTextModel(CLIPTextConfig(**TINY_CLIP)).eval()
-    te2 = CLIPTextModelWithProjection(CLIPTextConfig(**TINY_CLIP, projection_dim=8)).eval()
-    return unet, te1, te2
-
-
-def _train_like_engine(model, targets, seed):
-    """What the engine does: peft LoRA on the diffusers/transformers module, then its state dict.
-
-    init_lora_weights=False gives lora_B random values (as after training), so the LoRA changes outputs.
-    """
-    torch.manual_seed(seed)
-    # peft's own injection, as the engine does: transformers' add_adapter is gated on the peft version
-    inject_adapter_in_model(
-        LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=targets, init_lora_weights=False), model
-    )
-    state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
-    return state
-
-
-@pytest.fixture(scope="module")
-def sd1_lora(tmp_path_factory):
-    """A tiny SD1 LoRA file (UNet + TE), the peft states it came from, and fresh base models."""
-    unet, te = _tiny_sd1()
-    unet_targets, te_targets = kohya_unet_targets(unet), text_encoder_targets(te)
-    trained_unet, trained_te = _tiny_sd1()
-    unet_state = _train_like_engine(trained_unet, unet_targets, seed=1)
-    te_state = _train_like_engine(trained_te, te_targets, seed=2)
-    tensors = {
-        **peft_to_kohya("sd1", "unet", unet_state, RANK, ALPHA, unet_targets),
-        **peft_to_kohya("sd1", "te", te_state, RANK, ALPHA, te_targets),
-    }
-    path = tmp_path_factory.mktemp("sd1") / "me_sd1.safetensors"
-    save_lora(path, tensors, _metadata("sd1"))
-    return {
-        "path": path,
-        "unet_state": unet_state,
-        "te_state": te_state,
-        "unet_targets": unet_targets,
-        "te_targets": te_targets,
-    }
-
-
-@pytest.fixture(scope="module")
-def sdxl_lora(tmp_path_factory):
-    unet, te1, te2 = _tiny_sdxl()
-    targets = {"unet": kohya_unet_targets(unet), "te1": text_encoder_targets(te1), "te2": text_encoder_targets(te2)}
-    trained = dict(zip(("unet", "te1", "te2"), _tiny_sdxl()))
-    states = {c: _train_like_engine(trained[c], targets[c], seed=i + 3) for i, c in enumerate(targets)}
-    tensors = {}
-    for comp, state in states.items():
-        tensors.update(peft_to_kohya("sdxl", comp, state, RANK, ALPHA, targets[comp], unet_config=unet.config))
-    path = tmp_path_factory.mktemp("sdxl") / "me_sdxl.safetensors"
-    save_lora(path, tensors, _metadata("sdxl"))
-    return {"path": path, "states": states, "targets": targets}
-
-
-def _metadata(family, **over):
-    kw = dict(
-        family=family,
-        rank=RANK,
-        alpha=ALPHA,
-        output_name="me_" + family,
-        trigger="ohwx",
-        class_word="woman",
-        tag_frequency={"ohwx woman": 12, "smiling": 5, "outdoors": 2},
-        dataset_dirs={"10_ohwx woman": {"n_repeats": 10, "img_count": 12}},
-        training={
-            "learning_rate": 1e-4,
-            "unet_lr": 1e-4,
-            "text_encoder_lr": 5e-5,
-            "lr_scheduler": "cosine",
-            "optimizer": "AdamW8bit",
-            "optimizer_args": {"weight_decay": 0.01},
-            "seed": 42,
-            "max_train_steps": 1500,
-            "batch_size": 1,
-            "mixed_precision": "bf16",
-            "clip_skip": None,
-            "training_started_at": 1700000000.0,
-            "noise_offset": 0.0357,
-            "headshot.preset": "balanced",
-        },
-        chosen_step=1200,
-        resolution=1024 if family == "sdxl" else 512,
-    )
-    kw.update(over)
-    return kohya_metadata(**kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,305 +272,3 @@ def test_bad_family_component_and_module_are_refused():
         kohya_module_name("sd1", "te1", "encoder.layers.0.self_attn.q_proj")
     with pytest.raises(HeadshotError, match="SGM"):
         kohya_module_name("sdxl", "unet", "down_blocks.7.attentions.0.proj_in")
-
-
-# --------------------------------------------------------------------------------------------
-# state dicts
-
-
-def test_peft_to_kohya_layout(sd1_lora):
-    tensors, _ = load_lora(sd1_lora["path"])
-    n_unet, n_te = len(sd1_lora["unet_targets"]), len(sd1_lora["te_targets"])
-    assert len(tensors) == 3 * (n_unet + n_te)
-    base = "lora_unet_down_blocks_0_attentions_0_proj_in"
-    assert tensors[f"{base}.lora_down.weight"].shape == (RANK, 8, 1, 1)  # 1x1 conv stays 4-D
-    assert tensors[f"{base}.lora_up.weight"].shape == (8, RANK, 1, 1)
-    alpha = tensors[f"{base}.alpha"]
-    assert alpha.ndim == 0 and alpha.dtype == torch.float32 and alpha.item() == ALPHA
-    q = "lora_te_text_model_encoder_layers_1_self_attn_q_proj"
-    assert tensors[f"{q}.lora_down.weight"].shape == (RANK, 16)
-    assert all(k.split(".")[0].startswith(("lora_unet_", "lora_te_")) for k in tensors)
-
-
-def test_peft_prefixes_and_adapter_names_are_accepted():
-    unet, _ = _tiny_sd1()
-    targets = kohya_unet_targets(unet)
-    state = _train_like_engine(unet, targets, seed=5)
-    plain = peft_to_kohya("sd1", "unet", state, RANK, ALPHA)
-    decorated = {"base_model.model." + k.replace(".weight", ".default.weight"): v for k, v in state.items()}
-    assert peft_to_kohya("sd1", "unet", decorated, RANK, ALPHA).keys() == plain.keys()
-
-
-def test_sd1_round_trip_is_exact(sd1_lora):
-    unet, te = _tiny_sd1()
-    tensors, _ = load_lora(sd1_lora["path"])
-    states, alphas = kohya_to_peft("sd1", tensors, unet, te)
-    assert set(states) == {"unet", "te"}
-    for comp, original in (("unet", sd1_lora["unet_state"]), ("te", sd1_lora["te_state"])):
-        assert states[comp].keys() == original.keys()
-        for key, value in original.items():
-            assert states[comp][key].dtype == value.dtype
-            assert torch.equal(states[comp][key], value), key
-    assert len(alphas) == len(sd1_lora["unet_targets"]) + len(sd1_lora["te_targets"])
-    assert set(alphas.values()) == {ALPHA}
-    assert "unet.down_blocks.0.attentions.0.proj_in" in alphas
-
-
-def test_sdxl_round_trip_is_exact(sdxl_lora):
-    unet, te1, te2 = _tiny_sdxl()
-    tensors, _ = load_lora(sdxl_lora["path"])
-    assert any(k.startswith("lora_unet_input_blocks_3_1_") for k in tensors)
-    assert any(k.startswith("lora_unet_middle_block_1_") for k in tensors)
-    assert any(k.startswith("lora_te2_text_model_encoder_layers_1_") for k in tensors)
-    states, alphas = kohya_to_peft("sdxl", tensors, unet, [te1, te2])
-    assert set(states) == {"unet", "te1", "te2"}
-    for comp, original in sdxl_lora["states"].items():
-        assert states[comp].keys() == original.keys()
-        for key, value in original.items():
-            assert torch.equal(states[comp][key], value), key
-    assert set(alphas.values()) == {ALPHA}
-
-
-def test_kohya_to_peft_lists_keys_that_match_no_module(sd1_lora):
-    unet, te = _tiny_sd1()
-    tensors, _ = load_lora(sd1_lora["path"])
-    tensors["lora_unet_down_blocks_9_attentions_0_proj_in.lora_down.weight"] = torch.zeros(RANK, 8)
-    tensors["lora_unet_down_blocks_9_attentions_0_proj_in.lora_up.weight"] = torch.zeros(8, RANK)
-    with pytest.raises(HeadshotError) as err:
-        kohya_to_peft("sd1", tensors, unet, te)
-    assert err.value.code == "lora_unknown_modules"
-    assert "lora_unet_down_blocks_9_attentions_0_proj_in" in str(err.value)
-    # an SD1 LoRA on an SDXL UNet: nothing matches
-    sdxl_unet, te1, te2 = _tiny_sdxl()
-    with pytest.raises(HeadshotError, match="another model family"):
-        kohya_to_peft("sdxl", load_lora(sd1_lora["path"])[0], sdxl_unet, [te1, te2])
-
-
-def test_peft_to_kohya_refuses_states_it_cannot_describe():
-    unet, _ = _tiny_sd1()
-    targets = kohya_unet_targets(unet)
-    state = _train_like_engine(unet, targets, seed=6)
-    with pytest.raises(HeadshotError, match="not rank 8"):
-        peft_to_kohya("sd1", "unet", state, 8, ALPHA)
-    with pytest.raises(HeadshotError, match="have no weights"):
-        peft_to_kohya("sd1", "unet", state, RANK, ALPHA, targets + ["down_blocks.0.resnets.0.conv1"])
-    with pytest.raises(HeadshotError, match="not plain LoRA"):
-        peft_to_kohya("sd1", "unet", {**state, "x.lora_magnitude_vector.weight": torch.ones(3)}, RANK, ALPHA)
-
-
-# --------------------------------------------------------------------------------------------
-# the LoRA in diffusers
-
-
-class _Capture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-def _load_into(pipe, path):
-    """pipe.load_lora_weights, returning every warning diffusers/peft/transformers raised."""
-    handler = _Capture()
-    loggers = [logging.getLogger(n) for n in ("diffusers", "peft", "transformers")]
-    for lg in loggers:
-        lg.addHandler(handler)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            pipe.load_lora_weights(str(path), adapter_name="hs")
-    finally:
-        for lg in loggers:
-            lg.removeHandler(handler)
-    return handler.messages + [str(w.message) for w in caught]
-
-
-def _lora_layers(model):
-    return {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m, BaseTunerLayer) and "hs" in getattr(m, "lora_A", {})
-    }
-
-
-def _assert_applied(model, peft_state):
-    """Every module of the file got a LoRA layer holding exactly the file's weights and alpha/rank."""
-    layers = _lora_layers(model)
-    expected = {k[: -len(".lora_A.weight")] for k in peft_state if k.endswith(".lora_A.weight")}
-    assert set(layers) == expected
-    for name, layer in layers.items():
-        assert torch.equal(layer.lora_A["hs"].weight, peft_state[f"{name}.lora_A.weight"]), name
-        assert torch.equal(layer.lora_B["hs"].weight, peft_state[f"{name}.lora_B.weight"]), name
-        assert layer.scaling["hs"] == pytest.approx(ALPHA / RANK), name
-
-
-def _scheduler():
-    return DDIMScheduler(steps_offset=1, clip_sample=False)
-
-
-def _no_key_warnings(messages):
-    bad = [m for m in messages if any(w in m.lower() for w in ("unexpected", "missing", "not found", "not correctly"))]
-    assert not bad, bad
-
-
-def test_diffusers_sd1_pipeline_loads_every_module(sd1_lora):
-    unet, te = _tiny_sd1()
-    pipe = StableDiffusionPipeline(
-        vae=None,
-        text_encoder=te,
-        tokenizer=None,
-        unet=unet,
-        scheduler=_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    torch.manual_seed(0)
-    sample, hidden = torch.randn(1, 4, 8, 8), torch.randn(1, 5, 16)
-    ids = torch.tensor([[0, 5, 6, 7, 2]])
-    with torch.no_grad():
-        before = unet(sample, 10, encoder_hidden_states=hidden).sample
-        te_before = te(ids).last_hidden_state
-    _no_key_warnings(_load_into(pipe, sd1_lora["path"]))
-    _assert_applied(pipe.unet, sd1_lora["unet_state"])
-    _assert_applied(pipe.text_encoder, sd1_lora["te_state"])
-    assert len(_lora_layers(pipe.unet)) == len(sd1_lora["unet_targets"])
-    with torch.no_grad():
-        after = pipe.unet(sample, 10, encoder_hidden_states=hidden).sample
-        te_after = pipe.text_encoder(ids).last_hidden_state
-    assert not torch.allclose(before, after)
-    assert not torch.allclose(te_before, te_after)
-
-
-def test_diffusers_sdxl_pipeline_loads_every_module(sdxl_lora):
-    unet, te1, te2 = _tiny_sdxl()
-    pipe = StableDiffusionXLPipeline(
-        vae=None,
-        text_encoder=te1,
-        text_encoder_2=te2,
-        tokenizer=None,
-        tokenizer_2=None,
-        unet=unet,
-        scheduler=_scheduler(),
-    )
-    torch.manual_seed(0)
-    sample, hidden = torch.randn(1, 4, 16, 16), torch.randn(1, 5, 32)
-    cond = {"text_embeds": torch.randn(1, 8), "time_ids": torch.tensor([[16.0, 16, 0, 0, 16, 16]])}
-    with torch.no_grad():
-        before = unet(sample, 10, encoder_hidden_states=hidden, added_cond_kwargs=cond).sample
-    _no_key_warnings(_load_into(pipe, sdxl_lora["path"]))
-    states = sdxl_lora["states"]
-    _assert_applied(pipe.unet, states["unet"])
-    _assert_applied(pipe.text_encoder, states["te1"])
-    _assert_applied(pipe.text_encoder_2, states["te2"])
-    assert len(_lora_layers(pipe.unet)) == len(sdxl_lora["targets"]["unet"])
-    with torch.no_grad():
-        after = pipe.unet(sample, 10, encoder_hidden_states=hidden, added_cond_kwargs=cond).sample
-    assert not torch.allclose(before, after)
-
-
-# --------------------------------------------------------------------------------------------
-# files and metadata
-
-
-def test_saved_file_is_plain_safetensors_with_string_metadata(sd1_lora):
-    from safetensors import safe_open
-
-    with safe_open(str(sd1_lora["path"]), framework="pt") as f:
-        meta = f.metadata()
-    assert all(isinstance(v, str) for v in meta.values())
-    # sd-webui-additional-networks' hash: SHA-256 of everything after the header
-    raw = sd1_lora["path"].read_bytes()
-    header = int.from_bytes(raw[:8], "little")
-    assert meta["sshs_model_hash"] == hashlib.sha256(raw[8 + header :]).hexdigest()
-    assert len(meta["sshs_legacy_hash"]) == 8
-    assert not list(sd1_lora["path"].parent.glob(".*.tmp"))
-
-
-def test_kohya_metadata_sd1():
-    meta = _metadata("sd1")
-    assert all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
-    assert meta["ss_network_module"] == "networks.lora"
-    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2.0"
-    assert meta["ss_base_model_version"] == "sd_v1" and meta["ss_v2"] == "False"
-    assert meta["ss_output_name"] == "me_sd1"
-    assert json.loads(meta["ss_tag_frequency"]) == {"10_ohwx woman": {"ohwx woman": 12, "smiling": 5, "outdoors": 2}}
-    assert json.loads(meta["ss_dataset_dirs"]) == {"10_ohwx woman": {"n_repeats": 10, "img_count": 12}}
-    assert meta["ss_resolution"] == "(512, 512)"
-    assert meta["ss_steps"] == "1200" and meta["headshot.chosen_step"] == "1200"
-    assert meta["ss_max_train_steps"] == "1500"
-    assert meta["ss_learning_rate"] == "0.0001" and meta["ss_text_encoder_lr"] == "5e-05"
-    assert meta["ss_optimizer"] == "AdamW8bit(weight_decay=0.01)"
-    assert meta["ss_num_train_images"] == "120"  # images x repeats, as kohya counts
-    assert meta["ss_seed"] == "42" and meta["ss_clip_skip"] == "None"
-    assert meta["ss_training_started_at"] == "1700000000.0"
-    assert meta["ss_noise_offset"] == "0.0357" and meta["headshot.preset"] == "balanced"
-    assert meta["modelspec.sai_model_spec"] == "1.0.0"
-    assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora"
-    assert meta["modelspec.implementation"] == "diffusers"
-    assert meta["modelspec.title"] == "me_sd1"
-    assert meta["modelspec.resolution"] == "512x512"
-    assert meta["modelspec.trigger_phrase"] == "ohwx woman"
-    assert meta["modelspec.prediction_type"] == "epsilon"
-
-
-def test_kohya_metadata_sdxl_and_sd2():
-    meta = _metadata("sdxl", chosen_step=None)
-    assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
-    assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
-    assert meta["modelspec.implementation"] == "https://github.com/Stability-AI/generative-models"
-    assert meta["ss_resolution"] == "(1024, 1024)" and meta["modelspec.resolution"] == "1024x1024"
-    assert "headshot.chosen_step" not in meta and meta["ss_steps"] == "1500"  # the final step
-    sd2 = _metadata("sd2", training={"v_parameterization": True, "steps": 800}, resolution=(768, 768))
-    assert sd2["ss_v2"] == "True" and sd2["ss_base_model_version"] == "sd_v2_v"
-    assert sd2["modelspec.architecture"] == "stable-diffusion-v2-768-v/lora"
-    assert sd2["modelspec.prediction_type"] == "v"
-    assert all(isinstance(v, str) for v in sd2.values())
-
-
-def test_a1111_sidecar(tmp_path, sd1_lora):
-    lora = tmp_path / "me.v2.safetensors"
-    lora.write_bytes(sd1_lora["path"].read_bytes())
-    (tmp_path / "me.v2.json").write_text(json.dumps({"notes": "old", "preview": "keep me"}))
-    sidecar = write_a1111_sidecar(lora, activation_text="ohwx woman", preferred_weight=0.8, sd_version="sd1")
-    assert sidecar == tmp_path / "me.v2.json"
-    data = json.loads(sidecar.read_text(encoding="utf-8"))
-    assert {"description", "sd version", "activation text", "preferred weight", "notes"} <= set(data)
-    assert data["sd version"] == "SD1" and data["activation text"] == "ohwx woman"
-    assert data["preferred weight"] == 0.8 and data["notes"] == "" and data["preview"] == "keep me"
-    xl = write_a1111_sidecar(tmp_path / "x.safetensors", activation_text="a", preferred_weight=1, sd_version="SDXL")
-    assert json.loads(xl.read_text())["sd version"] == "SDXL"
-    with pytest.raises(HeadshotError, match="SD1, SD2 or SDXL"):
-        write_a1111_sidecar(lora, activation_text="", preferred_weight=1, sd_version="flux")
-
-
-def test_load_lora_errors(tmp_path):
-    from safetensors.torch import save_file
-
-    with pytest.raises(HeadshotError) as err:
-        load_lora(tmp_path / "nope.safetensors")
-    assert err.value.code == "lora_not_found" and "does not exist" in str(err.value)
-
-    junk = tmp_path / "junk.safetensors"
-    junk.write_bytes(b"this is not a safetensors file at all" * 10)
-    with pytest.raises(HeadshotError) as err:
-        load_lora(junk)
-    assert err.value.code == "lora_not_safetensors" and ".safetensors" in str(err.value)
-
-    pickled = tmp_path / "old.pt"
-    torch.save({"lora_unet_x.lora_down.weight": torch.zeros(1)}, pickled)
-    with pytest.raises(HeadshotError, match="pickled"):
-        load_lora(pickled)
-
-    checkpoint = tmp_path / "model.safetensors"
-    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 2)}, str(checkpoint))
-    with pytest.raises(HeadshotError) as err:
-        load_lora(checkpoint)
-    assert err.value.code == "lora_no_keys" and "not a kohya LoRA" in str(err.value)
-
-    diffusers_format = tmp_path / "pytorch_lora_weights.safetensors"
-    save_file({"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(2, 2)}, str(diffusers_format))
-    with pytest.raises(HeadshotError, match="diffusers/peft-format"):
-        load_lora(diffusers_format)

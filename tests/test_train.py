@@ -1,7 +1,7 @@
 """The builtin training engine on tiny SD1.x and SDXL models.
 
 The models are tiny and randomly initialised (tests/tiny_models.py) with the real
-architectures; they prove wiring, formats, resumability and that training moves the LoRA the
+architectures; they prove wiring, formats and that training moves the LoRA the
 right way (the loss on the training images falls), not image quality. The dataset is three real
 photos (the astronaut at 512 px, as `headshot prepare` writes them), trained at 32 px without
 gradient checkpointing so the suite stays fast (one run keeps checkpointing on).
@@ -10,76 +10,23 @@ gradient checkpointing so the suite stays fast (one run keeps checkpointing on).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 
 import pytest
 import tiny_models
 import torch
 import torch.nn.functional as F
 from test_lora_format import _load_into, _lora_layers, _no_key_warnings
+from train_fixtures import _settings, _train, dataset, sd1_folder  # noqa: F401  (fixtures; other modules import them from here)
 
-from headshot.errors import HeadshotError
-from headshot.samples import astronaut_shots
-from headshot.train import lora_conversion, lora_files, lora_names, lora_targets
+from headshot.train import lora_conversion, lora_files, lora_names
 from headshot.train.base_model_loading import load_base_model
-from headshot.train.engine import LoraTrainer
 from headshot.train.job import JobFolder
-from headshot.train.launch import create_job, start_training
 from headshot.train.presets import PRESETS, planned_steps
-from headshot.train.settings import TrainSettings
-
-
-@pytest.fixture(scope="session")
-def sd1_folder(tmp_path_factory):
-    return tiny_models.make_tiny_sd1(tmp_path_factory.mktemp("tiny_sd1"))
 
 
 @pytest.fixture(scope="session")
 def sdxl_folder(tmp_path_factory):
     return tiny_models.make_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
-
-
-@pytest.fixture(scope="session")
-def dataset(tmp_path_factory):
-    """A prepared dataset: kohya layout, captions with the trigger first, report.json."""
-    root = tmp_path_factory.mktemp("dataset")
-    subset = root / "img" / "10_ohwx woman"
-    subset.mkdir(parents=True)
-    for i, name in enumerate(["astronaut.png", "astronaut_closeup.jpg", "astronaut_mirrored.jpg"]):
-        astronaut_shots()[name].convert("RGB").resize((512, 512)).save(subset / f"{i:02d}.png")
-        (subset / f"{i:02d}.txt").write_text("ohwx woman, smile, orange spacesuit")
-    (root / "report.json").write_text(json.dumps({"trigger": "ohwx", "class": "woman", "photos": []}))
-    return root
-
-
-def _settings(dataset, base, out, **overrides) -> TrainSettings:
-    values = dict(
-        dataset_dir=str(dataset),
-        base_model=str(base),
-        out_dir=str(out),
-        steps=8,
-        resolution=32,
-        rank=4,
-        alpha=4.0,
-        lr=1e-3,
-        scheduler="constant",
-        warmup_steps=0,
-        validation_images=0,
-        checkpoint_every=4,
-        face_backend="dlib",
-        device="cpu",
-        noise_offset=0.0,
-        gradient_checkpointing=False,
-    )
-    values.update(overrides)
-    return TrainSettings(**values)
-
-
-def _train(settings, base=None):
-    trainer = LoraTrainer(settings, create_job(settings), base=base)
-    return trainer, trainer.run()
 
 
 @pytest.fixture(scope="module")
@@ -205,61 +152,6 @@ def test_same_seed_gives_the_same_lora(sd1_folder, dataset, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _wait_for_step(job: JobFolder, step: int, timeout: float = 120) -> int:
-    deadline = time.monotonic() + timeout
-    offset, seen = 0, 0
-    while time.monotonic() < deadline:
-        events, offset = job.events(offset)
-        for event in events:
-            if event["type"] == "checkpoint":
-                seen = max(seen, event["step"])
-            if event["type"] == "error":
-                raise AssertionError(event)
-        if seen >= step:
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(
-        f"no checkpoint at step {step} within {timeout}s; log: {(job.path / 'worker.log').read_text()}"
-    )
-
-
-def test_killed_worker_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(sd1_folder, dataset, tmp_path):
-    # killed after its step-10 checkpoint with 30 steps still to go (ample margin: the kill follows the
-    # checkpoint event within a poll), then 30+ steps after the resume for a drift to show
-    settings = _settings(dataset, sd1_folder, tmp_path / "killed", steps=40, checkpoint_every=5)
-    run = start_training(settings)
-    _wait_for_step(run.job, 10)
-    os.kill(run.process.pid, signal.SIGKILL)
-    record = run.wait()
-    assert record["state"] == "failed" and record["steps_done"] < 40
-    resumed = start_training(settings, resume=True).wait()
-    assert resumed["state"] == "done" and resumed["steps_done"] == 40
-    events, _ = run.job.events()
-    resumes = [e for e in events if e["type"] == "resumed"]
-    assert len(resumes) == 1 and resumes[0]["step"] >= 10
-    _, straight = _train(_settings(dataset, sd1_folder, tmp_path / "straight", steps=40, checkpoint_every=5))
-    a, _ = lora_files.load_lora(resumed["lora"])
-    b, _ = lora_files.load_lora(straight["lora"])
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
-
-
-def test_cancel_stops_and_leaves_a_usable_checkpoint(sd1_folder, dataset, tmp_path):
-    settings = _settings(dataset, sd1_folder, tmp_path / "job", steps=2000, checkpoint_every=1000)
-    run = start_training(settings)
-    deadline = time.monotonic() + 120
-    while run.job.read().get("steps_done", 0) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    run.cancel()
-    record = run.wait()
-    assert record["state"] == "cancelled" and record["steps_done"] < 2000
-    step, folder = run.job.checkpoints()[-1]
-    assert step == record["steps_done"]
-    tensors, metadata = lora_files.load_lora(folder / "lora.safetensors")
-    targets = lora_targets.kohya_unet_targets(load_base_model(sd1_folder).unet)
-    assert len(tensors) == 3 * len(targets) and metadata["ss_network_dim"] == "4"
-    assert not list((tmp_path / "job").glob("*.safetensors")), "a cancelled job publishes no final LoRA"
-
-
 def test_validation_with_faceless_images_reports_no_score(sd1_folder, dataset, tmp_path):
     _, result = _train(
         _settings(
@@ -295,110 +187,6 @@ def test_balanced_steps_are_photos_times_200_clamped(images, expected):
     assert planned_steps(PRESETS["balanced"], images) == expected
 
 
-def test_a_second_job_in_a_folder_with_saved_steps_is_refused(sd1_folder, dataset, tmp_path):
-    settings = _settings(dataset, sd1_folder, tmp_path / "out", steps=2, checkpoint_every=2)
-    _train(settings)  # in this process: the record stays "running", as after a crash
-    with pytest.raises(HeadshotError) as caught:
-        create_job(settings)
-    assert "--resume" in str(caught.value) and "2 steps saved" in str(caught.value)
-
-
-def test_cli_train_writes_the_lora_and_job_record(sd1_folder, dataset, tmp_path):
-    import subprocess
-    import sys
-
-    out = tmp_path / "cli"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "headshot",
-            "train",
-            str(dataset),
-            "--base-model",
-            str(sd1_folder),
-            "--out",
-            str(out),
-            "--steps",
-            "4",
-            "--rank",
-            "4",
-            "--resolution",
-            "64",
-            "--checkpoint-every",
-            "2",
-            "--face-backend",
-            "dlib",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "step 4/4" in run.stdout
-    record = json.loads((out / "job.json").read_text())
-    assert record["state"] == "done" and record["steps_done"] == 4 and record["chosen_step"] == 4
-    assert [p.name for p in out.glob("*.safetensors")] == ["headshot_lora.safetensors"]
-
-
-def test_sd_scripts_backend_records_the_same_job_folder(sd1_folder, dataset, tmp_path):
-    """Against a stand-in sd-scripts checkout (test_sd_scripts.FAKE_TRAINER prints sd-scripts'
-    progress lines and writes the LoRA file): the job folder, events and output are ours."""
-    import subprocess
-    import sys
-
-    from test_sd_scripts import FAKE_TRAINER, _fake_checkout
-
-    if sys.version_info < (3, 11):
-        import tomli as tomllib
-    else:
-        import tomllib
-
-    repo = _fake_checkout(tmp_path, FAKE_TRAINER)
-    single = tiny_models.save_single_file(sd1_folder, tmp_path / "tiny_sd1.safetensors", "sd1")
-    out = tmp_path / "out"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "headshot",
-            "train",
-            str(dataset),
-            "--base-model",
-            str(single),
-            "--out",
-            str(out),
-            "--steps",
-            "4",
-            "--rank",
-            "4",
-            "--resolution",
-            "64",
-            "--backend",
-            "sd-scripts",
-            "--sd-scripts",
-            str(repo),
-            "--sd-scripts-python",
-            sys.executable,
-            "--face-backend",
-            "dlib",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert [p.name for p in out.glob("*.safetensors")] == ["headshot_lora.safetensors"]
-    assert (out / "headshot_lora.safetensors").read_bytes() == b"fake lora"
-    config = tomllib.loads((out / "sd-scripts" / "sd-scripts.toml").read_text())
-    assert config["caption_extension"] == ".txt" and config["network_dim"] == 4
-    data = tomllib.loads(open(config["dataset_config"]).read())
-    assert data["datasets"][0]["subsets"][0]["image_dir"] == (dataset / "img" / "10_ohwx woman").resolve().as_posix()
-    record = json.loads((out / "job.json").read_text())
-    assert record["state"] == "done" and record["steps_done"] == 4 and record["backend"] == "sd-scripts"
-    assert (out / "loss.csv").read_text().splitlines()[-1].startswith("4,")
-
-
 def test_caption_shuffles_keep_the_trigger_first():
     from headshot.train.dataset import caption_variants
 
@@ -406,22 +194,6 @@ def test_caption_shuffles_keep_the_trigger_first():
     assert len(variants) == 8 and len(set(variants)) == 8
     assert all(v.startswith("ohwx woman, ") for v in variants)
     assert all(sorted(v.split(", ")[1:]) == sorted(variants[0].split(", ")[1:]) for v in variants)
-
-
-def test_host_models_are_freed_before_the_worker_starts(sd1_folder, dataset, tmp_path, monkeypatch):
-    import headshot.train.launch as api
-
-    order = []
-    monkeypatch.setattr(api, "start_worker", lambda job, python=None: order.append("worker") or _NoProcess())
-    api.start_training(_settings(dataset, sd1_folder, tmp_path / "out"), free_host_models=lambda: order.append("free"))
-    assert order == ["free", "worker"]
-
-
-class _NoProcess:
-    """Stands in for the worker's Popen: this test is about the order of calls only."""
-
-    def poll(self):
-        return 0
 
 
 def _fixed_loss(base, trainer) -> float:

@@ -1,21 +1,20 @@
-"""OpenPose skeleton images, pose presets and the detector wrapper.
+"""OpenPose skeleton images: the renderer's conventions and drawing, pixel by pixel.
 
 The renderer is checked pixel by pixel against controlnet_aux's `draw_bodypose` (the ControlNet 1.1
 annotator): limb i opaque in 0.6 x colour i, keypoint j in colour j, person by person; and against
 that drawing redone with OpenCV from its published constants (limb order, colours, stick width 4,
-keypoint radius 4).
+keypoint radius 4). Missing points and malformed people are handled as the annotator does or refused
+with the reason. The presets are in test_pose_presets, the detector wrapper in test_pose_detect.
 """
 
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 from PIL import Image
+from pose_pixels import px
 
-from headshot.errors import BackendUnavailable, HeadshotError
+from headshot.errors import HeadshotError
 from headshot.generate.pose import (
     KEYPOINT_NAMES,
     L_EAR,
@@ -26,11 +25,8 @@ from headshot.generate.pose import (
     R_ELBOW,
     R_SHOULDER,
     R_WRIST,
-    fit_pose,
-    mirror_pose,
 )
-from headshot.generate.pose_detect import pose_from_image
-from headshot.generate.pose_presets import POSE_PRESETS, preset_pose
+from headshot.generate.pose_presets import preset_pose
 from headshot.generate.pose_render import COLORS, LIMBS, render_openpose
 
 # A spread-out figure: every limb's midpoint is far from every other limb and keypoint.
@@ -115,11 +111,6 @@ EXPECTED_LIMBS = [
     ("nose", "l_eye"),
     ("l_eye", "l_ear"),
 ]
-
-
-def px(image: Image.Image, point) -> tuple:
-    x, y = point
-    return image.getpixel((int(round(x * image.width)), int(round(y * image.height))))
 
 
 def midpoint(a, b):
@@ -270,105 +261,6 @@ def test_missing_points_skip_their_limbs_but_keep_the_other_points():
     assert px(image, midpoint(SPREAD[NECK], SPREAD[R_SHOULDER])) == (153, 0, 0)
 
 
-@pytest.mark.parametrize("size", [(512, 768), (1024, 1024)])
-def test_presets_render_at_any_size_with_exact_keypoints_and_kept_proportions(size):
-    w, h = size
-    for name in ("half_body_front", "headshot_front", "standing_full_body"):
-        people = preset_pose(name, w, h)
-        image = render_openpose(people, w, h)
-        assert image.size == (w, h)
-        drawn = [(j, p) for j, p in enumerate(people[0]) if p is not None]
-        assert len(drawn) == sum(p is not None for p in POSE_PRESETS[name][0])  # nothing pushed out
-        for j, p in drawn:
-            assert 0 <= p[0] <= 1 and 0 <= p[1] <= 1
-            assert px(image, p) == COLORS[j], (name, size, KEYPOINT_NAMES[j])
-        # no stretching: shoulder width / nose-to-neck height is the same as in the square preset
-        raw = POSE_PRESETS[name][0]
-        fitted = people[0]
-
-        def ratio(pts, sx, sy):
-            shoulders = abs(pts[5][0] - pts[2][0]) * sx
-            neck = abs(pts[NECK][1] - pts[NOSE][1]) * sy
-            return shoulders / neck
-
-        assert ratio(fitted, w, h) == pytest.approx(ratio(raw, 1, 1), rel=1e-6)
-
-
-def test_headshot_preset_leaves_headroom_and_keeps_both_shoulders_low_in_the_frame():
-    for w, h in ((512, 640), (512, 768), (1024, 1024), (832, 1216), (1216, 832)):
-        for name in ("headshot_front", "headshot_three_quarter_left", "headshot_three_quarter_right"):
-            person = preset_pose(name, w, h)[0]
-            eyes_y = person[14][1]
-            assert 0.2 < eyes_y < 0.45, (name, w, h)
-            for shoulder in (person[R_SHOULDER], person[5]):
-                assert shoulder is not None and shoulder[1] > 0.6, (name, w, h)
-                assert 0.015 < shoulder[0] < 0.985, (name, w, h)
-
-
-def test_two_person_preset_draws_two_skeletons():
-    people = preset_pose("two_people_side_by_side", 1024, 1024)
-    assert len(people) == 2
-    image = render_openpose(people, 1024, 1024)
-    arr = np.asarray(image)
-    neck_color = np.all(arr == COLORS[NECK], axis=2)
-    left, right = neck_color[:, :512].sum(), neck_color[:, 512:].sum()
-    assert left > 20 and right > 20  # a neck disc in each half
-    for person in people:
-        assert px(image, person[NECK]) == COLORS[NECK]
-        assert px(image, person[NOSE]) == COLORS[NOSE]
-    # one person alone leaves the other half empty of skeleton
-    alone = np.asarray(render_openpose(people[:1], 1024, 1024))
-    assert alone[:, 512:].sum() == 0 and arr[:, 512:].sum() > 0
-    assert len(POSE_PRESETS["three_people_group"]) == 3
-
-
-def test_every_preset_has_18_points_per_person_in_the_unit_square():
-    required = {
-        "headshot_front",
-        "headshot_three_quarter_left",
-        "headshot_three_quarter_right",
-        "half_body_front",
-        "arms_crossed",
-        "standing_full_body",
-        "two_people_side_by_side",
-        "three_people_group",
-    }
-    assert required <= set(POSE_PRESETS)
-    for name, people in POSE_PRESETS.items():
-        for person in people:
-            assert len(person) == 18, name
-            assert person[NECK] is not None and person[NOSE] is not None, name
-            for p in person:
-                assert p is None or (0 <= p[0] <= 1 and 0 <= p[1] <= 1), name
-
-
-def test_people_face_the_camera_so_their_right_side_is_on_the_image_left():
-    for name in ("headshot_front", "half_body_front", "standing_full_body"):
-        person = POSE_PRESETS[name][0]
-        assert person[R_SHOULDER][0] < person[NECK][0] < person[5][0], name
-        assert person[14][0] < person[15][0], name  # r_eye left of l_eye
-
-
-def test_three_quarter_presets_are_mirror_images_with_the_far_ear_hidden():
-    left = POSE_PRESETS["headshot_three_quarter_left"][0]
-    right = POSE_PRESETS["headshot_three_quarter_right"][0]
-    assert left[R_EAR] is None and left[L_EAR] is not None
-    assert right[L_EAR] is None and right[R_EAR] is not None
-    assert left[NOSE][0] < 0.5 < right[NOSE][0]
-    assert mirror_pose([left]) == [right]
-    assert mirror_pose(mirror_pose([left])) == [list(left)]
-
-
-def test_fit_pose_drops_points_that_leave_the_canvas():
-    # frame only the head at a large share: the hips fall off the bottom
-    people = fit_pose(POSE_PRESETS["half_body_front"], 512, 512, frame=(NOSE, 14, 15, 16, 17), fill=0.5)
-    person = people[0]
-    assert person[8] is None and person[11] is None  # hips
-    assert person[NOSE] is not None
-    kept = fit_pose(POSE_PRESETS["half_body_front"], 512, 512, frame=(NOSE,), fill=0.5, drop_outside=False)[0]
-    assert kept[8] is not None and kept[8][1] > 1
-
-
 def test_bad_people_are_refused_with_the_reason():
     with pytest.raises(HeadshotError, match="17 points"):
         render_openpose([[None] * 17], 64, 64)
@@ -376,82 +268,3 @@ def test_bad_people_are_refused_with_the_reason():
         render_openpose([[None, None, None, "x"] + [None] * 14], 64, 64)
     with pytest.raises(HeadshotError, match="Did you mean headshot_front"):
         preset_pose("headshot_frnt", 512, 512)
-
-
-# --- detection ----------------------------------------------------------------------------------
-
-
-def test_pose_from_image_without_controlnet_aux_says_what_to_install(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "controlnet_aux", None)  # import fails
-    with pytest.raises(BackendUnavailable) as info:
-        pose_from_image(Image.new("RGB", (64, 64)), tmp_path)
-    message = str(info.value)
-    assert "pip install controlnet_aux" in message and "body_pose_model.pth" in message
-    assert info.value.code == "backend_unavailable"
-
-
-class _FakeBody:
-    """The annotator body model's interface: BGR uint8 in, (candidate, subset) out."""
-
-    def __init__(self):
-        self.seen = None
-
-    def __call__(self, bgr):
-        self.seen = bgr
-        # candidate rows: x, y, score, id (pixels of the array given); subset: 18 indices, score, count
-        candidate = np.array(
-            [[300, 50, 0.9, 0], [300, 100, 0.9, 1], [60, 40, 0.9, 2], [60, 90, 0.9, 3]], dtype=np.float64
-        )
-        subset = -np.ones((2, 20))
-        subset[0, [0, 1]] = [0, 1]  # the right-hand person: nose, neck
-        subset[1, [0, 1]] = [2, 3]  # the left-hand person
-        return candidate, subset
-
-
-def _fake_controlnet_aux(monkeypatch, calls):
-    module = types.ModuleType("controlnet_aux")
-
-    class OpenposeDetector:
-        def __init__(self):
-            self.body_estimation = _FakeBody()
-
-        @classmethod
-        def from_pretrained(cls, path, *args, **kwargs):
-            calls.append(path)
-            return cls()
-
-    module.OpenposeDetector = OpenposeDetector
-    monkeypatch.setitem(sys.modules, "controlnet_aux", module)
-
-
-def test_pose_from_image_reads_a_local_annotator_folder_and_normalises(monkeypatch, tmp_path):
-    calls = []
-    _fake_controlnet_aux(monkeypatch, calls)
-    (tmp_path / "body_pose_model.pth").write_bytes(b"stand-in")
-    photo = Image.new("RGB", (400, 200), (255, 0, 0))
-    people = pose_from_image(photo, tmp_path)
-    assert calls == [str(tmp_path)]
-    assert len(people) == 2 and all(len(p) == 18 for p in people)
-    # sorted left to right, coordinates divided by the image size
-    assert people[0][NOSE] == pytest.approx((60 / 400, 40 / 200))
-    assert people[1][NECK] == pytest.approx((300 / 400, 100 / 200))
-    assert people[0][R_SHOULDER] is None
-    render_openpose(people, 400, 200)  # the result is drawable as is
-
-
-def test_pose_from_image_gives_the_detector_bgr_and_accepts_a_loaded_one():
-    detector = types.SimpleNamespace(body_estimation=_FakeBody())
-    pose_from_image(Image.new("RGB", (300, 200), (255, 0, 0)), detector=detector)
-    bgr = detector.body_estimation.seen
-    assert bgr.shape == (200, 300, 3) and bgr.dtype == np.uint8
-    assert tuple(bgr[0, 0]) == (0, 0, 255)
-
-
-def test_pose_from_image_never_asks_the_hub_for_a_missing_folder(monkeypatch, tmp_path):
-    calls = []
-    _fake_controlnet_aux(monkeypatch, calls)
-    with pytest.raises(BackendUnavailable, match="does not exist"):
-        pose_from_image(Image.new("RGB", (64, 64)), tmp_path / "lllyasviel" / "Annotators")
-    with pytest.raises(BackendUnavailable, match="body_pose_model.pth"):
-        pose_from_image(Image.new("RGB", (64, 64)), tmp_path)  # exists, but empty
-    assert calls == []
