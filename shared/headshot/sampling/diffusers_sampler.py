@@ -121,6 +121,8 @@ class DiffusersSampler:
     def text_to_image(self, request: TextToImage, progress: Progress | None = None) -> Image.Image:
         import torch
 
+        from ..devices import reusing_freed_memory
+
         control_image = request.control_image if self.controlnet is not None else None
         pipe = self._pipe("control" if control_image is not None else "txt", request.sampler)
         extra, adapter_loras = self._identity_kwargs(pipe, request)
@@ -130,7 +132,7 @@ class DiffusersSampler:
                 "image": control_image.convert("RGB").resize((request.width, request.height)),
                 "controlnet_conditioning_scale": request.control_strength,
             }
-        with torch.no_grad():
+        with torch.no_grad(), reusing_freed_memory(self.device):  # on the CPU the VAE's blocks are reused
             return pipe(
                 **self._conditioning(request.prompt, request.negative),
                 width=request.width,
@@ -145,13 +147,15 @@ class DiffusersSampler:
     def masked_image_to_image(self, request: MaskedImageToImage, progress: Progress | None = None) -> Image.Image:
         import torch
 
+        from ..devices import reusing_freed_memory
+
         pipe = self._pipe("inpaint", request.sampler)
         extra, adapter_loras = self._identity_kwargs(pipe, request)
         self._apply_loras(pipe, request.loras, adapter_loras)
         width, height = request.image.size
         # diffusers runs steps x denoise steps: keep at least one whatever the pair
         steps = max(request.steps, math.ceil(1 / max(request.denoise, 1e-3)))
-        with torch.no_grad():
+        with torch.no_grad(), reusing_freed_memory(self.device):  # on the CPU the VAE's blocks are reused
             return pipe(
                 **self._conditioning(request.prompt, request.negative),
                 image=request.image.convert("RGB"),

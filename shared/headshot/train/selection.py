@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..devices import reusing_freed_memory
 from ..faces import FaceAnalyzer, load_face_analyzer
 from ..faces.framing import find_upright
 from ..faces.subject import pick_subject
@@ -169,13 +170,14 @@ class CheckpointJudge:
         folder = self.trainer.job.path / "samples" / f"step-{step:06d}"
         folder.mkdir(parents=True, exist_ok=True)
         unet = self.base.unet
+        device = next(unet.parameters()).device
         was_training = unet.training
         unet.eval()
         results = []
         try:
             for i in range(s.validation_images):
                 seed = s.seed + i
-                with torch.no_grad():
+                with torch.no_grad(), reusing_freed_memory(device):  # on the CPU the VAE decode's blocks reused
                     image = pipeline(
                         prompt,
                         negative_prompt=NEGATIVE_PROMPT,
