@@ -5,8 +5,8 @@ engine" (peft LoRA with random lora_B), the kohya metadata the files carry, the 
 `sd1_lora` / `sdxl_lora` fixtures (tiny LoRA files and the peft states they came from), and the
 helpers that load a LoRA file into a diffusers pipeline and collect its warnings. Used by
 test_lora_format, test_lora_conversion, test_lora_in_diffusers and test_lora_files_and_metadata
-(and, through test_lora_format, by test_lora_patch and test_train); those modules skip when torch,
-diffusers, peft, transformers or safetensors is missing before they import this one.
+(and, through test_lora_format, by test_lora_patch and test_train); importing it skips them where torch,
+diffusers, peft, transformers or safetensors is missing.
 """
 
 from __future__ import annotations
@@ -15,16 +15,23 @@ import logging
 import warnings
 
 import pytest
-import torch
-from diffusers import UNet2DConditionModel
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
-from peft.tuners.tuners_utils import BaseTunerLayer
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from headshot.train.lora_conversion import peft_to_kohya
-from headshot.train.lora_files import save_lora
-from headshot.train.lora_metadata import kohya_metadata
-from headshot.train.lora_targets import kohya_unet_targets, text_encoder_targets
+# a module that imports this one is skipped where one of these is missing
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+peft = pytest.importorskip("peft")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("safetensors")
+
+from diffusers import UNet2DConditionModel  # noqa: E402
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model  # noqa: E402
+from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
+
+from headshot.train.lora_conversion import peft_to_kohya  # noqa: E402
+from headshot.train.lora_files import save_lora  # noqa: E402
+from headshot.train.lora_metadata import kohya_metadata  # noqa: E402
+from headshot.train.lora_targets import kohya_unet_targets, text_encoder_targets  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # tiny configs

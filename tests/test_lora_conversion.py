@@ -8,14 +8,8 @@ Tiny randomly initialised SD1/SDXL UNets and CLIP text encoders, LoRAs trained "
 from __future__ import annotations
 
 import pytest
-
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
-peft = pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("safetensors")
-
-from lora_format_helpers import (  # noqa: E402,F401  (sd1_lora, sdxl_lora: fixtures)
+import torch
+from lora_format_helpers import (  # noqa: F401  (sd1_lora, sdxl_lora: fixtures)
     ALPHA,
     RANK,
     _tiny_sd1,
@@ -25,10 +19,10 @@ from lora_format_helpers import (  # noqa: E402,F401  (sd1_lora, sdxl_lora: fixt
     sdxl_lora,
 )
 
-from headshot.errors import HeadshotError  # noqa: E402
-from headshot.train.lora_conversion import kohya_to_peft, peft_to_kohya  # noqa: E402
-from headshot.train.lora_files import load_lora  # noqa: E402
-from headshot.train.lora_targets import kohya_unet_targets  # noqa: E402
+from headshot.errors import HeadshotError
+from headshot.train.lora_conversion import kohya_to_peft, peft_to_kohya
+from headshot.train.lora_files import load_lora
+from headshot.train.lora_targets import kohya_unet_targets
 
 # --------------------------------------------------------------------------------------------
 # state dicts

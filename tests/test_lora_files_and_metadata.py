@@ -9,17 +9,11 @@ import hashlib
 import json
 
 import pytest
+import torch
+from lora_format_helpers import _metadata, sd1_lora  # noqa: F401  (sd1_lora: a fixture)
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
-peft = pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("safetensors")
-
-from lora_format_helpers import _metadata, sd1_lora  # noqa: E402,F401  (sd1_lora: a fixture)
-
-from headshot.errors import HeadshotError  # noqa: E402
-from headshot.train.lora_files import load_lora, write_a1111_sidecar  # noqa: E402
+from headshot.errors import HeadshotError
+from headshot.train.lora_files import load_lora, write_a1111_sidecar
 
 # --------------------------------------------------------------------------------------------
 # files and metadata

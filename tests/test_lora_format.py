@@ -21,15 +21,9 @@ test_lora_files_and_metadata.
 from __future__ import annotations
 
 import pytest
-
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
-peft = pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("safetensors")
-
-from diffusers import UNet2DConditionModel  # noqa: E402
-from lora_format_helpers import (  # noqa: E402,F401  (re-exported for test_lora_patch and test_train)
+import torch
+from diffusers import UNet2DConditionModel
+from lora_format_helpers import (  # noqa: F401  (re-exported for test_lora_patch and test_train)
     ALPHA,
     RANK,
     TINY_SDXL_UNET,
@@ -41,12 +35,12 @@ from lora_format_helpers import (  # noqa: E402,F401  (re-exported for test_lora
     sd1_lora,
     sdxl_lora,
 )
-from peft import LoraConfig, inject_adapter_in_model  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
+from peft import LoraConfig, inject_adapter_in_model
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from headshot.errors import HeadshotError  # noqa: E402
-from headshot.train.lora_names import component_prefix, kohya_module_name  # noqa: E402
-from headshot.train.lora_targets import kohya_unet_targets, text_encoder_targets  # noqa: E402
+from headshot.errors import HeadshotError
+from headshot.train.lora_names import component_prefix, kohya_module_name
+from headshot.train.lora_targets import kohya_unet_targets, text_encoder_targets
 
 # --------------------------------------------------------------------------------------------
 # configs

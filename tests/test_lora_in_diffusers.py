@@ -8,19 +8,13 @@ Tiny randomly initialised SD1/SDXL UNets and CLIP text encoders (lora_format_hel
 from __future__ import annotations
 
 import pytest
-
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
-peft = pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("safetensors")
-
-from diffusers import (  # noqa: E402
+import torch
+from diffusers import (
     DDIMScheduler,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
 )
-from lora_format_helpers import (  # noqa: E402,F401  (sd1_lora, sdxl_lora: fixtures)
+from lora_format_helpers import (  # noqa: F401  (sd1_lora, sdxl_lora: fixtures)
     ALPHA,
     RANK,
     _load_into,
