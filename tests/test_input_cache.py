@@ -221,5 +221,68 @@ def test_mixed_precision_no_caches_in_fp32_even_with_amx(sd1_folder, photos, tmp
     monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: True)  # the hardware: AMX
     _, auto = _run(_settings(photos, sd1_folder, tmp_path / "a", steps=1, checkpoint_every=1))
     _, full = _run(_settings(photos, sd1_folder, tmp_path / "b", steps=1, checkpoint_every=1, mixed_precision="no"))
-    assert any(m.startswith("caching text embeddings") and m.endswith("in bf16 (this CPU has AMX)") for m in auto)
+    assert any(m.startswith("caching text embeddings") and m.endswith("in bf16") for m in auto)
     assert not any("bf16" in m for m in full)
+
+
+# --- frozen encoders in bf16 on a CPU with AMX ------------------------------------------------------------
+
+
+def test_on_amx_only_encoders_that_just_encode_load_in_bf16(photos, sd1_folder, tmp_path, monkeypatch):
+    cpu, fp32, bf16 = torch.device("cpu"), torch.float32, torch.bfloat16
+    monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: True)  # the hardware: AMX
+
+    def dtypes(device=cpu, weights=fp32, **changes):
+        return caching.frozen_encoder_dtypes(_settings(photos, sd1_folder, tmp_path, **changes), device, weights)
+
+    assert dtypes() == (bf16, bf16)  # (VAE, text encoders)
+    assert dtypes(no_half_vae=True) == (fp32, bf16)
+    assert dtypes(text_encoder_lr=5e-5) == (bf16, fp32)  # a trained text encoder keeps its weights
+    assert dtypes(validation_images=2) == (fp32, fp32)  # both draw pictures later
+    assert dtypes(class_image_count=2) == (fp32, fp32)
+    assert dtypes(mixed_precision="no") == (fp32, fp32)
+    assert dtypes(torch.device("cuda"), torch.float16) == (torch.float16, torch.float16)  # as the GPU path was
+    monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: False)  # bf16 emulated: slower than fp32
+    assert dtypes() == (fp32, fp32)
+
+
+def test_on_amx_a_run_encodes_with_bf16_weights_and_caches_apart_from_fp32(photos, sd1_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: True)
+    seen: dict[str, set] = {"vae": set(), "text": set()}
+    real_load = load_base_model
+
+    def watched_load(*args, **kwargs):
+        base = real_load(*args, **kwargs)
+        for name, module in (("vae", base.vae.encoder), ("text", base.text_encoders[0])):
+            module.register_forward_pre_hook(
+                lambda m, a, name=name: seen[name].add((next(m.parameters()).dtype, torch.is_autocast_enabled("cpu")))
+            )
+        return base
+
+    monkeypatch.setattr("headshot.train.base_model_loading.load_base_model", watched_load)
+    cache = str(tmp_path / "cache")
+    trainer, half = _run(_settings(photos, sd1_folder, tmp_path / "a", steps=1, checkpoint_every=1, cache_dir=cache))
+    assert seen == {"vae": {(torch.bfloat16, False)}, "text": {(torch.bfloat16, False)}}
+    assert all(x.dtype == torch.float32 for pair in trainer.latents for x in pair)  # the UNet trains on fp32
+    assert any(m.startswith("caching latents") and m.endswith("in bf16 (--no-half-vae for fp32)") for m in half)
+    monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: False)
+    _, full = _run(_settings(photos, sd1_folder, tmp_path / "b", steps=1, checkpoint_every=1, cache_dir=cache))
+    # nothing of the bf16 run is taken for the fp32 one: both kinds of input are encoded again
+    assert any(m.startswith("caching latents") and "bf16" not in m for m in full)
+    assert any(m.startswith("caching text embeddings") and "bf16" not in m for m in full)
+
+
+def test_bf16_encoder_weights_give_inputs_within_a_few_percent_of_fp32(sd1_folder, photos):
+    images = load_training_set(photos).images
+    full = load_base_model(sd1_folder)
+    half = load_base_model(sd1_folder, vae_dtype=torch.bfloat16, text_encoder_dtype=torch.bfloat16)
+    assert next(half.vae.parameters()).dtype == next(half.text_encoders[0].parameters()).dtype == torch.bfloat16
+    latents = [
+        caching.encode_latents(base.vae, images, 64, True, "cpu", next(base.vae.parameters()).dtype, 7)
+        for base in (full, half)
+    ]
+    texts = [caching.cache_text_embeddings(base, images, 2, True, 7, "cpu") for base in (full, half)]
+    pairs = [(x, y) for a, b in zip(*latents) for x, y in zip(a, b)]
+    pairs += [(x.hidden.float(), y.hidden.float()) for a, b in zip(*texts) for x, y in zip(a, b)]
+    for x, y in pairs:
+        assert 0 < ((x - y).norm() / x.norm()).item() < 0.05  # bf16 did run (not identical), and stays close

@@ -48,7 +48,7 @@ def _eval_loss(base, latents, hidden) -> float:
             t = torch.randint(0, 1000, (1,), generator=gen)
             noisy = base.noise_scheduler.add_noise(lat[None], noise[None], t)
             with torch.no_grad():
-                pred = base.unet(noisy, t, encoder_hidden_states=emb[None]).sample
+                pred = base.unet(noisy, t, encoder_hidden_states=emb[None].float()).sample  # as step_batch casts
             total += F.mse_loss(pred, noise[None]).item()
     return total / (8 * len(latents))
 
@@ -204,11 +204,11 @@ def _fixed_loss(base, trainer) -> float:
     total = 0.0
     with torch.no_grad():
         for variants, embeddings in zip(trainer.latents, trainer.text_cache):
-            emb = embeddings[0]
-            pooled = None if emb.pooled is None else emb.pooled[None]
+            emb = embeddings[0]  # in the text encoders' dtype (bf16 on AMX): cast as step_batch casts
+            hidden, pooled = emb.hidden[None].float(), None if emb.pooled is None else emb.pooled[None].float()
             for _ in range(4):
                 total += (
-                    diffusion_loss(base, variants[0][None], emb.hidden[None], pooled, trainer.settings, generator, None)
+                    diffusion_loss(base, variants[0][None], hidden, pooled, trainer.settings, generator, None)
                     .mean()
                     .item()
                 )

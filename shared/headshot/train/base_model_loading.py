@@ -36,13 +36,16 @@ def load_base_model(
     progress: Progress | None = None,
     prediction_type: str | None = None,
     defer_unet: bool = False,
+    vae_dtype=None,
+    text_encoder_dtype=None,
 ) -> BaseModel:
     """Load a base model from a single-file checkpoint, a diffusers folder or (only if not a local path) a hub id.
 
     `tokenizer_dirs`: folders holding a CLIP tokenizer (vocab.json + merges.txt), searched before the
     Hugging Face cache and open_clip's bundled vocabulary. `prediction_type` overrides the detected one.
     `progress(message)` is told about the slow steps. With `defer_unet` the UNet is loaded on the
-    first `BaseModel.ensure_unet()` (where its prediction type is already known).
+    first `BaseModel.ensure_unet()` (where its prediction type is already known). Floating weights come in
+    `dtype`, the VAE's in `vae_dtype` and the text encoders' in `text_encoder_dtype` where those are given.
     """
     say = progress or (lambda message: None)
     if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
@@ -52,6 +55,7 @@ def load_base_model(
         )
     device = torch.device(device)
     tokenizer_dirs = [Path(d) for d in tokenizer_dirs]
+    dtypes = {"dtype": dtype, "vae_dtype": vae_dtype or dtype, "text_encoder_dtype": text_encoder_dtype or dtype}
     text = str(path_or_id)
     path = Path(text).expanduser()
     if path.exists():
@@ -67,7 +71,7 @@ def load_base_model(
                 str(path),
                 local=True,
                 tokenizer_dirs=tokenizer_dirs,
-                dtype=dtype,
+                **dtypes,
                 device=device,
                 say=say,
                 defer_unet=defer_unet,
@@ -76,14 +80,14 @@ def load_base_model(
             base = load_single_file(
                 path,
                 tokenizer_dirs=tokenizer_dirs,
-                dtype=dtype,
+                **dtypes,
                 device=device,
                 say=say,
                 prediction_type=prediction_type,
                 defer_unet=defer_unet,
             )
     elif not isinstance(path_or_id, Path) and looks_like_hub_id(text):
-        base = load_from_hub(text, tokenizer_dirs=tokenizer_dirs, dtype=dtype, device=device, say=say)
+        base = load_from_hub(text, tokenizer_dirs=tokenizer_dirs, **dtypes, device=device, say=say)
     else:
         raise HeadshotError(
             f"Base model {text} not found: there is no such file or folder. Pass a .safetensors/.ckpt checkpoint, "

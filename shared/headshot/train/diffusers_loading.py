@@ -79,6 +79,8 @@ def load_diffusers(
     say: Progress,
     index: dict | None = None,
     defer_unet: bool = False,
+    vae_dtype=None,
+    text_encoder_dtype=None,
 ) -> BaseModel:
     import transformers
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -163,7 +165,7 @@ def load_diffusers(
     unet = None if defer_unet else load_unet()
     say("loading the VAE")
     vae = AutoencoderKL.from_pretrained(
-        src, subfolder="vae", torch_dtype=dtype, local_files_only=local_only, variant=variant("vae")
+        src, subfolder="vae", torch_dtype=vae_dtype or dtype, local_files_only=local_only, variant=variant("vae")
     )
     say("loading the text encoder" + ("s" if len(family.text_encoders) > 1 else ""))
     classes = ("CLIPTextModel", "CLIPTextModelWithProjection")
@@ -179,7 +181,7 @@ def load_diffusers(
             getattr(transformers, class_name).from_pretrained(
                 src,
                 subfolder=name,
-                **_dtype_keyword(transformers, dtype),
+                **_dtype_keyword(transformers, text_encoder_dtype or dtype),
                 local_files_only=local_only,
                 variant=variant(name),
             )
@@ -199,7 +201,9 @@ def load_diffusers(
     )
 
 
-def load_from_hub(repo_id: str, *, tokenizer_dirs, dtype, device, say: Progress) -> BaseModel:
+def load_from_hub(
+    repo_id: str, *, tokenizer_dirs, dtype, device, say: Progress, vae_dtype=None, text_encoder_dtype=None
+) -> BaseModel:
     offline = _hub_offline()
     say(f"looking up {repo_id} on the Hugging Face hub" + (" (offline: local cache only)" if offline else ""))
     try:
@@ -208,7 +212,15 @@ def load_from_hub(repo_id: str, *, tokenizer_dirs, dtype, device, say: Progress)
         with _hub_offline_constant(offline):
             index = _read_json(Path(hf_hub_download(repo_id, "model_index.json", local_files_only=offline)))
             return load_diffusers(
-                repo_id, local=False, tokenizer_dirs=tokenizer_dirs, dtype=dtype, device=device, say=say, index=index
+                repo_id,
+                local=False,
+                tokenizer_dirs=tokenizer_dirs,
+                dtype=dtype,
+                vae_dtype=vae_dtype,
+                text_encoder_dtype=text_encoder_dtype,
+                device=device,
+                say=say,
+                index=index,
             )
     except HeadshotError:
         raise

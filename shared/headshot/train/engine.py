@@ -19,7 +19,13 @@ from ..devices import autocast_dtype, pick_device, return_freed_memory, reusing_
 from ..errors import HeadshotError
 from ..families import get_family
 from ..outputs import OutputManifest
-from .caching import cache_text_embeddings, encode_latents, encode_prompt, encoding_precision
+from .caching import (
+    cache_text_embeddings,
+    encode_latents,
+    encode_prompt,
+    encoding_precision,
+    frozen_encoder_dtypes,
+)
 from .checkpoint_state import load_state, save_checkpoint
 from .dataset import TrainingSet, load_training_set
 from .input_cache import (
@@ -75,12 +81,15 @@ class LoraTrainer:
         s = self.settings
         if self._base is None:
             weights_dtype = self.autocast or torch.float32  # frozen weights in half precision on a GPU
+            vae_dtype, text_dtype = frozen_encoder_dtypes(s, self.device, weights_dtype)
             self.job.emit("status", message=f"loading base model {s.base_model}")
             # the UNet comes after caching: the VAE and text encoders are gone by then (lower peak memory)
             self._base = load_base_model(
                 s.base_model,
                 tokenizer_dirs=[Path(d) for d in s.tokenizer_dirs],
                 dtype=weights_dtype,
+                vae_dtype=vae_dtype,
+                text_encoder_dtype=text_dtype,
                 device=self.device,
                 defer_unet=True,
             )
@@ -118,7 +127,7 @@ class LoraTrainer:
         latents_key = cache.key("latents", model_identity, photos, s.resolution, s.flip, s.seed, *precision)
         self.latents = _cached(cache, latents_key, latents_from_tensors, len(images))
         if self.latents is None:
-            how = " in bf16 (this CPU has AMX; --no-half-vae for fp32)" if encode_autocast else ""
+            how = " in bf16 (--no-half-vae for fp32)" if torch.bfloat16 in (vae_dtype, encode_autocast) else ""
             self.job.emit("status", message=f"caching latents of {len(images)} images{how}")
             base.vae.to(self.device)
             self.latents = encode_latents(
@@ -138,16 +147,15 @@ class LoraTrainer:
             self.prior_text = encode_prompt(base, prior[0].caption, self.device)
         self.text_cache = None
         if s.text_encoder_lr is None:
-            _, text_autocast = encoding_precision(
-                self.device, next(base.text_encoders[0].parameters()).dtype, False, fp32
-            )
-            text_precision = [f"autocast {text_autocast}"] if text_autocast else []
+            text_dtype = next(base.text_encoders[0].parameters()).dtype
+            _, text_autocast = encoding_precision(self.device, text_dtype, False, fp32)
+            text_precision = [str(text_dtype)] + ([f"autocast {text_autocast}"] if text_autocast else [])
             text_key = cache.key(
                 "text", model_identity, photos, s.caption_variants, s.shuffle_captions, s.seed, *text_precision
             )
             self.text_cache = _cached(cache, text_key, text_from_tensors, len(images))
             if self.text_cache is None:
-                how = " in bf16 (this CPU has AMX)" if text_autocast else ""
+                how = " in bf16" if torch.bfloat16 in (text_dtype, text_autocast) else ""
                 self.job.emit("status", message=f"caching text embeddings (text encoder frozen){how}")
                 self.text_cache = cache_text_embeddings(
                     base, images, s.caption_variants, s.shuffle_captions, s.seed, self.device, text_autocast

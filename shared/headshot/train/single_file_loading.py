@@ -260,7 +260,16 @@ def probe_prediction_type(unet) -> str:
 
 
 def load_single_file(
-    path: Path, *, tokenizer_dirs, dtype, device, say: Progress, prediction_type: str | None, defer_unet: bool = False
+    path: Path,
+    *,
+    tokenizer_dirs,
+    dtype,
+    device,
+    say: Progress,
+    prediction_type: str | None,
+    defer_unet: bool = False,
+    vae_dtype=None,
+    text_encoder_dtype=None,
 ) -> BaseModel:
     say(f"reading {path.name}")
     sd, metadata = read_checkpoint(path)
@@ -269,7 +278,9 @@ def load_single_file(
     family, prediction = detect_checkpoint(sd, metadata=metadata, source=source)
     tokenizers = family_tokenizers(family, tokenizer_dirs)
     say(f"converting the {family.name} text encoder{'s' if len(family.text_encoders) > 1 else ''}")
-    text_encoders = _build_text_encoders(sd, keys, family, dtype=dtype, device=device, source=source)
+    text_encoders = _build_text_encoders(
+        sd, keys, family, dtype=text_encoder_dtype or dtype, device=device, source=source
+    )
 
     def load_unet():
         say(f"converting the {family.name} UNet")
@@ -278,7 +289,7 @@ def load_single_file(
     prediction = prediction or prediction_type
     unet = None if defer_unet and prediction is not None else load_unet()
     say("converting the VAE")
-    vae = _build_vae(sd, keys, family, dtype=dtype, device=device, source=source)
+    vae = _build_vae(sd, keys, family, dtype=vae_dtype or dtype, device=device, source=source)
     if prediction is None:
         if prediction_type is not None:
             prediction = prediction_type
