@@ -9,6 +9,7 @@ rule itself are the real code.
 from __future__ import annotations
 
 import json
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,11 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
+from headshot.errors import HeadshotError
 from headshot.faces.dlib_backend import DlibFaceAnalyzer
 from headshot.samples import GROUP_MEMBERS, astronaut_shots, insightface_image
+from headshot.train import selection
 from headshot.train.input_cache import InputCache
 from headshot.train.job import JobFolder
-from headshot.train.selection import CheckpointJudge
+from headshot.train.selection import CheckpointJudge, reference_in_background
 from headshot.train.settings import TrainSettings
 
 
@@ -51,14 +54,15 @@ class Renderer:
         return SimpleNamespace(images=[self.queue.pop(0)])
 
 
-def _judge(tmp_path, photos, cache: InputCache | None = None, digest: str = "") -> tuple[CheckpointJudge, Renderer]:
+def _trainer(tmp_path, photos, cache: InputCache | None = None, digest: str = "", **settings_changes):
+    """What the judge reads of a LoraTrainer."""
     images = []
     for i, photo in enumerate(photos["training"]):
         photo.convert("RGB").save(tmp_path / f"{i}.png")
         images.append(SimpleNamespace(path=tmp_path / f"{i}.png"))
     job = JobFolder(tmp_path / "job")
     job.path.mkdir(exist_ok=True)
-    settings = TrainSettings(
+    values = dict(
         dataset_dir=str(tmp_path),
         base_model="unused",
         out_dir=str(job.path),
@@ -68,13 +72,18 @@ def _judge(tmp_path, photos, cache: InputCache | None = None, digest: str = "") 
         validation_steps=2,
         face_backend="dlib",
     )
-    trainer = SimpleNamespace(
+    settings = TrainSettings(**{**values, **settings_changes})
+    return SimpleNamespace(
         settings=settings,
         job=job,
         training_set=SimpleNamespace(images=images, trigger="ohwx", class_word="woman"),
         input_cache=cache or InputCache(None),
         photos_digest=digest,
     )
+
+
+def _judge(tmp_path, photos, cache: InputCache | None = None, digest: str = "") -> tuple[CheckpointJudge, Renderer]:
+    trainer = _trainer(tmp_path, photos, cache, digest)
     judge = CheckpointJudge(trainer, SimpleNamespace(unet=torch.nn.Linear(1, 1)))
     renderer = Renderer()
     judge._pipeline = renderer
@@ -128,3 +137,31 @@ def test_a_second_run_reads_the_photos_face_embeddings_from_the_cache(tmp_path, 
 
     _judge(tmp_path, photos, cache, digest="photos-b")  # other photos: their faces are found again
     assert len(detected) >= 3
+
+
+def test_the_reference_found_in_the_background_is_the_one_found_in_place(tmp_path, photos, monkeypatch):
+    """The engine starts the search for the photos' faces before the models load; it runs on a thread of its own
+    and gives the judge the reference it would have found itself."""
+    in_place, _ = _judge(tmp_path, photos)
+    threads = []
+    real = selection.cached_identity_reference
+    monkeypatch.setattr(
+        selection, "cached_identity_reference", lambda *a: threads.append(threading.current_thread()) or real(*a)
+    )
+    trainer = _trainer(tmp_path, photos)
+    found = reference_in_background(trainer)
+    judge = CheckpointJudge(trainer, SimpleNamespace(unet=torch.nn.Linear(1, 1)))
+    judge.prepare_reference(found)
+    assert threads and threads[0] is not threading.main_thread()
+    assert judge.reference_count == 3 and judge.reference is not None and in_place.reference is not None
+    assert np.array_equal(judge.reference, in_place.reference)
+
+
+def test_a_face_backend_that_fails_in_the_background_fails_the_judge_with_its_reason(tmp_path, photos):
+    """insightface has no model files in an empty folder: the error raised on the background thread is the one
+    the run stops with, not a hang or a missing reference."""
+    trainer = _trainer(tmp_path, photos, face_backend="insightface", face_model_dirs=[str(tmp_path / "empty")])
+    judge = CheckpointJudge(trainer, SimpleNamespace(unet=torch.nn.Linear(1, 1)))
+    with pytest.raises(HeadshotError) as caught:
+        judge.prepare_reference(reference_in_background(trainer))
+    assert "insightface" in str(caught.value)
