@@ -287,7 +287,8 @@ class LoraTrainer:
         started, done_here = time.monotonic(), 0
         recorded = started
         step = saved = start
-        try:
+        # the steps' activations reuse freed pages too (CPU, SD1.5: 256 px 3.0-3.3 -> 2.65 s a step, 512 px 5 % faster)
+        with reusing_freed_memory(self.device), loss_log:
             while step < s.steps:
                 if self.job.cancel_requested():
                     if step != saved:  # else the newest checkpoint already holds this state
@@ -331,8 +332,6 @@ class LoraTrainer:
                     saved = step
                     judge.judge(step)
                     draw_loss_curve(self.job.path / "loss.csv", self.job.path / "loss.png")
-        finally:
-            loss_log.close()
         draw_loss_curve(self.job.path / "loss.csv", self.job.path / "loss.png")
         return self.export(judge)
 
