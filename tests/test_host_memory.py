@@ -49,6 +49,7 @@ from headshot.devices import reusing_freed_memory
 
 BLOCK = 64 << 20  # over glibc's largest mmap threshold (32 MB): mapped fresh, and unmapped when freed
 BIG = 8 * BLOCK  # larger than any hole the probes leave in the heap
+PASSES = 8
 
 
 def faults():
@@ -77,8 +78,8 @@ def freeing_returns(size):
 def refaults():
     layers()  # the first pass's pages come from the kernel
     before = faults()
-    layers()
-    layers()
+    for _ in range(PASSES):
+        layers()
     return faults() - before
 
 
@@ -114,14 +115,16 @@ def _probe(*args, environment=None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-_PASS_PAGES = 5 * (64 << 20) // 4096  # the pages one pass of `layers` writes: 5 blocks of 64 MB
+_BLOCK_PAGES = (64 << 20) // 4096
+_PASS_PAGES = 5 * _BLOCK_PAGES  # the pages one pass of `layers` writes: 5 blocks of 64 MB
 
 
 def test_inside_large_freed_blocks_are_reused_without_page_faults():
     faults = _probe("refaults", "cpu")
-    assert faults["outside"] > _PASS_PAGES, faults  # two passes, every block fresh pages
-    # inside, the heap settles after a block or so (where a hole first fits), then every block is reused
-    assert faults["inside"] < faults["outside"] // 4, faults
+    assert faults["outside"] > 7 * _PASS_PAGES, faults  # 8 passes, every block fresh pages
+    # inside, the heap settles within a few blocks (a small allocation can take the front of a hole, so the
+    # next block no longer fits there: seen as 3 blocks under a parallel test run), then every block is reused
+    assert faults["inside"] < 8 * _BLOCK_PAGES, faults
 
 
 def test_leaving_returns_what_was_freed_inside_and_frees_large_blocks_again():
@@ -139,4 +142,4 @@ def test_nested_uses_restore_on_the_last_exit():
 @pytest.mark.parametrize("device, environment", [("cuda", {}), ("cpu", {"LD_PRELOAD": "libc.so.6"})])
 def test_nothing_changes_on_a_gpu_or_with_an_allocator_the_user_chose(device, environment):
     faults = _probe("refaults", device, environment=environment)
-    assert faults["inside"] > _PASS_PAGES, faults
+    assert faults["inside"] > 7 * _PASS_PAGES, faults

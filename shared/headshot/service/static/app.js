@@ -302,6 +302,10 @@ function drawLoss(points) {
 
 async function loadModels(select) {
   const { models } = await api("GET", "/v1/models");
+  showModels(models, select);
+}
+
+function showModels(models, select) {
   state.models = models;
   const menu = $("model");
   const chosen = select || menu.value;
@@ -450,6 +454,8 @@ async function deleteModel() {
     return;
   }
   const erased = await api("DELETE", `/v1/models/${encodeURIComponent(modelId)}`);
+  // gone from the menu as the sentence saying so appears, not a round trip later
+  showModels(state.models.filter((m) => m.model_id !== modelId));
   say("delete-status", `Deleted "${model.instance_name}": ${erased.files_removed} file(s) removed` +
     (erased.jobs_cancelled ? `, ${erased.jobs_cancelled} job(s) stopped.` : "."));
   if (state.generationJob && state.generationJob.modelId === modelId) {
