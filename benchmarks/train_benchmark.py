@@ -9,7 +9,8 @@ else. Each side is a whole process (its own peak memory), sides alternate, and t
 figures are medians over the pairs:
 
 - start-up: process start to the first training step (bare: building the UNet and its LoRA; the engine:
-  loading the file, caching latents and text embeddings, injecting the LoRA). The engine's start-up is
+  loading the file, caching latents and text embeddings, injecting the LoRA; its photos are written before
+  either side starts, as a user's are on disk before training). The engine's start-up is
   shown twice: with an empty input cache (the first run) and with the cache its first run left (a resumed,
   repeated or swept run);
 - per step: seconds per optimizer step after the warm-up steps;
@@ -104,20 +105,29 @@ def bare_loop(steps: int, warmup: int, resolution: int, started: float, family: 
     return {"modules": len(targets), "startup_s": startup, "seconds_per_step": statistics.median(times[warmup:])}
 
 
-def engine(steps: int, warmup: int, resolution: int, checkpoint: Path, cache_dir: Path, started: float) -> dict:
+def write_dataset(folder: Path, resolution: int) -> Path:
+    """The engine's training photos and captions in kohya's layout; written before any side is timed, as a user's
+    photos are on disk before training starts (the bare loop makes up its inputs)."""
     from headshot.samples import astronaut_shots
+
+    subset = folder / "img" / "10_ohwx woman"
+    subset.mkdir(parents=True)
+    for i, img in enumerate(list(astronaut_shots().values())[:PHOTOS]):
+        img.convert("RGB").resize((resolution, resolution)).save(subset / f"{i}.png")
+        (subset / f"{i}.txt").write_text(CAPTION)
+    return folder
+
+
+def engine(
+    steps: int, warmup: int, resolution: int, checkpoint: Path, cache_dir: Path, dataset: Path, started: float
+) -> dict:
     from headshot.train.engine import LoraTrainer
     from headshot.train.launch import create_job
     from headshot.train.settings import TrainSettings
 
     with tempfile.TemporaryDirectory() as tmp:
-        subset = Path(tmp) / "data" / "img" / "10_ohwx woman"
-        subset.mkdir(parents=True)
-        for i, img in enumerate(list(astronaut_shots().values())[:PHOTOS]):
-            img.convert("RGB").resize((resolution, resolution)).save(subset / f"{i}.png")
-            (subset / f"{i}.txt").write_text(CAPTION)
         settings = TrainSettings(
-            dataset_dir=str(subset.parent.parent),
+            dataset_dir=str(dataset),
             base_model=str(checkpoint),
             out_dir=str(Path(tmp) / "job"),
             cache_dir=str(cache_dir),
@@ -169,15 +179,17 @@ def child(args) -> None:
     if args.child == "bare":
         result = bare_loop(args.steps, args.warmup, args.resolution, started, args.family)
     else:
-        result = engine(args.steps, args.warmup, args.resolution, args.checkpoint, args.cache_dir, started)
+        result = engine(
+            args.steps, args.warmup, args.resolution, args.checkpoint, args.cache_dir, args.dataset, started
+        )
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_side(which: str, args, checkpoint: Path, cache_dir: Path) -> dict:
+def run_side(which: str, args, checkpoint: Path, cache_dir: Path, dataset: Path) -> dict:
     command = [sys.executable, __file__, "--child", which, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     command += ["--resolution", str(args.resolution), "--checkpoint", str(checkpoint), "--cache-dir", str(cache_dir)]
-    command += ["--family", args.family]
+    command += ["--family", args.family, "--dataset", str(dataset)]
     command += ["--started", repr(time.time())]
     run = subprocess.run(command, capture_output=True, text=True)
     line = next((out for out in run.stdout.splitlines() if out.startswith("RESULT ")), None)
@@ -210,6 +222,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, help="keep the random checkpoint here between runs")
     parser.add_argument("--child", choices=("bare", "engine"))
     parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--dataset", type=Path)
     parser.add_argument("--started", type=float)
     args = parser.parse_args()
     if args.child:
@@ -221,13 +234,14 @@ def main() -> None:
         print(f"writing a random full-size {args.family} checkpoint to {checkpoint}", flush=True)
         tool = ROOT / "tools" / "make_random_sd15_checkpoint.py"
         subprocess.run([sys.executable, str(tool), str(checkpoint), "--family", args.family], check=True)
+    dataset = write_dataset(Path(tempfile.mkdtemp(prefix="photos-", dir=work)), args.resolution)
     bare, cold, cached = [], [], []
     for pair in range(args.pairs):
         print(f"pair {pair + 1}/{args.pairs}", flush=True)
         cache_dir = Path(tempfile.mkdtemp(prefix="input-cache-", dir=work))
         sides = [("bare", bare), ("engine", cold), ("engine cached", cached)]
         for which, results in sides if pair % 2 == 0 else [sides[1], sides[2], sides[0]]:
-            results.append(run_side(which.split()[0], args, checkpoint, cache_dir))
+            results.append(run_side(which.split()[0], args, checkpoint, cache_dir, dataset))
     speed = median(bare, "seconds_per_step") / median(cold + cached, "seconds_per_step")
     memory = max(median(cold, "peak_rss_gb"), median(cached, "peak_rss_gb")) / median(bare, "peak_rss_gb")
     print(
