@@ -12,6 +12,7 @@ from PIL import Image
 from ..devices import cpu_has_bf16_matrix_units
 from ..families import get_family
 from .dataset import TrainingImage, caption_variants
+from .lean_resnets import lean_resnets
 
 
 @dataclass
@@ -129,7 +130,7 @@ def encode_latents(
     layout = torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
     vae.to(memory_format=layout)
     cache = []
-    with _vae_in(vae, dtype):
+    with _vae_in(vae, dtype), lean_resnets(getattr(vae, "encoder", vae)):
         for start in range(0, len(images), batch_images):
             items = images[start : start + batch_images]
             if progress:
