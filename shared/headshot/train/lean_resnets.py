@@ -24,6 +24,7 @@ def _fits(block: torch.nn.Module) -> bool:
         and getattr(block, "upsample", 0) is None
         and getattr(block, "downsample", 0) is None
         and getattr(block, "time_emb_proj", 0) is None
+        and getattr(block, "time_embedding_norm", None) == "default"
         and getattr(block, "output_scale_factor", None) == 1.0
         and type(getattr(block, "nonlinearity", None)) is torch.nn.SiLU
         and all(isinstance(getattr(block, n, None), torch.nn.GroupNorm) for n in ("norm1", "norm2"))
