@@ -314,6 +314,22 @@ def test_base_model_carries_training_schedule_and_tokenizers(sd1_loaded, sdxl_lo
     assert sdxl_loaded[1].tokenizers[1].pad_token == "!" and sdxl_loaded[1].tokenizers[0].pad_token == "<|endoftext|>"
 
 
+@pytest.mark.parametrize("source", [0, 1], ids=["diffusers folder", "single file"])
+def test_deferred_encoders_load_when_asked_and_as_an_eager_load_would(sdxl, sdxl_loaded, source, offline):
+    """defer_encoders (a training run whose inputs may all be cached): no VAE, text encoder or tokenizer until
+    ensure_encoders(), the VAE's downscale known without it; then the same weights and tokenizers as at once."""
+    base = load_base_model(sdxl[source], defer_unet=True, defer_encoders=True)
+    eager = sdxl_loaded[source]
+    assert base.vae is None and base.text_encoders == [] and base.tokenizers == []
+    assert base.vae_downscale() == eager.vae_downscale() == 2 ** (len(eager.vae.config.block_out_channels) - 1)
+    base.ensure_encoders()
+    for a, b in zip([eager.vae, *eager.text_encoders], [base.vae, *base.text_encoders]):
+        _same_weights(a, b)
+    assert [t.pad_token for t in base.tokenizers] == [t.pad_token for t in eager.tokenizers] == ["<|endoftext|>", "!"]
+    assert not any(p.requires_grad for m in (base.vae, *base.text_encoders) for p in m.parameters())
+    assert base.encoders_loader is None and offline == []
+
+
 def test_progress_reports_the_slow_steps(sd1):
     """progress(message) hears about reading and converting each component."""
     messages = []

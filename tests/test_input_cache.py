@@ -14,8 +14,10 @@ import pytest
 import tiny_models
 import torch
 from test_train import _settings
+from tiny_single_files import save_single_file
 
 from headshot.train import caching
+from headshot.train.base_model import BaseModel
 from headshot.train.base_model_loading import load_base_model
 from headshot.train.dataset import load_training_set
 from headshot.train.engine import LoraTrainer
@@ -74,6 +76,54 @@ def test_a_second_run_reads_latents_and_text_embeddings_from_the_cache(sd1_folde
         assert all(torch.equal(x, y) for x, y in zip(a, b))
     for a, b in zip(first.text_cache, second.text_cache):
         assert all(torch.equal(x.hidden, y.hidden) for x, y in zip(a, b))
+
+
+def _encoder_loads(monkeypatch) -> list:
+    loads: list = []
+    real = BaseModel.ensure_encoders
+
+    def counting(base):
+        loads.append(base.encoders_loader is not None)
+        real(base)
+
+    monkeypatch.setattr(BaseModel, "ensure_encoders", counting)
+    return loads
+
+
+@pytest.mark.parametrize("source", ["diffusers folder", "single file"])
+def test_a_run_with_its_inputs_cached_never_reads_the_vae_or_text_encoders(
+    sd1_folder, photos, tmp_path, monkeypatch, source
+):
+    model = (
+        sd1_folder
+        if source == "diffusers folder"
+        else str(save_single_file(sd1_folder, tmp_path / "m.safetensors", "sd1"))
+    )
+    loads = _encoder_loads(monkeypatch)
+    cache = str(tmp_path / "cache")
+    first, first_messages = _run(_settings(photos, model, tmp_path / "a", steps=1, checkpoint_every=1, cache_dir=cache))
+    assert loads == [True] and "loading the VAE and text encoders" in first_messages
+    loads.clear()
+    second, messages = _run(_settings(photos, model, tmp_path / "b", steps=1, checkpoint_every=1, cache_dir=cache))
+    assert True not in loads and "loading the VAE and text encoders" not in messages
+    assert second._base.vae is None and second._base.text_encoders == []
+    assert (second.job.path / f"{second.settings.output_name}.safetensors").is_file()
+    for a, b in zip(first.latents, second.latents):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_validation_images_bring_the_encoders_with_every_input_cached(sd1_folder, photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(caching, "cpu_has_bf16_matrix_units", lambda: False)  # one precision: the runs share inputs
+    cache = str(tmp_path / "cache")
+    _run(_settings(photos, sd1_folder, tmp_path / "a", steps=1, checkpoint_every=1, cache_dir=cache))
+    loads = _encoder_loads(monkeypatch)
+    trainer, messages = _run(
+        _settings(photos, sd1_folder, tmp_path / "b", steps=1, checkpoint_every=1, cache_dir=cache, validation_images=1)
+    )
+    assert any(m.startswith("latents of 3 images read from") for m in messages)
+    assert loads[0] is True  # before anything else: the validation pictures need the VAE and the text encoders
+    validation = json.loads((trainer.job.path / "validation.json").read_text())
+    assert [len(record["images"]) for record in validation["checkpoints"]] == [1]
 
 
 def test_the_default_cache_lives_in_the_job_folder_so_a_resume_reuses_it(sd1_folder, photos, tmp_path, monkeypatch):
@@ -180,6 +230,7 @@ def test_no_half_vae_encodes_in_fp32_and_leaves_the_vae_as_it_was(sd1_folder, ph
     settings = _settings(photos, sd1_folder, tmp_path / "a", steps=1, mixed_precision="bf16", no_half_vae=True)
     trainer = LoraTrainer(settings, create_job(settings))
     base = trainer._load()
+    base.ensure_encoders()  # _load defers them to the first input not in the cache
     assert next(base.vae.parameters()).dtype == torch.bfloat16  # frozen weights in the autocast dtype
     seen = []
     base.vae.encoder.register_forward_pre_hook(lambda module, args: seen.append(next(module.parameters()).dtype))
@@ -253,10 +304,19 @@ def test_on_amx_a_run_encodes_with_bf16_weights_and_caches_apart_from_fp32(photo
 
     def watched_load(*args, **kwargs):
         base = real_load(*args, **kwargs)
-        for name, module in (("vae", base.vae.encoder), ("text", base.text_encoders[0])):
-            module.register_forward_pre_hook(
-                lambda m, a, name=name: seen[name].add((next(m.parameters()).dtype, torch.is_autocast_enabled("cpu")))
-            )
+        load_encoders = base.encoders_loader  # deferred until an input is not in the cache
+
+        def watched_encoders():
+            vae, text_encoders, tokenizers = load_encoders()
+            for name, module in (("vae", vae.encoder), ("text", text_encoders[0])):
+                module.register_forward_pre_hook(
+                    lambda m, a, name=name: seen[name].add(
+                        (next(m.parameters()).dtype, torch.is_autocast_enabled("cpu"))
+                    )
+                )
+            return vae, text_encoders, tokenizers
+
+        base.encoders_loader = watched_encoders
         return base
 
     monkeypatch.setattr("headshot.train.base_model_loading.load_base_model", watched_load)

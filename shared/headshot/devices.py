@@ -81,6 +81,15 @@ def return_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+def free_device_memory(device: torch.device) -> None:
+    """Collect what was just dropped and, on a GPU, hand its cached blocks back to the driver."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 #: where glibc's own thresholds settle in a PyTorch process (its dynamic mmap threshold grows to 32 MB

@@ -34,6 +34,24 @@ class BaseModel:
     noise_scheduler: Any  # DDPMScheduler with the training schedule and prediction_type
     source: str  # what was loaded: a path or a hub id
     unet_loader: Any = None  # with defer_unet: builds the UNet on first ensure_unet()
+    # with defer_encoders: vae is None and text_encoders and tokenizers are empty until ensure_encoders()
+    encoders_loader: Any = None  # () -> (vae, text_encoders, tokenizers)
+    vae_config: Any = None  # the VAE's config, known before its weights are read
+
+    def ensure_encoders(self) -> None:
+        """The VAE, the text encoders and their tokenizers, loading them now if they were deferred (a run whose
+        latents and text embeddings are all in its input cache never needs them)."""
+        if self.encoders_loader is not None:
+            self.vae, self.text_encoders, self.tokenizers = self.encoders_loader()
+            self.encoders_loader = None
+            for module in (self.vae, *self.text_encoders):
+                module.requires_grad_(False)
+                module.eval()
+
+    def vae_downscale(self) -> int:
+        """How many pixels a side one latent stands for (8 for every SD VAE), loaded or deferred."""
+        config = self.vae.config if self.vae is not None else self.vae_config
+        return 2 ** (len(config["block_out_channels"]) - 1)
 
     def ensure_unet(self):
         """The UNet, loading it now if it was deferred (so latents and text can be cached first

@@ -36,6 +36,7 @@ def load_base_model(
     progress: Progress | None = None,
     prediction_type: str | None = None,
     defer_unet: bool = False,
+    defer_encoders: bool = False,
     vae_dtype=None,
     text_encoder_dtype=None,
 ) -> BaseModel:
@@ -44,8 +45,10 @@ def load_base_model(
     `tokenizer_dirs`: folders holding a CLIP tokenizer (vocab.json + merges.txt), searched before the
     Hugging Face cache and open_clip's bundled vocabulary. `prediction_type` overrides the detected one.
     `progress(message)` is told about the slow steps. With `defer_unet` the UNet is loaded on the
-    first `BaseModel.ensure_unet()` (where its prediction type is already known). Floating weights come in
-    `dtype`, the VAE's in `vae_dtype` and the text encoders' in `text_encoder_dtype` where those are given.
+    first `BaseModel.ensure_unet()` (where its prediction type is already known), with `defer_encoders` the VAE,
+    text encoders and tokenizers on the first `BaseModel.ensure_encoders()` (a hub id loads them at once).
+    Floating weights come in `dtype`, the VAE's in `vae_dtype` and the text encoders' in `text_encoder_dtype`
+    where those are given.
     """
     say = progress or (lambda message: None)
     if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
@@ -75,6 +78,7 @@ def load_base_model(
                 device=device,
                 say=say,
                 defer_unet=defer_unet,
+                defer_encoders=defer_encoders,
             )
         else:
             base = load_single_file(
@@ -85,6 +89,7 @@ def load_base_model(
                 say=say,
                 prediction_type=prediction_type,
                 defer_unet=defer_unet,
+                defer_encoders=defer_encoders,
             )
     elif not isinstance(path_or_id, Path) and looks_like_hub_id(text):
         base = load_from_hub(text, tokenizer_dirs=tokenizer_dirs, **dtypes, device=device, say=say)

@@ -79,6 +79,7 @@ def load_diffusers(
     say: Progress,
     index: dict | None = None,
     defer_unet: bool = False,
+    defer_encoders: bool = False,
     vae_dtype=None,
     text_encoder_dtype=None,
 ) -> BaseModel:
@@ -148,11 +149,6 @@ def load_diffusers(
             f"{src}: scheduler prediction_type {prediction!r} is not epsilon or v_prediction.", "unsupported_base_model"
         )
 
-    if root is not None:
-        tokenizers = family_tokenizers(family, tokenizer_dirs, model_folder=root)
-    else:
-        tokenizers = hub_tokenizers(src, family, tokenizer_dirs, local_only)
-
     def variant(sub: str):
         return _weights_variant(root / sub) if root is not None else None
 
@@ -162,32 +158,40 @@ def load_diffusers(
             src, subfolder="unet", torch_dtype=dtype, local_files_only=local_only, variant=variant("unet")
         ).to(device)
 
-    unet = None if defer_unet else load_unet()
-    say("loading the VAE")
-    vae = AutoencoderKL.from_pretrained(
-        src, subfolder="vae", torch_dtype=vae_dtype or dtype, local_files_only=local_only, variant=variant("vae")
-    )
-    say("loading the text encoder" + ("s" if len(family.text_encoders) > 1 else ""))
-    classes = ("CLIPTextModel", "CLIPTextModelWithProjection")
-    text_encoders = []
-    for name in (encoder.subfolder for encoder in family.text_encoders):
-        class_name = index[name][1]
-        if class_name not in classes:
-            raise HeadshotError(
-                f"{src}: {name} is a {class_name}; SD text encoders are CLIPTextModel or CLIPTextModelWithProjection.",
-                "unsupported_base_model",
-            )
-        text_encoders.append(
-            getattr(transformers, class_name).from_pretrained(
+    def load_encoders():
+        if root is not None:
+            tokenizers = family_tokenizers(family, tokenizer_dirs, model_folder=root)
+        else:
+            tokenizers = hub_tokenizers(src, family, tokenizer_dirs, local_only)
+        say("loading the VAE")
+        vae = AutoencoderKL.from_pretrained(
+            src, subfolder="vae", torch_dtype=vae_dtype or dtype, local_files_only=local_only, variant=variant("vae")
+        )
+        say("loading the text encoder" + ("s" if len(family.text_encoders) > 1 else ""))
+        text_encoders = [
+            getattr(transformers, index[name][1]).from_pretrained(
                 src,
                 subfolder=name,
                 **_dtype_keyword(transformers, text_encoder_dtype or dtype),
                 local_files_only=local_only,
                 variant=variant(name),
             )
-        )
-    for module in (vae, *text_encoders):
-        module.to(device)
+            for name in (encoder.subfolder for encoder in family.text_encoders)
+        ]
+        for module in (vae, *text_encoders):
+            module.to(device)
+        return vae, text_encoders, tokenizers
+
+    classes = ("CLIPTextModel", "CLIPTextModelWithProjection")
+    for name in (encoder.subfolder for encoder in family.text_encoders):
+        if index[name][1] not in classes:
+            raise HeadshotError(
+                f"{src}: {name} is a {index[name][1]}; SD text encoders are CLIPTextModel or "
+                "CLIPTextModelWithProjection.",
+                "unsupported_base_model",
+            )
+    vae, text_encoders, tokenizers = (None, [], []) if defer_encoders else load_encoders()
+    unet = None if defer_unet else load_unet()
     return BaseModel(
         family=family.name,
         prediction_type=prediction,
@@ -198,6 +202,8 @@ def load_diffusers(
         noise_scheduler=training_noise_scheduler(prediction),
         source=src,
         unet_loader=load_unet if unet is None else None,
+        encoders_loader=load_encoders if defer_encoders else None,
+        vae_config=config_of("vae", AutoencoderKL) if defer_encoders else None,
     )
 
 

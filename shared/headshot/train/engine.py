@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..devices import autocast_dtype, pick_device, return_freed_memory, reusing_freed_memory
+from ..devices import autocast_dtype, free_device_memory, pick_device, return_freed_memory, reusing_freed_memory
 from ..errors import HeadshotError
 from ..families import get_family
 from ..outputs import OutputManifest
@@ -69,6 +69,7 @@ class LoraTrainer:
         # a missing optional optimizer package stops the run here, before minutes of loading
         optimizer_class(self.settings.optimizer or "adamw")
         self._base = base
+        self._encoder_dtypes: tuple[torch.dtype, torch.dtype] | None = None  # set where _load defers the encoders
         self.progress = progress or (lambda done, total, message: None)
         # latents, text embeddings and face embeddings, kept between runs on the same photos
         self.input_cache = InputCache(self.settings.cache_dir or Path(self.settings.out_dir) / "input-cache")
@@ -81,9 +82,10 @@ class LoraTrainer:
         s = self.settings
         if self._base is None:
             weights_dtype = self.autocast or torch.float32  # frozen weights in half precision on a GPU
-            vae_dtype, text_dtype = frozen_encoder_dtypes(s, self.device, weights_dtype)
+            self._encoder_dtypes = vae_dtype, text_dtype = frozen_encoder_dtypes(s, self.device, weights_dtype)
             self.job.emit("status", message=f"loading base model {s.base_model}")
-            # the UNet comes after caching: the VAE and text encoders are gone by then (lower peak memory)
+            # the UNet comes after caching: the VAE and text encoders are gone by then (lower peak memory); those
+            # come only when something is not in the input cache (a resumed or swept run may never read them)
             self._base = load_base_model(
                 s.base_model,
                 tokenizer_dirs=[Path(d) for d in s.tokenizer_dirs],
@@ -92,6 +94,7 @@ class LoraTrainer:
                 text_encoder_dtype=text_dtype,
                 device=self.device,
                 defer_unet=True,
+                defer_encoders=True,
             )
         base = self._base
         for module in [base.unet, base.vae, *base.text_encoders]:
@@ -101,9 +104,7 @@ class LoraTrainer:
 
     def _check_resolution(self, base) -> None:
         # the VAE halves the size per level after the first, the UNet again per level after the first
-        factor = 2 ** (len(base.vae.config.block_out_channels) - 1) * 2 ** (
-            len(base.unet.config.block_out_channels) - 1
-        )
+        factor = base.vae_downscale() * 2 ** (len(base.unet.config.block_out_channels) - 1)
         if self.settings.resolution % factor:
             raise HeadshotError(
                 f"resolution {self.settings.resolution} must be a multiple of {factor} for this model "
@@ -115,19 +116,20 @@ class LoraTrainer:
         s = self.settings
         images = self.training_set.images
         fp32 = s.mixed_precision == "no"  # as kohya: no mixed precision, fp32 caches too
+        if s.validation_images or s.class_images_dir or s.class_image_count or s.text_encoder_lr is not None:
+            self._load_encoders(base)  # they draw pictures or train: needed whatever the cache holds
+        vae_weights, text_weights = self._encoder_weights_dtypes(base)
         vae_dtype, encode_autocast = encoding_precision(
-            self.device,
-            next(base.vae.parameters()).dtype,
-            get_family(base.family).vae_force_upcast,
-            fp32 or s.no_half_vae,
+            self.device, vae_weights, get_family(base.family).vae_force_upcast, fp32 or s.no_half_vae
         )
         cache = self.input_cache
         model_identity, photos = base_model_identity(s.base_model), self.photos_digest
         precision = [str(vae_dtype)] + ([f"autocast {encode_autocast}"] if encode_autocast else [])
         latents_key = cache.key("latents", model_identity, photos, s.resolution, s.flip, s.seed, *precision)
-        self.latents = _cached(cache, latents_key, latents_from_tensors, len(images))
+        self.latents = cache.load_unpacked(latents_key, latents_from_tensors, len(images))
         if self.latents is None:
             how = " in bf16 (--no-half-vae for fp32)" if torch.bfloat16 in (vae_dtype, encode_autocast) else ""
+            self._load_encoders(base)
             self.job.emit("status", message=f"caching latents of {len(images)} images{how}")
             base.vae.to(self.device)
             self.latents = encode_latents(
@@ -147,15 +149,15 @@ class LoraTrainer:
             self.prior_text = encode_prompt(base, prior[0].caption, self.device)
         self.text_cache = None
         if s.text_encoder_lr is None:
-            text_dtype = next(base.text_encoders[0].parameters()).dtype
-            _, text_autocast = encoding_precision(self.device, text_dtype, False, fp32)
-            text_precision = [str(text_dtype)] + ([f"autocast {text_autocast}"] if text_autocast else [])
+            _, text_autocast = encoding_precision(self.device, text_weights, False, fp32)
+            text_precision = [str(text_weights)] + ([f"autocast {text_autocast}"] if text_autocast else [])
             text_key = cache.key(
                 "text", model_identity, photos, s.caption_variants, s.shuffle_captions, s.seed, *text_precision
             )
-            self.text_cache = _cached(cache, text_key, text_from_tensors, len(images))
+            self.text_cache = cache.load_unpacked(text_key, text_from_tensors, len(images))
             if self.text_cache is None:
-                how = " in bf16" if torch.bfloat16 in (text_dtype, text_autocast) else ""
+                how = " in bf16" if torch.bfloat16 in (text_weights, text_autocast) else ""
+                self._load_encoders(base)
                 self.job.emit("status", message=f"caching text embeddings (text encoder frozen){how}")
                 self.text_cache = cache_text_embeddings(
                     base, images, s.caption_variants, s.shuffle_captions, s.seed, self.device, text_autocast
@@ -163,14 +165,26 @@ class LoraTrainer:
                 cache.save(text_key, *text_to_tensors(self.text_cache))
             else:
                 self.job.emit("status", message=f"text embeddings read from {cache.folder}")
-        if not s.validation_images:
+        if not s.validation_images and base.vae is not None:
             # nothing renders images in this run: the VAE (and a frozen text encoder) can go
             base.vae.to("meta")
             if self.text_cache is not None:
                 for encoder in base.text_encoders:
                     encoder.to("meta")
-            _free_device_memory(self.device)
+            free_device_memory(self.device)
         return_freed_memory()  # the encoders' freed activations, before the UNet loads
+
+    def _encoder_weights_dtypes(self, base) -> tuple[torch.dtype, torch.dtype]:
+        """The VAE's and the text encoders' weights' dtypes: as loaded, or as they will load (deferred)."""
+        if base.encoders_loader is not None and self._encoder_dtypes is not None:
+            return self._encoder_dtypes
+        self._load_encoders(base)
+        return next(base.vae.parameters()).dtype, next(base.text_encoders[0].parameters()).dtype
+
+    def _load_encoders(self, base) -> None:
+        if base.encoders_loader is not None:  # deferred by _load, needed now
+            self.job.emit("status", message="loading the VAE and text encoders")
+            base.ensure_encoders()
 
     def _inject(self, base):
         s = self.settings
@@ -380,17 +394,3 @@ class LoraTrainer:
         write_a1111_sidecar(out, activation_text=trigger, preferred_weight=0.8, sd_version=sd_version)
         identity = judge.save_reference(out.with_suffix(".identity.json"))
         return {"lora": str(out), "chosen_step": chosen["step"], "choice": chosen, "identity": identity}
-
-
-def _cached(cache: InputCache, key: str, unpack, images: int):
-    """What `cache` holds under `key`, unpacked for `images` images, or None (then it is computed)."""
-    stored = cache.load(key)
-    return None if stored is None else unpack(*stored, images)
-
-
-def _free_device_memory(device: torch.device) -> None:
-    import gc
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()

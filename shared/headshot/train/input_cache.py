@@ -81,6 +81,11 @@ class InputCache:
             return None
         return tensors, layout
 
+    def load_unpacked(self, key: str, unpack, images: int):
+        """What is stored under `key`, unpacked for `images` images, or None (then it is computed)."""
+        stored = self.load(key)
+        return None if stored is None else unpack(*stored, images)
+
     def save(self, key: str, tensors: dict[str, torch.Tensor], layout: dict) -> None:
         path = self._path(key)
         if path is None:

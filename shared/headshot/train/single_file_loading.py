@@ -268,6 +268,7 @@ def load_single_file(
     say: Progress,
     prediction_type: str | None,
     defer_unet: bool = False,
+    defer_encoders: bool = False,
     vae_dtype=None,
     text_encoder_dtype=None,
 ) -> BaseModel:
@@ -276,20 +277,24 @@ def load_single_file(
     keys = set(sd.keys())
     source = str(path)
     family, prediction = detect_checkpoint(sd, metadata=metadata, source=source)
-    tokenizers = family_tokenizers(family, tokenizer_dirs)
-    say(f"converting the {family.name} text encoder{'s' if len(family.text_encoders) > 1 else ''}")
-    text_encoders = _build_text_encoders(
-        sd, keys, family, dtype=text_encoder_dtype or dtype, device=device, source=source
-    )
+
+    def load_encoders():
+        tokenizers = family_tokenizers(family, tokenizer_dirs)
+        say(f"converting the {family.name} text encoder{'s' if len(family.text_encoders) > 1 else ''}")
+        text_encoders = _build_text_encoders(
+            sd, keys, family, dtype=text_encoder_dtype or dtype, device=device, source=source
+        )
+        say("converting the VAE")
+        vae = _build_vae(sd, keys, family, dtype=vae_dtype or dtype, device=device, source=source)
+        return vae, text_encoders, tokenizers
 
     def load_unet():
         say(f"converting the {family.name} UNet")
         return build_unet(sd, keys, family, dtype=dtype, device=device, source=source)
 
+    vae, text_encoders, tokenizers = (None, [], []) if defer_encoders else load_encoders()
     prediction = prediction or prediction_type
     unet = None if defer_unet and prediction is not None else load_unet()
-    say("converting the VAE")
-    vae = _build_vae(sd, keys, family, dtype=vae_dtype or dtype, device=device, source=source)
     if prediction is None:
         if prediction_type is not None:
             prediction = prediction_type
@@ -306,4 +311,6 @@ def load_single_file(
         noise_scheduler=training_noise_scheduler(prediction),
         source=source,
         unet_loader=None if unet is not None else load_unet,
+        encoders_loader=load_encoders if defer_encoders else None,
+        vae_config=infer_vae_config(sd, keys, family),
     )
