@@ -9,7 +9,8 @@ else. Each side is a whole process (its own peak memory), sides alternate, and t
 figures are medians over the pairs:
 
 - start-up: process start to the first training step (bare: building the UNet and its LoRA; the engine:
-  loading the file, caching latents and text embeddings, injecting the LoRA; its photos are written before
+  reading the file (the VAE and text encoders only when an input is not cached), caching latents and text
+  embeddings, injecting the LoRA; its photos are written before
   either side starts, as a user's are on disk before training). The engine's start-up is
   shown twice: with an empty input cache (the first run) and with the cache its first run left (a resumed,
   repeated or swept run);
@@ -159,6 +160,7 @@ def engine(
             "modules": len(trainer.unet_targets),
             "startup_s": loop_start - started,
             "seconds_per_step": statistics.median(per_step[warmup:]),
+            "reading_s": stage_seconds(events, "loading the VAE and text encoders"),
             "encoding_s": stage_seconds(events, "caching latents"),
             "text_s": stage_seconds(events, "caching text embeddings"),
         }
@@ -196,7 +198,10 @@ def run_side(which: str, args, checkpoint: Path, cache_dir: Path, dataset: Path)
     if line is None:
         sys.exit(f"{which} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
     result = json.loads(line[7:])
-    encoding = f" ({result['encoding_s']:.1f} s VAE, {result['text_s']:.1f} s text)" if result.get("encoding_s") else ""
+    encoding = ""
+    if result.get("encoding_s"):
+        stages = (("reading", "reading_s"), ("VAE", "encoding_s"), ("text", "text_s"))
+        encoding = " (" + ", ".join(f"{result[key]:.1f} s {name}" for name, key in stages) + ")"
     print(
         f"  {which:13s} start-up {result['startup_s']:6.1f} s{encoding}, {result['seconds_per_step']:.2f} s/step, "
         f"peak {result['peak_rss_gb']:.2f} GB, {result['modules']} LoRA modules",
@@ -253,6 +258,10 @@ def main() -> None:
     print(
         f"| start-up | {median(bare, 'startup_s'):.1f} s | {median(cold, 'startup_s'):.1f} s | "
         f"{median(cached, 'startup_s'):.1f} s | <= bare + 5 s |"
+    )
+    print(
+        f"| of which reading the VAE and text encoders | | {median(cold, 'reading_s'):.1f} s | "
+        f"{median(cached, 'reading_s'):.1f} s | |"
     )
     print(
         f"| of which VAE encoding ({PHOTOS} photos, flipped too) | | {median(cold, 'encoding_s'):.1f} s | "
