@@ -10,10 +10,9 @@ figures are medians over the pairs:
 
 - start-up: process start to the first training step (bare: building the UNet and its LoRA; the engine:
   reading the file (the VAE and text encoders only when an input is not cached), caching latents and text
-  embeddings, injecting the LoRA; its photos are written before
-  either side starts, as a user's are on disk before training). The engine's start-up is
-  shown twice: with an empty input cache (the first run) and with the cache its first run left (a resumed,
-  repeated or swept run);
+  embeddings, injecting the LoRA; its photos are written before either side starts, as a user's are on disk
+  before training). The engine's start-up is shown twice: with an empty input cache (the first run) and with
+  the cache its first run left (a resumed, repeated or swept run);
 - per step: seconds per optimizer step after the warm-up steps;
 - peak memory: the process's maximum resident set size.
 
