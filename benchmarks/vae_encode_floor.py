@@ -7,9 +7,13 @@ the whole encode (the layout the engine uses: channels-last, one picture per cal
 matrix-multiply rate. Convolutions running at that rate are at the floor of fp32: only less work (fewer
 pictures) or lower precision encodes faster; it also times the encode under bf16 autocast, which the engine
 uses where the CPU multiplies bf16 matrices in hardware (AMX), with and without the freed activations' pages
-reused (`devices.reusing_freed_memory`, as the engine encodes). The SD1.5 and SDXL VAEs share this encoder.
+reused (`devices.reusing_freed_memory`, as the engine encodes), and in fp32 with the large convolutions through
+NNPACK's Winograd kernels (`headshot.winograd`, which the engine uses on AVX2 CPUs: fewer multiplications than
+any direct convolution needs, so faster than the fp32 floor above). The SD1.5 and SDXL VAEs share this encoder.
 
-    .venv/bin/python benchmarks/vae_encode_floor.py [--resolution 256] [--pictures 8] [--repeats 3]
+    .venv/bin/python benchmarks/vae_encode_floor.py [--resolution 256] [--pictures 8] [--repeats 3] [--skip-bf16]
+
+(--skip-bf16 where the CPU has no AMX: bf16 is emulated there, about 9x slower than fp32 on an AVX2 EPYC.)
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--pictures", type=int, default=8, help="pictures a run encodes (4 photos with flip: 8)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-bf16", action="store_true", help="do not time the encode under bf16 autocast")
     args = parser.parse_args()
 
     import torch
@@ -42,6 +47,7 @@ def main() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from headshot.devices import cpu_has_bf16_matrix_units, reusing_freed_memory
+    from headshot.winograd import nnpack_works, winograd_convolutions, winograd_pays_off
 
     torch.manual_seed(0)
     vae = AutoencoderKL(  # the SD VAE: diffusers' config of the released weights
@@ -72,16 +78,22 @@ def main() -> None:
             started = time.perf_counter()
             vae.encode(picture)
             plain.append(time.perf_counter() - started)
+        winograd = []
+        if nnpack_works():
+            with winograd_convolutions(vae.encoder, enabled=True):
+                vae.encode(picture)
+                for _ in range(args.repeats):
+                    started = time.perf_counter()
+                    vae.encode(picture)
+                    winograd.append(time.perf_counter() - started)
         half, reused = [], []
         with torch.autocast("cpu", dtype=torch.bfloat16):  # what the engine runs where the CPU has AMX
-            vae.encode(picture)
-            for _ in range(args.repeats):
+            for _ in range(0 if args.skip_bf16 else args.repeats + 1):  # the first a warm-up
                 started = time.perf_counter()
                 vae.encode(picture)
                 half.append(time.perf_counter() - started)
             with reusing_freed_memory("cpu"):  # as the engine encodes: freed activations' pages reused
-                vae.encode(picture)
-                for _ in range(args.repeats):
+                for _ in range(0 if args.skip_bf16 else args.repeats + 1):
                     started = time.perf_counter()
                     vae.encode(picture)
                     reused.append(time.perf_counter() - started)
@@ -96,11 +108,19 @@ def main() -> None:
         f"{args.pictures} pictures: {args.pictures * encode_time:.1f} s now; at the matrix-multiply rate with "
         f"nothing but convolutions {args.pictures * conv / rate / 1e9:.1f} s"
     )
+    if winograd:
+        used = "the engine uses it here" if winograd_pays_off() else "the engine does not use it on this CPU"
+        print(
+            f"with Winograd convolutions (NNPACK): {statistics.median(winograd):.2f} s a picture, {args.pictures} "
+            f"pictures {args.pictures * statistics.median(winograd):.1f} s ({used})"
+        )
+    if args.skip_bf16:
+        return
+    half_s, reused_s = statistics.median(half[1:]), statistics.median(reused[1:])
     amx = "has AMX: the engine uses it" if cpu_has_bf16_matrix_units() else "has no AMX: the engine stays in fp32"
     print(
-        f"under bf16 autocast: {statistics.median(half):.2f} s a picture, {args.pictures} pictures "
-        f"{args.pictures * statistics.median(half):.1f} s (this CPU {amx}); with freed pages reused "
-        f"{statistics.median(reused):.2f} s, {args.pictures * statistics.median(reused):.1f} s"
+        f"under bf16 autocast: {half_s:.2f} s a picture, {args.pictures} pictures {args.pictures * half_s:.1f} s "
+        f"(this CPU {amx}); with freed pages reused {reused_s:.2f} s, {args.pictures * reused_s:.1f} s"
     )
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from ..devices import cpu_has_bf16_matrix_units
 from ..families import get_family
+from ..winograd import winograd_convolutions
 from .dataset import TrainingImage, caption_variants
 from .lean_resnets import lean_resnets
 
@@ -118,7 +119,8 @@ def encode_latents(
     The mirror is encoded, not flipped in latent space: the VAE is not mirror-symmetric. On a GPU pictures
     go through the VAE in batches (one call per batch is much faster than one per picture), on the CPU one
     at a time (`CPU_PICTURES_PER_CALL`); the noise is drawn per image in order, so the result does not
-    depend on the batch size. `autocast` (see `encoding_precision`) runs the VAE's layers in that dtype.
+    depend on the batch size. `autocast` (see `encoding_precision`) runs the VAE's layers in that dtype; in
+    fp32 on an AVX2 CPU its large convolutions go through Winograd's algorithm (`headshot.winograd`).
     """
     generator = torch.Generator().manual_seed(seed)
     scale = vae.config.scaling_factor
@@ -130,7 +132,8 @@ def encode_latents(
     layout = torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
     vae.to(memory_format=layout)
     cache = []
-    with _vae_in(vae, dtype), lean_resnets(getattr(vae, "encoder", vae)):
+    encoder = getattr(vae, "encoder", vae)
+    with _vae_in(vae, dtype), lean_resnets(encoder), winograd_convolutions(encoder):
         for start in range(0, len(images), batch_images):
             items = images[start : start + batch_images]
             if progress:
