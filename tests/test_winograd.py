@@ -5,6 +5,8 @@ arithmetic and the fallbacks, not the speed (benchmarks/vae_encode_floor.py meas
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from PIL import Image
@@ -32,13 +34,23 @@ def vae():
     return vae.eval().requires_grad_(False).to(memory_format=torch.channels_last)  # the engine's layout
 
 
+class _Calls(list):
+    """The input shapes NNPACK was called with, and (`threads`) on which thread each call ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.threads: list[threading.Thread] = []
+
+
 @pytest.fixture
 def nnpack_calls(monkeypatch):
-    calls = []
+    calls = _Calls()
+    threads = calls.threads
     real = torch._nnpack_spatial_convolution
 
     def counted(x, *args, **kwargs):
         calls.append(tuple(x.shape))
+        threads.append(threading.current_thread())
         return real(x, *args, **kwargs)
 
     monkeypatch.setattr(torch, "_nnpack_spatial_convolution", counted)
@@ -68,6 +80,17 @@ def test_large_convolutions_give_the_same_latents_to_within_rounding(vae, nnpack
     assert nnpack_calls == [(1, 64, 64, 64)] * 2
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
     assert all("forward" not in vars(conv) for conv in _qualifying(vae))  # restored on the way out
+
+
+def test_nnpack_runs_on_a_thread_that_ends_with_the_encode(vae, nnpack_calls):
+    """NNPACK keeps its workspace per thread until the thread ends: never the caller's (training's)."""
+    with torch.no_grad(), winograd.winograd_convolutions(vae.encoder, enabled=True):
+        vae.encode(_pixels(64))
+        vae.encode(_pixels(64))
+        workers = set(nnpack_calls.threads)
+        assert len(workers) == 1 and threading.current_thread() not in workers
+        assert all(worker.is_alive() for worker in workers)
+    assert not any(worker.is_alive() for worker in workers)
 
 
 def test_gradients_small_pictures_and_bf16_use_the_convolutions_own_forward(vae, nnpack_calls):
