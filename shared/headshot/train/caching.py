@@ -129,11 +129,12 @@ def encode_latents(
     per_call = _pictures_per_call(device, resolution)
     batch_images = max(1, per_call // per_image)
     # oneDNN's convolutions are about 15 % faster on channels-last tensors on the CPU (same values to 1e-5)
-    layout = torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
+    on_cpu = torch.device(device).type == "cpu"
+    layout = torch.channels_last if on_cpu else torch.contiguous_format
     vae.to(memory_format=layout)
     cache = []
     encoder = getattr(vae, "encoder", vae)
-    with _vae_in(vae, dtype), lean_resnets(encoder), winograd_convolutions(encoder):
+    with _vae_in(vae, dtype), lean_resnets(encoder), winograd_convolutions(encoder, None if on_cpu else False):
         for start in range(0, len(images), batch_images):
             items = images[start : start + batch_images]
             if progress:
