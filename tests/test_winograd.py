@@ -131,6 +131,7 @@ def test_an_nnpack_that_disagrees_with_conv2d_is_never_used(monkeypatch):
 
 
 def test_the_default_is_avx2_cpus_unless_headshot_winograd_is_0(monkeypatch):
+    monkeypatch.delenv("HEADSHOT_WINOGRAD", raising=False)  # a user's own setting would decide otherwise
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     assert winograd.winograd_pays_off()
     monkeypatch.setenv("HEADSHOT_WINOGRAD", "0")
@@ -146,7 +147,7 @@ def test_caching_latents_on_an_avx2_cpu_goes_through_nnpack(vae, nnpack_calls, t
     images = [TrainingImage(tmp_path / "a.png", "ohwx woman", 1, "1_ohwx woman")]
     args = (vae, images, 64, True, torch.device("cpu"), torch.float32, 7)
     monkeypatch.setenv("HEADSHOT_WINOGRAD", "0")
-    plain = caching.encode_latents(*args)
+    plain = caching.encode_latents(*args)  # with Winograd off: oneDNN's latents
     assert nnpack_calls == []
     monkeypatch.delenv("HEADSHOT_WINOGRAD")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
