@@ -24,6 +24,12 @@ Run it with nothing else running on the machine:
 
 SDXL at 512 px: --family sdxl --resolution 512 --steps 2 --warmup 1 (about 20 s a step on a 2-core CPU; the
 random SDXL file is 6.9 GB and both sides need about 14 GB of memory).
+
+On a GPU (--device cuda) both sides train in the precision the engine picks there (--mixed-precision auto:
+bf16 autocast where the card has it, else fp16 with a loss scaler; the frozen UNet in that dtype, the LoRA in
+fp32), with or without gradient checkpointing (--no-checkpointing) and at --batch N, and each side also reports
+the GPU memory a card needs: the allocator's peak plus the CUDA context, to set against
+benchmarks/gpu_budget.py. benchmarks/gpu_checks.sh runs the README's card settings.
 """
 
 from __future__ import annotations
@@ -57,52 +63,76 @@ def published_unet_config(family: str) -> dict:
     return dict(PUBLISHED[family]["unet"])
 
 
-def bare_loop(steps: int, warmup: int, resolution: int, started: float, family: str = "sd1") -> dict:
-    """The floor: forward, loss, backward, AdamW on the same LoRA targets; nothing else."""
+def bare_loop(args, started: float) -> dict:
+    """The floor: forward, loss, backward, AdamW on the same LoRA targets; nothing else. On a GPU in the precision
+    the engine picks there (frozen UNet in bf16/fp16, LoRA in fp32, autocast; a loss scaler for fp16)."""
     import torch
     import torch.nn.functional as F
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from peft import LoraConfig, inject_adapter_in_model
 
+    from headshot.devices import autocast_dtype
     from headshot.train.lora_targets import kohya_unet_targets
 
+    device, resolution, batch = torch.device(args.device), args.resolution, args.batch
+    autocast = autocast_dtype(device, args.mixed_precision)
     torch.manual_seed(0)
-    if family == "sdxl":
-        unet = UNet2DConditionModel(**published_unet_config("sdxl"), sample_size=128)
-    else:
-        unet = UNet2DConditionModel(cross_attention_dim=768, sample_size=64)  # diffusers' defaults: SD1.5's blocks
+    with device:  # built where it trains: random initialisation of 2.6 G parameters is slow on a CPU
+        if args.family == "sdxl":
+            unet = UNet2DConditionModel(**published_unet_config("sdxl"), sample_size=128)
+        else:
+            unet = UNet2DConditionModel(cross_attention_dim=768, sample_size=64)  # diffusers' defaults: SD1.5's
     unet.requires_grad_(False)
+    if autocast is not None:
+        unet.to(autocast)
     targets = kohya_unet_targets(unet)
     config = LoraConfig(r=RANK, lora_alpha=ALPHA, init_lora_weights="gaussian", target_modules=targets)
     inject_adapter_in_model(config, unet)
     params = [p for n, p in unet.named_parameters() if "lora_" in n]
     for p in params:
+        p.data = p.data.float()
         p.requires_grad_(True)
-    unet.enable_gradient_checkpointing()
+    if args.checkpointing:
+        unet.enable_gradient_checkpointing()
     unet.train()
     optimizer = torch.optim.AdamW(params, lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type) if autocast == torch.float16 else None
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    latents = torch.randn(1, 4, resolution // 8, resolution // 8)
-    cond = torch.randn(1, 77, unet.config.cross_attention_dim)
+    weights = autocast or torch.float32
+    latents = torch.randn(batch, 4, resolution // 8, resolution // 8, device=device, dtype=weights)
+    cond = torch.randn(batch, 77, unet.config.cross_attention_dim, device=device, dtype=weights)
     added = None
-    if family == "sdxl":  # the pooled bigG embedding and (original size, crop, target size)
+    if args.family == "sdxl":  # the pooled bigG embedding and (original size, crop, target size)
+        size = [resolution, resolution, 0, 0, resolution, resolution]
         added = {
-            "text_embeds": torch.randn(1, 1280),
-            "time_ids": torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32),
+            "text_embeds": torch.randn(batch, 1280, device=device, dtype=weights),
+            "time_ids": torch.tensor([size] * batch, device=device, dtype=weights),
         }
+    if device.type == "cuda":  # the build's fp32 weights are not part of training's peak
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     startup = time.time() - started
     times = []
-    for _ in range(warmup + steps):
+    for _ in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         noise = torch.randn_like(latents)
-        t = torch.randint(0, 1000, (1,))
+        t = torch.randint(0, 1000, (batch,), device=device)
         noisy = scheduler.add_noise(latents, noise, t)
-        prediction = unet(noisy, t, encoder_hidden_states=cond, added_cond_kwargs=added).sample
-        F.mse_loss(prediction, noise).backward()
-        optimizer.step()
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            prediction = unet(noisy, t, encoder_hidden_states=cond, added_cond_kwargs=added).sample
+        loss = F.mse_loss(prediction.float(), noise.float())
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        loss.item()  # as the engine, which logs every step's loss
         times.append(time.perf_counter() - t0)
-    return {"modules": len(targets), "startup_s": startup, "seconds_per_step": statistics.median(times[warmup:])}
+    return {"modules": len(targets), "startup_s": startup, "seconds_per_step": statistics.median(times[args.warmup :])}
 
 
 def write_dataset(folder: Path, resolution: int) -> Path:
@@ -118,34 +148,34 @@ def write_dataset(folder: Path, resolution: int) -> Path:
     return folder
 
 
-def engine(
-    steps: int, warmup: int, resolution: int, checkpoint: Path, cache_dir: Path, dataset: Path, started: float
-) -> dict:
+def engine(args, started: float) -> dict:
     from headshot.train.engine import LoraTrainer
     from headshot.train.launch import create_job
     from headshot.train.settings import TrainSettings
 
     with tempfile.TemporaryDirectory() as tmp:
+        steps, warmup = args.steps, args.warmup
         settings = TrainSettings(
-            dataset_dir=str(dataset),
-            base_model=str(checkpoint),
+            dataset_dir=str(args.dataset),
+            base_model=str(args.checkpoint),
             out_dir=str(Path(tmp) / "job"),
-            cache_dir=str(cache_dir),
+            cache_dir=str(args.cache_dir),
             steps=warmup + steps,
-            resolution=resolution,
+            resolution=args.resolution,
+            batch_size=args.batch,
             rank=RANK,
             alpha=ALPHA,
             lr=1e-4,
             optimizer="adamw",
             scheduler="constant",
             warmup_steps=0,
-            gradient_checkpointing=True,
-            mixed_precision="auto",  # on the CPU: fp32 training, as the bare loop; inputs cached as a user gets them
+            gradient_checkpointing=args.checkpointing,
+            mixed_precision=args.mixed_precision,  # auto: fp32 on the CPU, as the bare loop; bf16 on a recent GPU
             noise_offset=0.0,
             validation_images=0,
             checkpoint_every=warmup + steps,
             face_backend="dlib",
-            device="cpu",
+            device=args.device,
         )
         trainer = LoraTrainer(settings, create_job(settings))
         trainer.run()
@@ -175,23 +205,35 @@ def stage_seconds(events: list[dict], status_start: str) -> float:
     return 0.0
 
 
+def gpu_memory() -> dict:
+    """What the card held: the tensors' peak, the allocator's reserved peak, and the CUDA context and libraries
+    (the device's used memory less what the allocator holds, read at the end); `gpu_peak_gb` is the sum a card
+    needs, the figure to set against `benchmarks/gpu_budget.py`."""
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    context = (total - free - torch.cuda.memory_reserved()) / 1e9
+    reserved = torch.cuda.max_memory_reserved() / 1e9
+    return {
+        "gpu_allocated_gb": torch.cuda.max_memory_allocated() / 1e9,
+        "gpu_reserved_gb": reserved,
+        "gpu_context_gb": context,
+        "gpu_peak_gb": reserved + context,
+        "gpu": torch.cuda.get_device_name(),
+    }
+
+
 def child(args) -> None:
-    started = args.started
-    if args.child == "bare":
-        result = bare_loop(args.steps, args.warmup, args.resolution, started, args.family)
-    else:
-        result = engine(
-            args.steps, args.warmup, args.resolution, args.checkpoint, args.cache_dir, args.dataset, started
-        )
+    result = bare_loop(args, args.started) if args.child == "bare" else engine(args, args.started)
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    if args.device == "cuda":
+        result.update(gpu_memory())
     print("RESULT " + json.dumps(result), flush=True)
 
 
 def run_side(which: str, args, checkpoint: Path, cache_dir: Path, dataset: Path) -> dict:
-    command = [sys.executable, __file__, "--child", which, "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    command += ["--resolution", str(args.resolution), "--checkpoint", str(checkpoint), "--cache-dir", str(cache_dir)]
-    command += ["--family", args.family, "--dataset", str(dataset)]
-    command += ["--started", repr(time.time())]
+    command = [sys.executable, __file__, "--child", which, *run_options(args), "--checkpoint", str(checkpoint)]
+    command += ["--cache-dir", str(cache_dir), "--dataset", str(dataset), "--started", repr(time.time())]
     run = subprocess.run(command, capture_output=True, text=True)
     line = next((out for out in run.stdout.splitlines() if out.startswith("RESULT ")), None)
     if line is None:
@@ -201,12 +243,26 @@ def run_side(which: str, args, checkpoint: Path, cache_dir: Path, dataset: Path)
     if result.get("encoding_s"):
         stages = (("reading", "reading_s"), ("VAE", "encoding_s"), ("text", "text_s"))
         encoding = " (" + ", ".join(f"{result[key]:.1f} s {name}" for name, key in stages) + ")"
+    gpu = ""
+    if "gpu_peak_gb" in result:
+        gpu = (
+            f", GPU {result['gpu_peak_gb']:.2f} GB (tensors {result['gpu_allocated_gb']:.2f}, reserved "
+            f"{result['gpu_reserved_gb']:.2f}, context {result['gpu_context_gb']:.2f})"
+        )
     print(
-        f"  {which:13s} start-up {result['startup_s']:6.1f} s{encoding}, {result['seconds_per_step']:.2f} s/step, "
-        f"peak {result['peak_rss_gb']:.2f} GB, {result['modules']} LoRA modules",
+        f"  {which:13s} start-up {result['startup_s']:6.1f} s{encoding}, {result['seconds_per_step']:.3f} s/step, "
+        f"peak {result['peak_rss_gb']:.2f} GB{gpu}, {result['modules']} LoRA modules",
         flush=True,
     )
     return result
+
+
+def run_options(args) -> list[str]:
+    """The options both sides and the repeat command share."""
+    options = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--resolution", str(args.resolution)]
+    options += ["--family", args.family, "--device", args.device, "--batch", str(args.batch)]
+    options += ["--mixed-precision", args.mixed_precision]
+    return options + ([] if args.checkpointing else ["--no-checkpointing"])
 
 
 def median(results: list[dict], key: str) -> float:
@@ -224,6 +280,12 @@ def main() -> None:
         "--checkpoint", type=Path, help="a .safetensors of --family (default: a random one, written once)"
     )
     parser.add_argument("--work-dir", type=Path, help="keep the random checkpoint here between runs")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto")
+    parser.add_argument(
+        "--no-checkpointing", dest="checkpointing", action="store_false", help="train without gradient checkpointing"
+    )
     parser.add_argument("--child", choices=("bare", "engine"))
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--dataset", type=Path)
@@ -250,7 +312,8 @@ def main() -> None:
     memory = max(median(cold, "peak_rss_gb"), median(cached, "peak_rss_gb")) / median(bare, "peak_rss_gb")
     print(
         f"\nmedians over {args.pairs} pairs, {args.family}, {args.resolution} px, "
-        f"{args.steps} steps after {args.warmup} warm-up:"
+        f"{args.steps} steps after {args.warmup} warm-up, batch {args.batch}, {args.device}, "
+        f"{'with' if args.checkpointing else 'no'} gradient checkpointing:"
     )
     print("| | bare loop | engine (empty cache) | engine (cached inputs) | target |")
     print("|---|---|---|---|---|")
@@ -273,15 +336,19 @@ def main() -> None:
     without = [r["startup_s"] - r["encoding_s"] for r in cold]
     print(f"| start-up less VAE encoding | | {statistics.median(without):.1f} s | | |")
     print(
-        f"| per step | {median(bare, 'seconds_per_step'):.2f} s | {median(cold, 'seconds_per_step'):.2f} s | "
-        f"{median(cached, 'seconds_per_step'):.2f} s | speed >= 0.98x (now {speed:.3f}x) |"
+        f"| per step | {median(bare, 'seconds_per_step'):.3f} s | {median(cold, 'seconds_per_step'):.3f} s | "
+        f"{median(cached, 'seconds_per_step'):.3f} s | speed >= 0.98x (now {speed:.3f}x) |"
     )
+    if args.device == "cuda":
+        gpu = max(median(cold, "gpu_peak_gb"), median(cached, "gpu_peak_gb")) / median(bare, "gpu_peak_gb")
+        for key, label in (("gpu_peak_gb", "GPU memory a card needs"), ("gpu_allocated_gb", "of which tensors")):
+            row = " | ".join(f"{median(side, key):.2f} GB" for side in (bare, cold, cached))
+            print(f"| {label} | {row} | " + (f"engine / bare {gpu:.3f}x |" if key == "gpu_peak_gb" else "|"))
     print(
         f"| peak memory | {median(bare, 'peak_rss_gb'):.2f} GB | {median(cold, 'peak_rss_gb'):.2f} GB | "
         f"{median(cached, 'peak_rss_gb'):.2f} GB | <= 1.1x (now {memory:.3f}x) |"
     )
-    repeat = [sys.argv[0], "--pairs", str(args.pairs), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    repeat += ["--resolution", str(args.resolution), "--family", args.family, "--checkpoint", str(checkpoint)]
+    repeat = [sys.argv[0], "--pairs", str(args.pairs), *run_options(args), "--checkpoint", str(checkpoint)]
     print("\nrepeat with: " + shlex.join([sys.executable, *repeat]))
 
 
