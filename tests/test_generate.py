@@ -20,6 +20,7 @@ import pytest
 from generate_helpers import _headshot, tiny_kit  # noqa: F401  (tiny_kit: a fixture)
 from PIL import Image
 
+from headshot.cli import main
 from headshot.finish.detail_and_restore import Finishing, finish_image
 from headshot.finish.detailer import DetailerSettings
 from headshot.generate.styles import get_style
@@ -163,47 +164,23 @@ def test_finish_ranks_existing_pictures_against_reference_photos(tmp_path):
     assert results[2]["image"] == "faceless/c_blank.png" and results[2]["faceless"]
 
 
-def test_controlnet_names_are_found_in_the_controlnet_folders(tiny_kit, tmp_path):
-    """--controlnet NAME looks in --controlnet-dir (and the hosts' folders); unknown names list what is there."""
+def test_controlnet_names_are_found_in_the_controlnet_folders(tiny_kit, tmp_path, capsys):
+    """--controlnet NAME looks in --controlnet-dir (and the hosts' folders); unknown names list what is there.
+    In this process: the command's own start-up is what test_generate_writes_n_images_... covers."""
     folders = tiny_kit["controlnet"].parent
     out = tmp_path / "out"
-    run = _headshot(
-        "generate",
-        "--base-model",
-        str(tiny_kit["base"]),
-        "--style",
-        "studio_grey",
-        "--count",
-        "1",
-        "--out",
-        str(out),
-        "--controlnet",
-        "controlnet",
-        "--controlnet-dir",
-        str(tmp_path / "empty"),
-        "--controlnet-dir",
-        str(folders),
-        "--size",
-        "64x64",
-        "--steps",
-        "2",
-        "--face-backend",
-        "dlib",
-    )
-    assert run.returncode == 0, run.stderr
+    common = ["generate", "--base-model", str(tiny_kit["base"]), "--style", "studio_grey"]
+    code = main([
+        *common, "--count", "1", "--out", str(out), "--controlnet", "controlnet",
+        "--controlnet-dir", str(tmp_path / "empty"), "--controlnet-dir", str(folders),
+        "--size", "64x64", "--steps", "2", "--face-backend", "dlib",
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
     assert json.loads((out / "results.json").read_text())[0]["pose"] == get_style("studio_grey").pose
-    run = _headshot(
-        "generate",
-        "--base-model",
-        str(tiny_kit["base"]),
-        "--style",
-        "studio_grey",
-        "--out",
-        str(tmp_path / "out2"),
-        "--controlnet",
-        "openpose_xl",
-        "--controlnet-dir",
-        str(folders),
+    capsys.readouterr()
+    code = main(
+        [*common, "--out", str(tmp_path / "out2"), "--controlnet", "openpose_xl", "--controlnet-dir", str(folders)]
     )
-    assert run.returncode == 1 and "controlnet_missing" in run.stderr
-    assert f"Searched: {folders}" in run.stderr and "ControlNets there now: controlnet" in run.stderr
+    err = capsys.readouterr().err
+    assert code == 1 and "controlnet_missing" in err
+    assert f"Searched: {folders}" in err and "ControlNets there now: controlnet" in err
