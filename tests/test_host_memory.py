@@ -49,7 +49,7 @@ from headshot.devices import reusing_freed_memory
 
 BLOCK = 64 << 20  # over glibc's largest mmap threshold (32 MB): mapped fresh, and unmapped when freed
 BIG = 8 * BLOCK  # larger than any hole the probes leave in the heap
-PASSES = 8
+PASSES = 4  # 20 blocks of 64 MB: fresh pages each time outside, a few at most inside
 
 
 def faults():
@@ -121,7 +121,7 @@ _PASS_PAGES = 5 * _BLOCK_PAGES  # the pages one pass of `layers` writes: 5 block
 
 def test_inside_large_freed_blocks_are_reused_without_page_faults():
     faults = _probe("refaults", "cpu")
-    assert faults["outside"] > 7 * _PASS_PAGES, faults  # 8 passes, every block fresh pages
+    assert faults["outside"] > 3 * _PASS_PAGES, faults  # 4 passes, every block fresh pages
     # inside, the heap settles within a few blocks (a small allocation can take the front of a hole, so the
     # next block no longer fits there: seen as 3 blocks under a parallel test run), then every block is reused
     assert faults["inside"] < 8 * _BLOCK_PAGES, faults
@@ -142,4 +142,4 @@ def test_nested_uses_restore_on_the_last_exit():
 @pytest.mark.parametrize("device, environment", [("cuda", {}), ("cpu", {"LD_PRELOAD": "libc.so.6"})])
 def test_nothing_changes_on_a_gpu_or_with_an_allocator_the_user_chose(device, environment):
     faults = _probe("refaults", device, environment=environment)
-    assert faults["inside"] > 7 * _PASS_PAGES, faults
+    assert faults["inside"] > 3 * _PASS_PAGES, faults
