@@ -136,7 +136,9 @@ def sample(args, lora: Path, out: Path) -> None:
     pixels = check_picture(repaint, "the masked repaint")
     outside = np.asarray(mask) == 0
     kept = np.abs(pixels[outside] - pictures["with LoRA"][outside]).mean()
-    print(f"masked repaint: {time.perf_counter() - started:.2f} s; outside the mask it moved {kept:.1f} grey levels")
+    # a random VAE does not give back what it encodes, so the unmasked part moves too; the finishing stage pastes
+    # the original back around each repainted face
+    print(f"masked repaint: {time.perf_counter() - started:.2f} s (outside the mask: {kept:.1f} grey levels moved)")
     repaint.save(out / "repaint.png")
     print(f"sampling peak {peak_memory(args.device)}")
 
