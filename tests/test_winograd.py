@@ -21,16 +21,11 @@ pytestmark = pytest.mark.skipif(not winograd.nnpack_works(), reason="this PyTorc
 @pytest.fixture
 def vae():
     from diffusers import AutoencoderKL
+    from tiny_models import TINY_VAE
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(64, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        sample_size=64,
-    )
+    # the test models' VAE, widened to the 64 channels a convolution needs to take NNPACK
+    vae = AutoencoderKL(**{**TINY_VAE, "block_out_channels": (64, 64), "sample_size": 64})
     return vae.eval().requires_grad_(False).to(memory_format=torch.channels_last)  # the engine's layout
 
 
