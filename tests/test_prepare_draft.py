@@ -3,6 +3,9 @@ and screens photos in worker processes with the same outcomes."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
@@ -115,3 +118,38 @@ def test_worker_processes_screen_photos_as_this_process_does(tmp_path, dlib_anal
     assert len(pooled.kept) >= 4
     for a, b in zip(pooled.kept, here.kept):
         assert np.array_equal(np.asarray(a.crop), np.asarray(b.crop))
+
+
+def test_this_process_screens_ahead_while_a_workers_first_photo_is_slow(monkeypatch):
+    """A worker still starting does not leave this process idle: it screens up to RUN_AHEAD photos itself
+    before it waits for the worker's first, holds no more than that, and hands the results on in order."""
+    log: list[str] = []
+
+    def examine_here(path, name, analyzer, settings):
+        log.append(f"here {name}")
+        return photo_screen.Examined(details={"name": name})
+
+    class StartingWorkerResult(Future):  # done only once asked for: the worker is still starting
+        def __init__(self, name: str):
+            super().__init__()
+            self.name = name
+
+        def result(self, timeout=None):
+            if not self.done():
+                log.append(f"wait {self.name}")
+                self.set_result(photo_screen.Examined(details={"name": self.name}))
+            return super().result(timeout)
+
+    class StartingPool:
+        def submit(self, fn, photo):
+            return StartingWorkerResult(photo[1])
+
+    monkeypatch.setattr(photo_screen, "examine_photo", examine_here)
+    names = [f"IMG_{i:04d}.jpg" for i in range(20)]
+    photos = [(Path(name), name) for name in names]
+    results = list(photo_screen._screen_beside_workers(photos, StartingPool(), 2, None, PrepareSettings()))
+    assert [r.details["name"] for r in results] == names
+    assert log[: photo_screen.RUN_AHEAD + 1] == [f"here {n}" for n in names[2 : 2 + photo_screen.RUN_AHEAD]] + [
+        "wait IMG_0000.jpg"
+    ]
+    assert sorted(entry.split()[1] for entry in log) == names  # each photo screened once, here or in the worker

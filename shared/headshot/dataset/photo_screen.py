@@ -28,6 +28,9 @@ DETECT_DRAFT_SHARE = 0.9
 POOL_FROM_PHOTOS = 4
 #: worker processes at most, beside this process (each holds one photo and dlib's models, about 150 MB)
 MAX_POOL_WORKERS = 3
+#: finished photos this process may hold while the next one in order is still in a worker: it screens more
+#: instead of waiting (a worker's first photo is slow, the worker still starting); each is a crop, under 1 MB
+RUN_AHEAD = 8
 
 
 @dataclass
@@ -83,7 +86,7 @@ def _screen_beside_workers(
 ) -> Iterator[Examined]:
     """Photos handed out in order, `depth` at a time to the workers; while the next result is still being
     made (the workers are starting, or busy), this process screens the next photo no one has yet, holding
-    at most `depth` finished ones, so memory does not grow with the count when a worker is slow on one photo."""
+    at most RUN_AHEAD finished ones, so memory does not grow with the count when a worker is slow on one photo."""
     queued: dict[int, Future] = {}
     ready: dict[int, Examined] = {}
     handed = 0
@@ -93,7 +96,7 @@ def _screen_beside_workers(
                 queued[handed] = pool.submit(_examine_in_worker, photos[handed])
                 handed += 1
             # this process waits rather than run ahead: results held here stay at most `depth`
-            if queued[wanted].done() or handed == len(photos) or len(ready) >= depth:
+            if queued[wanted].done() or handed == len(photos) or len(ready) >= RUN_AHEAD:
                 ready[wanted] = queued.pop(wanted).result()
             else:
                 ready[handed] = examine_photo(*photos[handed], analyzer, settings)
