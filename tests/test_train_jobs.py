@@ -125,6 +125,8 @@ def test_cli_train_writes_the_lora_and_job_record(sd1_folder, dataset, tmp_path)
     record = json.loads((out / "job.json").read_text())
     assert record["state"] == "done" and record["steps_done"] == 4 and record["chosen_step"] == 4
     assert [p.name for p in out.glob("*.safetensors")] == ["headshot_lora.safetensors"]
+    # the worker's thread watching for its parent's end must not abort the interpreter's shutdown (SIGABRT)
+    assert "Fatal Python error" not in (out / "worker.log").read_text()
 
 
 def test_sd_scripts_backend_records_the_same_job_folder(sd1_folder, dataset, tmp_path):

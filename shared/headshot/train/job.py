@@ -248,8 +248,10 @@ def watch_parent(job: JobFolder) -> None:
         return
 
     def wait_for_eof():
+        # the raw descriptor, not sys.stdin.buffer: a daemon thread blocked inside the buffered reader holds
+        # its lock, and the interpreter's shutdown then aborts the finished worker (SIGABRT, "Fatal Python error")
         try:
-            while sys.stdin.buffer.read(4096):
+            while os.read(sys.stdin.fileno(), 4096):
                 pass
         except (OSError, ValueError):
             pass
