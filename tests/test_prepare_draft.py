@@ -153,3 +153,41 @@ def test_this_process_screens_ahead_while_a_workers_first_photo_is_slow(monkeypa
         "wait IMG_0000.jpg"
     ]
     assert sorted(entry.split()[1] for entry in log) == names  # each photo screened once, here or in the worker
+
+
+def _wide_shot(astronaut_img: Image.Image, face_px: int | None, path: Path) -> Path:
+    """A 12 MP JPEG (4000x3000) of a plain, mottled background with the astronaut pasted in, her face about
+    `face_px` wide (None: no one in it)."""
+    rng = np.random.default_rng(7)
+    photo = Image.fromarray(rng.integers(90, 160, (30, 40, 3), dtype=np.uint8)).resize((4000, 3000))
+    if face_px:
+        side = round(astronaut_img.width * face_px / 91)  # her face is about 91 px of the 512
+        photo.paste(astronaut_img.resize((side, side), Image.Resampling.LANCZOS), (1700, 1200))
+    photo.save(path, quality=92)
+    return path
+
+
+def test_a_face_too_narrow_to_find_at_the_detection_size_is_found_on_a_larger_copy(
+    tmp_path, astronaut_img, dlib_analyzer
+):
+    """At detect_side 1024 a 4000 px photo is searched at about a quarter: faces under about 156 px go
+    unseen there, though 85 px is wide enough to keep at 512 px. Such a face must be found, not called missing."""
+    path = _wide_shot(astronaut_img, 110, tmp_path / "half_body.jpg")
+    settings = PrepareSettings(resolution=512)
+    photo = read_photo(path, draft_side=900)
+    assert not find_upright(photo.image, dlib_analyzer, settings.detect_side, screening=True).faces  # unseen there
+    examined = photo_screen.examine_photo(path, path.name, dlib_analyzer, settings)
+    assert examined.rejection is None, examined.rejection
+    assert 90 <= examined.details["face_width_px"] <= 140 and examined.crop.shape == (512, 512, 3)
+
+
+def test_no_face_names_the_narrowest_face_searched_for_where_that_is_above_the_minimum(
+    tmp_path, astronaut_img, dlib_analyzer
+):
+    path = _wide_shot(astronaut_img, None, tmp_path / "wall.jpg")
+    examined = photo_screen.examine_photo(path, path.name, dlib_analyzer, PrepareSettings(resolution=512))
+    assert examined.rejection[0] == "no_face" and "narrower" not in examined.rejection[1]  # 85 px searched
+    # keeping faces from 50 px: the larger copy (4000 px, the HOG window 80 px) cannot see all of those
+    examined = photo_screen.examine_photo(path, path.name, dlib_analyzer, PrepareSettings(min_face_px=50))
+    assert examined.rejection[0] == "no_face"
+    assert "faces narrower than 80 px are not searched for" in examined.rejection[1], examined.rejection

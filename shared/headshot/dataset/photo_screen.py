@@ -17,7 +17,7 @@ from ..errors import PhotoRejected
 from ..faces import Face, FaceAnalyzer, load_face_analyzer
 from ..faces.framing import UprightResult, crop_detail_scale, find_upright, frame_headshot, scaled_face, turned
 from ..faces.subject import pick_subject
-from ..photos import Photo, read_photo
+from ..photos import Photo, downscaled, read_photo
 from .prepare_settings import PrepareSettings
 from .screening import ScreeningSettings, difference_hash, face_sharpness
 
@@ -31,6 +31,9 @@ MAX_POOL_WORKERS = 3
 #: finished photos this process may hold while the next one in order is still in a worker: it screens more
 #: instead of waiting (a worker's first photo is slow, the worker still starting); each is a crop (0.8 MB at 512 px)
 RUN_AHEAD = 8
+#: the longest copy a second search (no face at detect_side) looks at: its cost grows with the pixels
+#: (dlib: 0.9 s at 4096 px on one core); faces narrower than it can see stay unsearched, and it says so
+CLOSER_LOOK_MAX_SIDE = 4096
 
 
 @dataclass
@@ -130,6 +133,8 @@ def examine_photo(path: Path, name: str, analyzer: FaceAnalyzer, settings: Prepa
     except PhotoRejected as exc:
         return Examined((exc.code, str(exc)))
     upright = find_upright(photo.image, analyzer, settings.detect_side, screening=True)
+    if not upright.faces:
+        photo, upright = _look_closer(photo, upright, analyzer, settings, screen.min_face)
     found = Examined(details={"turned_degrees": upright.turned_degrees, "exif_rotated": photo.exif_rotated})
     found.photo_hash = difference_hash(upright.image)
     subject, rivals = pick_subject(upright.faces)
@@ -139,7 +144,13 @@ def examine_photo(path: Path, name: str, analyzer: FaceAnalyzer, settings: Prepa
         except PhotoRejected:
             whole = upright.image  # changed since it was read: the sheet still shows what was screened
         found.crop = np.asarray(_centre_square(whole, settings.resolution))
-        found.rejection = ("no_face", f"{name}: no face found; use a photo where the face is clearly visible")
+        narrowest = _narrowest_searched(photo, analyzer, settings)
+        unseen = (
+            f" (faces narrower than {narrowest:.0f} px are not searched for in a photo this large: crop it closer)"
+            if narrowest and narrowest > screen.min_face
+            else ""
+        )
+        found.rejection = ("no_face", f"{name}: no face found{unseen}; use a photo where the face is clearly visible")
         return found
     found.embedding = upright.embed(subject)
     try:
@@ -181,6 +192,44 @@ def examine_photo(path: Path, name: str, analyzer: FaceAnalyzer, settings: Prepa
             "use a photo in focus",
         )
     return found
+
+
+def _narrowest_searched(photo: Photo, analyzer: FaceAnalyzer, settings: PrepareSettings) -> float | None:
+    """About the narrowest face, in full-resolution pixels, that screening `photo` looked for (None: unknown)."""
+    smallest, as_is = getattr(analyzer, "smallest_face_px", None), getattr(analyzer, "as_is_face_px", None)
+    full_side = max(photo.size) * photo.scale
+    if not smallest:
+        return None
+    narrowest = smallest * full_side / min(full_side, settings.detect_side)
+    if as_is:
+        narrowest = min(narrowest, as_is * full_side / min(full_side, CLOSER_LOOK_MAX_SIDE))
+    return narrowest
+
+
+def _look_closer(
+    photo: Photo, upright: UprightResult, analyzer: FaceAnalyzer, settings: PrepareSettings, min_face: int
+) -> tuple[Photo, UprightResult]:
+    """No face at detect_side. In a photo so large that a face wide enough to keep could be narrower there
+    than the backend finds (a 24 MP half-body shot), search once more, as stored (EXIF applied), on a copy
+    where such a face is as wide as the backend's unenlarged search needs; unchanged where that cannot help
+    or finds nothing."""
+    smallest, as_is = getattr(analyzer, "smallest_face_px", None), getattr(analyzer, "as_is_face_px", None)
+    full_side = max(photo.size) * photo.scale
+    if not smallest or not as_is or min_face * min(full_side, settings.detect_side) / full_side >= smallest:
+        return photo, upright  # every face wide enough to keep was large enough to be found
+    side = min(full_side, CLOSER_LOOK_MAX_SIDE, math.ceil(full_side * as_is / min_face))
+    if side <= settings.detect_side:
+        return photo, upright
+    try:
+        again = photo if photo.scale == 1.0 else read_photo(photo.source, draft_side=math.ceil(side))
+    except PhotoRejected:  # changed since it was first read: keep what was screened
+        return photo, upright
+    small, factor = downscaled(again.image, math.ceil(side))
+    rgb = np.asarray(small)
+    faces = analyzer.detect_as_is(rgb)  # type: ignore[attr-defined]  # present with as_is_face_px
+    if not faces:
+        return photo, upright
+    return again, UprightResult(again.image, 0, [scaled_face(f, factor) for f in faces], analyzer, rgb, factor)
 
 
 def _crop_source(
