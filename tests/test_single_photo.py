@@ -131,6 +131,16 @@ def test_a_photo_with_no_face_is_refused_with_prepares_reason(tmp_path, dlib_ana
     assert not (tmp_path / "out").exists()
 
 
+def test_a_large_photo_whose_face_screening_found_on_a_larger_copy_makes_its_variants(
+    tmp_path, astronaut_img, dlib_analyzer
+):
+    from test_prepare_draft import _wide_shot
+
+    path = _wide_shot(astronaut_img, 100, tmp_path / "half_body.jpg")  # the face unseen at 1024 px
+    result = prepare_single_photo(path, tmp_path / "out", PrepareSettings(**SETTINGS), dlib_analyzer)
+    assert len(result.kept) >= 8, [(o.status, o.message) for o in result.photos]
+
+
 def test_a_photo_with_two_faces_is_refused_with_prepares_reason(tmp_path, astronaut_img, dlib_analyzer):
     pair = Image.new("RGB", (1024, 512))
     pair.paste(astronaut_img, (0, 0))

@@ -134,7 +134,7 @@ def examine_photo(path: Path, name: str, analyzer: FaceAnalyzer, settings: Prepa
         return Examined((exc.code, str(exc)))
     upright = find_upright(photo.image, analyzer, settings.detect_side, screening=True)
     if not upright.faces:
-        photo, upright = _look_closer(photo, upright, analyzer, settings, screen.min_face)
+        photo, upright = look_closer(photo, upright, analyzer, settings)
     found = Examined(details={"turned_degrees": upright.turned_degrees, "exif_rotated": photo.exif_rotated})
     found.photo_hash = difference_hash(upright.image)
     subject, rivals = pick_subject(upright.faces)
@@ -206,8 +206,8 @@ def _narrowest_searched(photo: Photo, analyzer: FaceAnalyzer, settings: PrepareS
     return narrowest
 
 
-def _look_closer(
-    photo: Photo, upright: UprightResult, analyzer: FaceAnalyzer, settings: PrepareSettings, min_face: int
+def look_closer(
+    photo: Photo, upright: UprightResult, analyzer: FaceAnalyzer, settings: PrepareSettings
 ) -> tuple[Photo, UprightResult]:
     """No face at detect_side. In a photo so large that a face wide enough to keep could be narrower there
     than the backend finds (a 24 MP half-body shot), search once more, as stored (EXIF applied), on a copy
@@ -215,6 +215,7 @@ def _look_closer(
     or finds nothing."""
     smallest, as_is = getattr(analyzer, "smallest_face_px", None), getattr(analyzer, "as_is_face_px", None)
     full_side = max(photo.size) * photo.scale
+    min_face = ScreeningSettings(settings.resolution, settings.face_share, settings.min_face_px).min_face
     if not smallest or not as_is or min_face * min(full_side, settings.detect_side) / full_side >= smallest:
         return photo, upright  # every face wide enough to keep was large enough to be found
     side = min(full_side, CLOSER_LOOK_MAX_SIDE, math.ceil(full_side * as_is / min_face))

@@ -25,7 +25,7 @@ from ..outputs import FolderLock, check_writable
 from ..photos import read_photo
 from .captions import load_tag_rules
 from .output_folder import DatasetFolder, write_dataset
-from .photo_screen import examine_photo
+from .photo_screen import examine_photo, look_closer
 from .prepare import THUMB_SIDE, PhotoOutcome, PrepareResult, Progress, _caption, _detect_class, _quiet
 from .prepare_settings import FACE_SHARE_RANGE, PrepareSettings
 from .tagging import find_tagger
@@ -190,7 +190,10 @@ def prepare_single_photo(
         raise HeadshotError(
             f"photo refused: {message} (one-photo training needs one clear face; nothing was written)", code
         )
-    upright = find_upright(read_photo(path).image, analyzer, settings.detect_side)
+    full = read_photo(path)
+    upright = find_upright(full.image, analyzer, settings.detect_side)
+    if not upright.faces:  # a face too narrow to find at detect_side: found on a larger copy, as screening did
+        upright = look_closer(full, upright, analyzer, settings)[1]
     subject, _ = pick_subject(upright.faces)
     if subject is None:  # screening found it a moment ago: the file changed in between
         raise HeadshotError(
