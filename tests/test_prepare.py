@@ -233,6 +233,16 @@ def test_reference_photo_decides_who_the_person_is(case_folder, tmp_path, dlib_a
     assert {p.reason for p in result.photos if p.source.startswith("astronaut")} == {"different_person"}
 
 
+def test_a_reference_photo_is_searched_as_the_photos_are(case_folder, tmp_path, astronaut_img, dlib_analyzer):
+    """A narrow face in a large reference photo (unseen at 1024 px) is found on a larger copy, as screening
+    finds it in the set, instead of refusing the reference for having no face."""
+    from test_prepare_draft import _wide_shot
+
+    reference = _wide_shot(astronaut_img, 100, tmp_path / "half_body.jpg")
+    result = _run(case_folder, tmp_path / "out", dlib_analyzer, reference=[reference])
+    assert {p.status for p in result.photos} == {"kept"}
+
+
 def test_no_usable_photo_fails_with_reasons_and_still_writes_report(tmp_path, dlib_analyzer):
     folder = tmp_path / "photos"
     folder.mkdir()

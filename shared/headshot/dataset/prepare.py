@@ -25,7 +25,7 @@ from .output_folder import (
     our_files_beside,
     write_dataset,
 )
-from .photo_screen import examine_photos
+from .photo_screen import examine_photos, look_closer
 from .prepare_settings import PrepareSettings
 from .screening import ScreeningSettings, hamming, identity_consensus
 from .tagging import find_tagger
@@ -131,7 +131,7 @@ def prepare_dataset(
             if tagger is None:
                 warnings.append("no tagger model found (WD14 or DeepDanbooru): captions are the trigger and class only")
         outcomes = _screen_all(entries, folder, analyzer, settings, progress, pooled)
-        reference = _reference_embeddings(references, analyzer, settings.detect_side)
+        reference = _reference_embeddings(references, analyzer, settings)
         _screen_identity(outcomes, analyzer, reference, warnings)
         _apply_keep(outcomes, settings.keep, warnings)
         kept = [o for o in outcomes if o.status == "kept"]
@@ -224,10 +224,12 @@ def _apply_keep(outcomes: list[PhotoOutcome], keep: set[str], warnings: list[str
         outcome.status, outcome.reason, outcome.message = "kept", None, "kept at your request despite screening"
 
 
-def _reference_embeddings(photos: list[Photo], analyzer, detect_side: int) -> list[np.ndarray]:
+def _reference_embeddings(photos: list[Photo], analyzer, settings: PrepareSettings) -> list[np.ndarray]:
     embeddings = []
     for photo in photos:
-        upright = find_upright(photo.image, analyzer, detect_side, screening=True)
+        upright = find_upright(photo.image, analyzer, settings.detect_side, screening=True)
+        if not upright.faces:  # searched as the photos are: a narrow face in a large photo on a larger copy
+            upright = look_closer(photo, upright, analyzer, settings)[1]
         subject, _ = pick_subject(upright.faces)
         if subject is None:
             raise HeadshotError(
