@@ -129,6 +129,27 @@ def test_cli_train_writes_the_lora_and_job_record(sd1_folder, dataset, tmp_path)
     assert "Fatal Python error" not in (out / "worker.log").read_text()
 
 
+def test_a_worker_that_exits_abnormally_after_recording_its_end_is_reported(sd1_folder, dataset, tmp_path):
+    import subprocess
+    import sys
+
+    from headshot.train.job import follow
+
+    job = create_job(_settings(dataset, sd1_folder, tmp_path / "out"))
+    job.update(state="done")
+    aborting = subprocess.Popen([sys.executable, "-c", "import os; os.abort()"])  # a crash at shutdown
+    aborting.wait()
+    events: list[dict] = []
+    record = follow(job, aborting, events.append, poll=0.01)
+    assert record["state"] == "done"  # what it recorded stands
+    warnings = [e["message"] for e in events if e["type"] == "warning"]
+    assert len(warnings) == 1 and f"exit code {aborting.returncode}" in warnings[0], events
+    clean = subprocess.Popen([sys.executable, "-c", "pass"])
+    clean.wait()
+    follow(job, clean, events.append, poll=0.01)
+    assert [e["message"] for e in events if e["type"] == "warning"] == warnings  # a clean exit adds none
+
+
 def test_sd_scripts_backend_records_the_same_job_folder(sd1_folder, dataset, tmp_path):
     """Against a stand-in sd-scripts checkout (test_sd_scripts.FAKE_TRAINER prints sd-scripts'
     progress lines and writes the LoRA file): the job folder, events and output are ours."""

@@ -206,5 +206,5 @@ def _print_event(event: dict) -> None:
     elif kind in ("status", "resumed", "checkpoint", "validation", "cancelled"):
         detail = event.get("message") or ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "time"))
         print(f"[{kind}] {detail}", flush=True)
-    elif kind == "error":
-        print(f"[error] {event.get('message')}", file=sys.stderr, flush=True)
+    elif kind in ("error", "warning"):
+        print(f"[{kind}] {event.get('message')}", file=sys.stderr, flush=True)
