@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.metadata import version
 
+import pytest
+
+from headshot.cli import main
 from headshot.samples import astronaut_shots
 
 
@@ -72,3 +76,10 @@ def test_explicit_missing_tagger_names_the_files_needed(tmp_path):
     )
     assert run.returncode == 1
     assert "selected_tags.csv" in run.stderr and "model.onnx" in run.stderr
+
+
+def test_version_names_the_installed_package(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"headshot {version('headshot-studio')}"

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="headshot", description="Headshot Studio: personalised headshots from selfies"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     prepare = sub.add_parser("prepare", help="screen, frame and caption selfies into a kohya dataset")
     prepare.add_argument(
@@ -57,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_commands(sub)
     add_user_command(sub)
     return parser
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("headshot-studio")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed: pip install -e .)"
 
 
 def main(argv: list[str] | None = None) -> int:
