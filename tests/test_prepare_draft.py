@@ -191,3 +191,8 @@ def test_no_face_names_the_narrowest_face_searched_for_where_that_is_above_the_m
     examined = photo_screen.examine_photo(path, path.name, dlib_analyzer, PrepareSettings(min_face_px=50))
     assert examined.rejection[0] == "no_face"
     assert "faces narrower than 80 px are not searched for" in examined.rejection[1], examined.rejection
+    # a photo searched at its full size: nothing was left out for its size, whatever the minimum
+    small = tmp_path / "small_wall.jpg"
+    Image.open(path).resize((800, 600)).save(small)
+    examined = photo_screen.examine_photo(small, small.name, dlib_analyzer, PrepareSettings(min_face_px=30))
+    assert examined.rejection[0] == "no_face" and "narrower" not in examined.rejection[1], examined.rejection

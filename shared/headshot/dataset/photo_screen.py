@@ -198,9 +198,9 @@ def _narrowest_searched(photo: Photo, analyzer: FaceAnalyzer, settings: PrepareS
     """About the narrowest face, in full-resolution pixels, that screening `photo` looked for (None: unknown)."""
     smallest, as_is = getattr(analyzer, "smallest_face_px", None), getattr(analyzer, "as_is_face_px", None)
     full_side = max(photo.size) * photo.scale
-    if not smallest:
-        return None
-    narrowest = smallest * full_side / min(full_side, settings.detect_side)
+    if not smallest or full_side <= settings.detect_side:
+        return None  # searched at full size: nothing narrower was left out by its size
+    narrowest = smallest * full_side / settings.detect_side
     if as_is:
         narrowest = min(narrowest, as_is * full_side / min(full_side, CLOSER_LOOK_MAX_SIDE))
     return narrowest
