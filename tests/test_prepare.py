@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter
 
 from headshot.dataset.prepare import prepare_dataset
 from headshot.dataset.prepare_settings import PrepareSettings
@@ -47,6 +47,9 @@ def _case_photo(kind: str, base: Image.Image, tmp_path):
         "rgba": lambda: base.convert("RGBA"),
         "blurred": lambda: base.filter(ImageFilter.GaussianBlur(3)),
         "downscaled": lambda: base.resize((200, 200), Image.LANCZOS),
+        "dim": lambda: ImageEnhance.Brightness(base).enhance(0.5),  # dim but usable: kept
+        "dark": lambda: ImageEnhance.Brightness(base).enhance(0.12),
+        "washed_out": lambda: ImageEnhance.Brightness(base).enhance(1.8),
         "group": lambda: insightface_image("t1.jpg"),
     }
     name = f"{kind}.{'png' if kind == 'rgba' else 'jpg'}"
@@ -84,6 +87,9 @@ def _outcome(result, name):
         ("cmyk", "kept", None),
         ("rgba", "kept", None),
         ("blurred", "rejected", "blurry"),
+        ("dim", "kept", None),
+        ("dark", "rejected", "badly_exposed"),
+        ("washed_out", "rejected", "badly_exposed"),
         ("downscaled", "rejected", "face_too_small"),
         ("group", "rejected", "multiple_faces"),
     ],

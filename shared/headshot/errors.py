@@ -37,6 +37,7 @@ CODES: dict[str, str] = {
     "multiple_faces": "a photo shows several faces of similar size",
     "face_too_small": "the face in a photo is too small",
     "blurry": "the face in a photo is not sharp",
+    "badly_exposed": "the face in a photo is too dark or washed out",
     "duplicate": "a photo is a copy of another",
     "different_person": "a photo shows someone other than the rest",
     "bad_reference": "a --reference photo cannot define the person",

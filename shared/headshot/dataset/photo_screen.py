@@ -19,7 +19,7 @@ from ..faces.framing import UprightResult, crop_detail_scale, find_upright, fram
 from ..faces.subject import pick_subject
 from ..photos import Photo, downscaled, read_photo
 from .prepare_settings import PrepareSettings
-from .screening import ScreeningSettings, difference_hash, face_sharpness
+from .screening import ScreeningSettings, difference_hash, face_exposure, face_sharpness
 
 #: a JPEG is decoded for detection at a DCT scale whose long side is at least this share of detect_side:
 #: a 4000 px photo then decodes at 1/4 (1000 px) rather than 1/2, for no loss a detector notices
@@ -181,6 +181,18 @@ def examine_photo(path: Path, name: str, analyzer: FaceAnalyzer, settings: Prepa
             "face_too_small",
             f"{name}: face too small: {subject.width:.0f} px wide, need at least {screen.min_face} px; "
             "use a closer or higher-resolution photo",
+        )
+        return found
+    highlights, clipped = face_exposure(crop, screen)
+    found.details.update(face_highlights=round(highlights, 1), face_clipped_share=round(clipped, 3))
+    if highlights < screen.min_face_highlights or clipped > screen.max_face_clipped_share:
+        found.rejection = (
+            "badly_exposed",
+            f"{name}: the face is too dark (its brightest parts {highlights:.0f} of 255, need "
+            f"{screen.min_face_highlights:.0f}); use a photo in better light"
+            if highlights < screen.min_face_highlights
+            else f"{name}: the face is washed out ({clipped:.0%} of it pure white); use a photo that is not "
+            "overexposed",
         )
         return found
     score = face_sharpness(crop, subject.width, screen)

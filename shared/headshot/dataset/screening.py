@@ -16,6 +16,10 @@ class ScreeningSettings:
     face_share: float = 1 / 3
     min_face_px: int | None = None  # default: the face may be enlarged at most 2x into the crop
     min_sharpness: float = 0.015
+    # the brightest 5 % of a face below this (of 255) is a face in the dark: even the darkest skin in usable
+    # light has highlights far above it (measured: 207-220 on the sample faces, 32 at 15 % of the light)
+    min_face_highlights: float = 40.0
+    max_face_clipped_share: float = 0.5  # more of the face than this pure white (>= 250): washed out
     duplicate_bits: int = 12  # of 256 bits of the difference hash
 
     @property
@@ -42,14 +46,21 @@ def face_sharpness(crop: Image.Image, face_width_source: float, settings: Screen
     called blurry for having been enlarged (too small is its own reason).
     """
     face_px = settings.resolution * settings.face_share
-    box = (
-        (settings.resolution - face_px) / 2,
-        (settings.resolution - face_px) / 2,
-        (settings.resolution + face_px) / 2,
-        (settings.resolution + face_px) / 2,
-    )
     measure = int(max(32, min(face_px, face_width_source)))
-    return sharpness(crop.resize((measure, measure), Image.Resampling.BILINEAR, box=box))
+    return sharpness(crop.resize((measure, measure), Image.Resampling.BILINEAR, box=_face_box(settings)))
+
+
+def _face_box(settings: ScreeningSettings) -> tuple[float, float, float, float]:
+    """The face's square in a headshot crop (frame_headshot centres it at face_share of the width)."""
+    face_px = settings.resolution * settings.face_share
+    lo, hi = (settings.resolution - face_px) / 2, (settings.resolution + face_px) / 2
+    return (lo, lo, hi, hi)
+
+
+def face_exposure(crop: Image.Image, settings: ScreeningSettings) -> tuple[float, float]:
+    """(the face's 95th-percentile luma of 255, the share of it clipped white) in a headshot crop."""
+    luma = np.asarray(crop.convert("L").crop(_face_box(settings)), np.float32)
+    return float(np.percentile(luma, 95)), float(np.mean(luma >= 250))
 
 
 def difference_hash(img: Image.Image, size: int = 16) -> np.ndarray:
