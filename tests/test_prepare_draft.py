@@ -1,5 +1,6 @@
 """Prepare decodes big JPEGs at a reduced (DCT) scale for detection, frames the face as at full size,
-and screens photos in worker processes with the same outcomes."""
+screens photos in worker processes with the same outcomes, and looks again on a larger copy for a face too
+narrow to find at the detection size."""
 
 from __future__ import annotations
 
