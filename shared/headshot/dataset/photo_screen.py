@@ -133,8 +133,7 @@ def examine_photo(path: Path, name: str, analyzer: FaceAnalyzer, settings: Prepa
     except PhotoRejected as exc:
         return Examined((exc.code, str(exc)))
     upright = find_upright(photo.image, analyzer, settings.detect_side, screening=True)
-    if not upright.faces:
-        photo, upright = look_closer(photo, upright, analyzer, settings)
+    photo, upright = look_closer(photo, upright, analyzer, settings)
     found = Examined(details={"turned_degrees": upright.turned_degrees, "exif_rotated": photo.exif_rotated})
     found.photo_hash = difference_hash(upright.image)
     subject, rivals = pick_subject(upright.faces)
@@ -221,14 +220,16 @@ def _narrowest_searched(photo: Photo, analyzer: FaceAnalyzer, settings: PrepareS
 def look_closer(
     photo: Photo, upright: UprightResult, analyzer: FaceAnalyzer, settings: PrepareSettings
 ) -> tuple[Photo, UprightResult]:
-    """No face at detect_side. In a photo so large that a face wide enough to keep could be narrower there
-    than the backend finds (a 24 MP half-body shot), search once more, as stored (EXIF applied), on a copy
-    where such a face is as wide as the backend's unenlarged search needs; unchanged where that cannot help
-    or finds nothing."""
+    """Where `upright` found no face at detect_side in a photo so large that a face wide enough to keep could
+    be narrower there than the backend finds (a 24 MP half-body shot), search once more, as stored (EXIF
+    applied), on a copy where such a face is as wide as the backend's unenlarged search needs; unchanged
+    where faces were found, where that cannot help, or where it finds nothing."""
     smallest, as_is = getattr(analyzer, "smallest_face_px", None), getattr(analyzer, "as_is_face_px", None)
+    if upright.faces or not smallest or not as_is:
+        return photo, upright
     full_side = max(photo.size) * photo.scale
     min_face = ScreeningSettings(settings.resolution, settings.face_share, settings.min_face_px).min_face
-    if not smallest or not as_is or min_face * min(full_side, settings.detect_side) / full_side >= smallest:
+    if min_face * min(full_side, settings.detect_side) / full_side >= smallest:
         return photo, upright  # every face wide enough to keep was large enough to be found
     side = min(full_side, CLOSER_LOOK_MAX_SIDE, math.ceil(full_side * as_is / min_face))
     if side <= settings.detect_side:

@@ -227,9 +227,9 @@ def _apply_keep(outcomes: list[PhotoOutcome], keep: set[str], warnings: list[str
 def _reference_embeddings(photos: list[Photo], analyzer, settings: PrepareSettings) -> list[np.ndarray]:
     embeddings = []
     for photo in photos:
+        # searched as the photos are: a narrow face in a large photo on a larger copy
         upright = find_upright(photo.image, analyzer, settings.detect_side, screening=True)
-        if not upright.faces:  # searched as the photos are: a narrow face in a large photo on a larger copy
-            upright = look_closer(photo, upright, analyzer, settings)[1]
+        upright = look_closer(photo, upright, analyzer, settings)[1]
         subject, _ = pick_subject(upright.faces)
         if subject is None:
             raise HeadshotError(

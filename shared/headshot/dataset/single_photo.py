@@ -191,9 +191,8 @@ def prepare_single_photo(
             f"photo refused: {message} (one-photo training needs one clear face; nothing was written)", code
         )
     full = read_photo(path)
-    upright = find_upright(full.image, analyzer, settings.detect_side)
-    if not upright.faces:  # a face too narrow to find at detect_side: found on a larger copy, as screening did
-        upright = look_closer(full, upright, analyzer, settings)[1]
+    # a face too narrow to find at detect_side is found on a larger copy, as screening found it
+    upright = look_closer(full, find_upright(full.image, analyzer, settings.detect_side), analyzer, settings)[1]
     subject, _ = pick_subject(upright.faces)
     if subject is None:  # screening found it a moment ago: the file changed in between
         raise HeadshotError(
