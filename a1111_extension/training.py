@@ -8,6 +8,7 @@ progress see the same run, and a page reload finds it still running.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -216,7 +217,7 @@ class TrainingSession:
             if not run.running:
                 break
             time.sleep(POLL)
-        return run.wait()
+        return run.wait(_log_warning)
 
     @staticmethod
     def _samples(job_dir: Path) -> list[Path]:
@@ -258,6 +259,12 @@ class TrainingSession:
             self.progress = Progress("failed", f"{type(exc).__name__}: {exc}", job_dir=job_dir)
         finally:
             self._run = None
+
+
+def _log_warning(event: dict) -> None:
+    """A worker's warning (a crash after it recorded its end) in the WebUI's console; the tab's message has it too."""
+    if event.get("type") == "warning":
+        logging.getLogger(__name__).warning("[Headshot Studio] %s", event.get("message"))
 
 
 SESSION = TrainingSession()

@@ -7,6 +7,7 @@ passes ComfyUI's Cancel on, and copies the LoRA into models/loras/headshot/ so L
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from .paths import RULE, allowed_path, user_path
 PRESETS = ["fast", "balanced", "quality"]
 LORA_SUBFOLDER = "headshot"
 POLL = 0.25
+
+log = logging.getLogger(__name__)
 
 
 def choices(
@@ -99,7 +102,13 @@ def follow(run) -> dict:
         if run.running:
             run.stop()  # it saves a checkpoint first: the next run resumes from it
         raise
-    return run.wait()
+    return run.wait(_log_warning)
+
+
+def _log_warning(event: dict) -> None:
+    """A worker's warning (a crash after it recorded its end) in ComfyUI's console; the summary has it too."""
+    if event.get("type") == "warning":
+        log.warning("[Headshot Studio] %s", event.get("message"))
 
 
 class HeadshotTrainLora:

@@ -102,6 +102,25 @@ def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(
     assert cls.IS_CHANGED(**args) != first_hash  # a changed dataset file means training again
 
 
+def test_train_node_logs_a_worker_that_crashed_after_recording_its_end(comfy_host, tmp_path, caplog):
+    import logging
+    import subprocess
+
+    from comfy_nodes.training import follow
+    from headshot.train.job import JobFolder
+    from headshot.train.launch import TrainingRun
+
+    job = JobFolder(tmp_path / "job")
+    job.path.mkdir()
+    job.write({"state": "done"})
+    aborting = subprocess.Popen([sys.executable, "-c", "import os; os.abort()"])  # a crash at shutdown
+    aborting.wait()
+    with caplog.at_level(logging.WARNING):
+        record = follow(TrainingRun(job, aborting))
+    assert record["state"] == "done"
+    assert f"exit code {aborting.returncode}" in caplog.text and "[Headshot Studio]" in caplog.text
+
+
 # ---------------------------------------------------------------------------------------------
 # job routes on ComfyUI's server
 

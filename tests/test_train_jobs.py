@@ -134,6 +134,7 @@ def test_a_worker_that_exits_abnormally_after_recording_its_end_is_reported(sd1_
     import sys
 
     from headshot.train.job import follow
+    from headshot.train.job_reuse import TrainedLora
 
     job = create_job(_settings(dataset, sd1_folder, tmp_path / "out"))
     job.update(state="done")
@@ -144,6 +145,12 @@ def test_a_worker_that_exits_abnormally_after_recording_its_end_is_reported(sd1_
     assert record["state"] == "done"  # what it recorded stands
     warnings = [e["message"] for e in events if e["type"] == "warning"]
     assert len(warnings) == 1 and f"exit code {aborting.returncode}" in warnings[0], events
+    # kept in the record, so the summaries the hosts show (ComfyUI's node, the A1111 tab) carry it
+    assert record["worker_exit_warning"] == warnings[0] == job.read()["worker_exit_warning"]
+    trained = TrainedLora(record, job.path / "lora.safetensors", job.path, reused=False)
+    assert f"warning: {warnings[0]}" in trained.summary("lora")
+    reused = TrainedLora(record, job.path / "lora.safetensors", job.path, reused=True)
+    assert "warning" not in reused.summary("lora")  # a later reuse of the outputs is not that run
     clean = subprocess.Popen([sys.executable, "-c", "pass"])
     clean.wait()
     follow(job, clean, events.append, poll=0.01)

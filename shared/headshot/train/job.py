@@ -293,14 +293,14 @@ def follow(
     record = job.read()
     if process is not None and process.returncode != 0 and record.get("state") in ("done", "cancelled"):
         # it recorded its end, then did not exit cleanly (a crash at shutdown, say in a GPU driver's teardown):
-        # what it wrote stands, but such a crash is worth seeing
-        on_event(
-            {
-                "type": "warning",
-                "message": f"the worker process ended with exit code {process.returncode} after recording the job "
-                f"as {record['state']}; its outputs are as recorded (see worker.log in {job.path})",
-            }
+        # what it wrote stands, but such a crash is worth seeing: told now, and kept in the record for the hosts'
+        # summaries (ComfyUI's node and the A1111 tab show the record, not the events)
+        message = (
+            f"the worker process ended with exit code {process.returncode} after recording the job "
+            f"as {record['state']}; its outputs are as recorded (see worker.log in {job.path})"
         )
+        record = job.update(worker_exit_warning=message)
+        on_event({"type": "warning", "message": message})
     if process is not None and process.returncode != 0 and record.get("state") in ("queued", "running"):
         # killed from outside (OOM killer, kill -9): say so, the last checkpoint stays resumable
         record = job.update(

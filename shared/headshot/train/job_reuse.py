@@ -101,6 +101,8 @@ class TrainedLora:
         ]
         if record.get("identity"):
             lines.append(f"identity reference: {record['identity']}")
+        if record.get("worker_exit_warning") and not self.reused:
+            lines.append(f"warning: {record['worker_exit_warning']}")
         return "\n".join(lines)
 
 
