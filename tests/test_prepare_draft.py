@@ -182,6 +182,26 @@ def test_a_face_too_narrow_to_find_at_the_detection_size_is_found_on_a_larger_co
     assert 90 <= examined.details["face_width_px"] <= 140 and examined.crop.shape == (512, 512, 3)
 
 
+def test_the_larger_copy_is_searched_a_quarter_turn_at_a_time_as_the_first_search_is(
+    tmp_path, astronaut_img, dlib_analyzer
+):
+    """A sideways 12 MP photo with no EXIF turn to right it (a scan, an export that dropped the tag), the face
+    too narrow for the detection size: found on the larger copy turned upright, and cropped upright."""
+    upright_path = _wide_shot(astronaut_img, 100, tmp_path / "upright.jpg")
+    path = tmp_path / "sideways.jpg"
+    Image.open(upright_path).transpose(Image.Transpose.ROTATE_90).save(path, quality=92)  # pixels turned, no tag
+    settings = PrepareSettings(resolution=512)
+    examined = photo_screen.examine_photo(path, path.name, dlib_analyzer, settings)
+    assert examined.rejection is None, examined.rejection
+    assert examined.details["turned_degrees"] == 270 and 90 <= examined.details["face_width_px"] <= 140
+    upright = photo_screen.examine_photo(upright_path, upright_path.name, dlib_analyzer, settings)
+    assert upright.details["turned_degrees"] == 0
+    # the same crop as from the upright photo (JPEG and resampling apart), not a sideways one
+    difference = np.abs(examined.crop.astype(float) - upright.crop.astype(float)).mean()
+    sideways = np.abs(np.rot90(examined.crop).astype(float) - upright.crop.astype(float)).mean()
+    assert difference < 12 < sideways, (difference, sideways)
+
+
 def test_no_face_names_the_narrowest_face_searched_for_where_that_is_above_the_minimum(
     tmp_path, astronaut_img, dlib_analyzer
 ):

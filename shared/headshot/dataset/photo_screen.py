@@ -15,7 +15,15 @@ from PIL import Image
 
 from ..errors import PhotoRejected
 from ..faces import Face, FaceAnalyzer, load_face_analyzer
-from ..faces.framing import UprightResult, crop_detail_scale, find_upright, frame_headshot, scaled_face, turned
+from ..faces.framing import (
+    QUARTER_TURNS,
+    UprightResult,
+    crop_detail_scale,
+    find_upright,
+    frame_headshot,
+    scaled_face,
+    turned,
+)
 from ..faces.subject import pick_subject
 from ..photos import Photo, downscaled, read_photo
 from .prepare_settings import PrepareSettings
@@ -221,9 +229,10 @@ def look_closer(
     photo: Photo, upright: UprightResult, analyzer: FaceAnalyzer, settings: PrepareSettings
 ) -> tuple[Photo, UprightResult]:
     """Where `upright` found no face at detect_side in a photo so large that a face wide enough to keep could
-    be narrower there than the backend finds (a 24 MP half-body shot), search once more, as stored (EXIF
-    applied), on a copy where such a face is as wide as the backend's unenlarged search needs; unchanged
-    where faces were found, where that cannot help, or where it finds nothing."""
+    be narrower there than the backend finds (a 24 MP half-body shot), search once more, a quarter turn at a
+    time as the first search does (EXIF applied), on a copy where such a face is as wide as the backend's
+    unenlarged search needs; unchanged where faces were found, where that cannot help, or where it finds
+    nothing."""
     smallest, as_is = getattr(analyzer, "smallest_face_px", None), getattr(analyzer, "as_is_face_px", None)
     if upright.faces or not smallest or not as_is:
         return photo, upright
@@ -239,11 +248,13 @@ def look_closer(
     except PhotoRejected:  # changed since it was first read: keep what was screened
         return photo, upright
     small, factor = downscaled(again.image, math.ceil(side))
-    rgb = np.asarray(small)
-    faces = analyzer.detect_as_is(rgb)  # type: ignore[attr-defined]  # present with as_is_face_px
-    if not faces:
-        return photo, upright
-    return again, UprightResult(again.image, 0, [scaled_face(f, factor) for f in faces], analyzer, rgb, factor)
+    for degrees in QUARTER_TURNS:  # a sideways photo without an EXIF turn: seconds only where none is found
+        rgb = np.asarray(turned(small, degrees))
+        faces = analyzer.detect_as_is(rgb)  # type: ignore[attr-defined]  # present with as_is_face_px
+        if faces:
+            full = [scaled_face(f, factor) for f in faces]
+            return again, UprightResult(turned(again.image, degrees), degrees, full, analyzer, rgb, factor)
+    return photo, upright
 
 
 def _crop_source(
