@@ -300,19 +300,13 @@ def test_training_progress_shows_a_bar_the_step_and_the_time_left():
 
 def test_training_logs_a_worker_that_crashed_after_recording_its_end(tmp_path, caplog):
     import logging
-    import subprocess
-    import sys
+
+    from train_fixtures import finished_run_whose_worker_aborted
 
     from a1111_extension.training import TrainingSession
-    from headshot.train.job import JobFolder
-    from headshot.train.launch import TrainingRun
 
-    job = JobFolder(tmp_path / "job")
-    job.path.mkdir()
-    job.write({"state": "done"})
-    aborting = subprocess.Popen([sys.executable, "-c", "import os; os.abort()"])  # a crash at shutdown
-    aborting.wait()
+    run = finished_run_whose_worker_aborted(tmp_path / "job")
     with caplog.at_level(logging.WARNING):
-        record = TrainingSession()._follow(TrainingRun(job, aborting))
-    assert record["state"] == "done" and f"exit code {aborting.returncode}" in record["worker_exit_warning"]
+        record = TrainingSession()._follow(run)
+    assert record["state"] == "done" and f"exit code {run.process.returncode}" in record["worker_exit_warning"]
     assert record["worker_exit_warning"] in caplog.text  # in the WebUI's console; the tab's message has it too

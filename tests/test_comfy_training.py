@@ -104,21 +104,16 @@ def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(
 
 def test_train_node_logs_a_worker_that_crashed_after_recording_its_end(comfy_host, tmp_path, caplog):
     import logging
-    import subprocess
+
+    from train_fixtures import finished_run_whose_worker_aborted
 
     from comfy_nodes.training import follow
-    from headshot.train.job import JobFolder
-    from headshot.train.launch import TrainingRun
 
-    job = JobFolder(tmp_path / "job")
-    job.path.mkdir()
-    job.write({"state": "done"})
-    aborting = subprocess.Popen([sys.executable, "-c", "import os; os.abort()"])  # a crash at shutdown
-    aborting.wait()
+    run = finished_run_whose_worker_aborted(tmp_path / "job")
     with caplog.at_level(logging.WARNING):
-        record = follow(TrainingRun(job, aborting))
+        record = follow(run)
     assert record["state"] == "done"
-    assert f"exit code {aborting.returncode}" in caplog.text and "[Headshot Studio]" in caplog.text
+    assert f"exit code {run.process.returncode}" in caplog.text and "[Headshot Studio]" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------

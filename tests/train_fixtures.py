@@ -62,3 +62,19 @@ def _settings(dataset, base, out, **overrides) -> TrainSettings:
 def _train(settings, base=None):
     trainer = LoraTrainer(settings, create_job(settings), base=base)
     return trainer, trainer.run()
+
+
+def finished_run_whose_worker_aborted(folder):
+    """A training run whose job is recorded as done and whose worker process then aborted (a crash at shutdown)."""
+    import subprocess
+    import sys
+
+    from headshot.train.job import JobFolder
+    from headshot.train.launch import TrainingRun
+
+    job = JobFolder(folder)
+    job.path.mkdir()
+    job.write({"state": "done"})
+    aborting = subprocess.Popen([sys.executable, "-c", "import os; os.abort()"])
+    aborting.wait()
+    return TrainingRun(job, aborting)
