@@ -274,7 +274,10 @@ def test_a_job_left_running_by_a_dead_process_is_repaired_when_read(sd1_folder, 
     job.update(state="running", worker_pid=gone.pid)
     record = job.status()
     assert record["state"] == "failed" and record["error_code"] == "interrupted" and str(gone.pid) in record["error"]
-    assert create_job(_settings(dataset, sd1_folder, tmp_path / "job"), resume=True).read()["state"] == "queued"
+    job.update(worker_exit_warning="the worker process ended with exit code -6 after recording the job as done")
+    resumed = create_job(_settings(dataset, sd1_folder, tmp_path / "job"), resume=True).read()
+    assert resumed["state"] == "queued"
+    assert not {"error", "error_code", "worker_exit_warning"} & resumed.keys()  # the last worker's, not the next's
 
 
 def test_a_running_job_is_never_repaired_or_replaced(sd1_folder, dataset, tmp_path):

@@ -124,7 +124,9 @@ def _create(job: JobFolder, settings: TrainSettings, resume: bool, given: set[st
                 "resume_mismatch",
             )
         job.cancel_path.unlink(missing_ok=True)
-        record = {k: v for k, v in record.items() if k not in ("error", "error_code", "traceback")}
+        # what the last worker ended with is that worker's, not this one's
+        ended = ("error", "error_code", "traceback", "worker_exit_warning")
+        record = {k: v for k, v in record.items() if k not in ended}
         job.write(
             {
                 **record,
