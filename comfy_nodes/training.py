@@ -79,7 +79,7 @@ def install_lora(lora: Path, output_name: str) -> str:
 
 
 def follow(run) -> dict:
-    """Wait for the worker: steps to ComfyUI's progress bar, ComfyUI's Cancel to the job.
+    """Wait for the worker: its stages to ComfyUI's console, steps to the progress bar, Cancel to the job.
 
     ComfyUI's progress hook itself raises its interrupt exception, so any exception here stops
     the worker before it goes on up: no training is left running behind ComfyUI's back.
@@ -90,6 +90,8 @@ def follow(run) -> dict:
         while True:
             events, offset = run.job.events(offset)
             for event in events:
+                if event.get("type") == "status":  # loading, caching: a minute or more on a CPU before step 1
+                    log.info("[Headshot Studio] %s", event.get("message"))
                 if event.get("type") == "step" and event.get("total"):
                     bar = bar or host.Progress(event["total"])
                     bar(event["step"], event["total"])

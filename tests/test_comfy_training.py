@@ -49,8 +49,9 @@ def tiny_dataset(comfy_host):
 
 
 def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(
-    comfy_host, tiny_checkpoint, tiny_dataset, monkeypatch
+    comfy_host, tiny_checkpoint, tiny_dataset, monkeypatch, caplog
 ):
+    import logging
     import shutil
 
     from headshot.train.job import JobFolder
@@ -75,8 +76,10 @@ def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(
     assert cls.IS_CHANGED(**args) == first_hash and cls.IS_CHANGED(**{**args, "rank": 8}) != first_hash
 
     comfy_host.state["interrupt_after_updates"] = 1  # press Cancel once training is under way
-    with pytest.raises(InterruptProcessingException):
+    with pytest.raises(InterruptProcessingException), caplog.at_level(logging.INFO):
         cls().train(**args)
+    # what the worker does before its first step shows in ComfyUI's console, not only a still progress bar
+    assert "[Headshot Studio] loading base model" in caplog.text and "[Headshot Studio] training " in caplog.text
     assert comfy_host.calls[:2] == ["unload_all_models", "soft_empty_cache"]  # freed before the worker started
     job_dir = next((host.jobs_root() / "jobs").iterdir())
     record = JobFolder(job_dir).read()
