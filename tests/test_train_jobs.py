@@ -129,22 +129,22 @@ def test_cli_train_writes_the_lora_and_job_record(sd1_folder, dataset, tmp_path)
     assert "Fatal Python error" not in (out / "worker.log").read_text()
 
 
-def test_a_worker_that_exits_abnormally_after_recording_its_end_is_reported(sd1_folder, dataset, tmp_path):
+def test_a_worker_that_exits_abnormally_after_recording_its_end_is_reported(tmp_path):
     import subprocess
     import sys
+
+    from train_fixtures import finished_run_whose_worker_aborted
 
     from headshot.train.job import follow
     from headshot.train.job_reuse import TrainedLora
 
-    job = create_job(_settings(dataset, sd1_folder, tmp_path / "out"))
-    job.update(state="done")
-    aborting = subprocess.Popen([sys.executable, "-c", "import os; os.abort()"])  # a crash at shutdown
-    aborting.wait()
+    run = finished_run_whose_worker_aborted(tmp_path / "out")  # a crash at shutdown
+    job = run.job
     events: list[dict] = []
-    record = follow(job, aborting, events.append, poll=0.01)
+    record = follow(job, run.process, events.append, poll=0.01)
     assert record["state"] == "done"  # what it recorded stands
     warnings = [e["message"] for e in events if e["type"] == "warning"]
-    assert len(warnings) == 1 and f"exit code {aborting.returncode}" in warnings[0], events
+    assert len(warnings) == 1 and f"exit code {run.process.returncode}" in warnings[0], events
     # kept in the record, so the summaries the hosts show (ComfyUI's node, the A1111 tab) carry it
     assert record["worker_exit_warning"] == warnings[0] == job.read()["worker_exit_warning"]
     trained = TrainedLora(record, job.path / "lora.safetensors", job.path, reused=False)
