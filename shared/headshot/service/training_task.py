@@ -152,6 +152,8 @@ def _train(config, store: Store, job: Job, model, options: dict, model_dir: Path
         if event.get("type") == "step":
             last_step.update(event)
             store.update_job(job.id, step=event["step"], total=event["total"], eta_s=event.get("eta_s"))
+        elif event.get("type") == "warning":  # the job stands, but a crash at the worker's exit is the operator's
+            log.warning("job %s: %s", job.id, event.get("message"))
 
     try:
         record = run.wait(on_event)
