@@ -147,6 +147,14 @@ def test_photo_without_a_face_is_rejected(case_folder, tmp_path, dlib_analyzer):
     assert (outcome.status, outcome.reason) == ("rejected", "no_face")
 
 
+def test_a_thumbnail_too_small_to_hold_a_usable_face_is_rejected_naming_its_size(case_folder, tmp_path, dlib_analyzer):
+    astronaut_shots()["astronaut.png"].resize((64, 64)).save(case_folder / "thumb.png")
+    outcome = _outcome(_run(case_folder, tmp_path / "out", dlib_analyzer), "thumb.png")
+    assert (outcome.status, outcome.reason) == ("rejected", "no_face")
+    assert "at 64x64 px the photo is too small to hold a face 85 px wide" in outcome.message
+    assert "not a thumbnail" in outcome.message
+
+
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory, dlib_analyzer):
     """The sample folder: six shots of the astronaut, three other people, a group photo and junk."""

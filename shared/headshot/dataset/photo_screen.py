@@ -151,13 +151,7 @@ def examine_photo(path: Path, name: str, analyzer: FaceAnalyzer, settings: Prepa
         except PhotoRejected:
             whole = upright.image  # changed since it was read: the sheet still shows what was screened
         found.crop = np.asarray(_centre_square(whole, settings.resolution))
-        narrowest = _narrowest_searched(photo, analyzer, settings)
-        unseen = (
-            f" (faces narrower than {narrowest:.0f} px are not searched for in a photo this large: crop it closer)"
-            if narrowest and narrowest > screen.min_face
-            else ""
-        )
-        found.rejection = ("no_face", f"{name}: no face found{unseen}; use a photo where the face is clearly visible")
+        found.rejection = ("no_face", f"{name}: no face found{_why_unseen(photo, analyzer, settings, screen)}")
         return found
     found.embedding = upright.embed(subject)
     try:
@@ -211,6 +205,24 @@ def examine_photo(path: Path, name: str, analyzer: FaceAnalyzer, settings: Prepa
             "use a photo in focus",
         )
     return found
+
+
+def _why_unseen(photo: Photo, analyzer: FaceAnalyzer, settings: PrepareSettings, screen: ScreeningSettings) -> str:
+    """What to say after "no face found": the photo's size when that alone rules out a face wide enough to keep
+    (a thumbnail), else what to try."""
+    width, height = (round(side * photo.scale) for side in photo.size)
+    if min(width, height) < screen.min_face:
+        return (
+            f"; at {width}x{height} px the photo is too small to hold a face {screen.min_face} px wide, the least a "
+            f"{settings.resolution} px crop needs; use the full-size photo, not a thumbnail or a preview"
+        )
+    narrowest = _narrowest_searched(photo, analyzer, settings)
+    unseen = (
+        f" (faces narrower than {narrowest:.0f} px are not searched for in a photo this large: crop it closer)"
+        if narrowest and narrowest > screen.min_face
+        else ""
+    )
+    return f"{unseen}; use a photo where the face is clearly visible"
 
 
 def _narrowest_searched(photo: Photo, analyzer: FaceAnalyzer, settings: PrepareSettings) -> float | None:
