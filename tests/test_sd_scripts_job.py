@@ -214,6 +214,16 @@ def test_no_half_vae_reaches_sd_scripts(setup, monkeypatch):
     assert tomllib.loads((out.parent / "fp32" / "sd-scripts" / "sd-scripts.toml").read_text())["no_half_vae"] is True
 
 
+def test_a_vae_file_reaches_sd_scripts_as_its_vae_option(setup, monkeypatch, tmp_path):
+    settings, out = setup
+    monkeypatch.setenv("FAKE_MODE", "ok")
+    (tmp_path / "vae.safetensors").write_bytes(b"x")  # sd-scripts reads it; the job only passes it on
+    settings.vae = str(tmp_path / "vae.safetensors")
+    run_sd_scripts_job(settings, create_job(settings))
+    config = tomllib.loads((out / "sd-scripts" / "sd-scripts.toml").read_text())
+    assert config["vae"] == str((tmp_path / "vae.safetensors").resolve())
+
+
 def test_a_repeated_job_on_the_same_photos_finds_no_face_again(setup, monkeypatch):
     from headshot.faces.dlib_backend import DlibFaceAnalyzer
 

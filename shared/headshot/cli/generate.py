@@ -13,6 +13,7 @@ from .progress import progress_printer
 def _add_finishing_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="folder for the pictures, results.json and contact sheet")
     p.add_argument("--base-model", help="checkpoint for sampling (needed for generate and --detailer)")
+    p.add_argument("--vae", help="a VAE file (LDM layout, A1111's models/VAE) instead of the checkpoint's own")
     p.add_argument("--lora", action="append", default=[], help="identity LoRA (repeat for a group photo)")
     p.add_argument("--detailer", action="store_true", help="repaint each face at a higher resolution with the LoRA")
     p.add_argument("--denoise", type=float, default=0.4, help="detailer strength (0 keeps the face, 1 repaints it)")
@@ -156,6 +157,7 @@ def _sampler(args, controlnet: Path | None = None):
         controlnet=str(controlnet) if controlnet else None,
         tokenizer_dirs=args.tokenizer,
         device=args.device,
+        vae=getattr(args, "vae", None),
     )
 
 

@@ -34,6 +34,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--base-model", required=True, help="a .safetensors/.ckpt checkpoint, a diffusers folder, or a hub id"
     )
+    p.add_argument(
+        "--vae",
+        help="a VAE file (.safetensors/.ckpt, LDM layout) to use instead of the checkpoint's own, as kohya's --vae; "
+        "needed for a checkpoint saved without one",
+    )
     p.add_argument("--out", dest="out_dir", required=True, type=Path, help="job folder; the LoRA is written here")
     p.add_argument("--name", dest="output_name", help="LoRA file name (without .safetensors; default headshot_lora)")
     p.add_argument("--preset", choices=tuple(PRESETS), help="default balanced")
@@ -157,7 +162,8 @@ def _train(args) -> int:
     if state == "cancelled":
         print(
             f"cancelled at step {record.get('steps_done')}; continue with: headshot train {args.dataset_dir} "
-            f"--base-model {settings.base_model} --out {args.out_dir} --resume"
+            f"--base-model {settings.base_model}{f' --vae {settings.vae}' if settings.vae else ''} "
+            f"--out {args.out_dir} --resume"
         )
         return 128 + int(stopped_by or signal.SIGINT)
     print(f"error: {record.get('error', 'training failed')} (details: {args.out_dir / 'worker.log'})", file=sys.stderr)

@@ -21,7 +21,11 @@ _UNET_KEYS = ("input_blocks.0.0.weight", "out.2.weight")
 
 
 def detect_checkpoint(
-    state_dict: Mapping, *, metadata: Mapping[str, str] | None = None, source: str = "this checkpoint"
+    state_dict: Mapping,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    source: str = "this checkpoint",
+    needs_vae: bool = True,
 ) -> tuple[Family, str | None]:
     """(family, prediction type) of a single-file checkpoint; the prediction type is None when only the
     weights can tell (an SD2 file without a marker: see train's probe).
@@ -64,10 +68,10 @@ def detect_checkpoint(
             "identity LoRAs are trained on a plain text-to-image base model.",
             "unsupported_base_model",
         )
-    if not any(k.startswith(family.checkpoint_vae_prefix) for k in keys):
+    if needs_vae and not any(k.startswith(family.checkpoint_vae_prefix) for k in keys):
         raise HeadshotError(
-            f"{source} has no VAE ({family.checkpoint_vae_prefix}* keys); pass a checkpoint that includes its VAE, "
-            "or the model's diffusers folder.",
+            f"{source} has no VAE ({family.checkpoint_vae_prefix}* keys); give the VAE it is meant for with --vae "
+            "FILE (A1111's models/VAE, ComfyUI's models/vae), or pass a checkpoint that includes its VAE.",
             "not_a_base_model",
         )
     in_channels = tensor_shape(state_dict, unet + "input_blocks.0.0.weight")[1]
@@ -240,4 +244,5 @@ def base_model_family(source: str | Path) -> Family | None:
     if head[8:9] != b"{":  # not safetensors
         return None
     state_dict, metadata = read_checkpoint(path)
-    return detect_checkpoint(state_dict, metadata=metadata, source=path.name)[0]
+    # only the family is asked for: a checkpoint without its VAE (given apart with --vae) still has one
+    return detect_checkpoint(state_dict, metadata=metadata, source=path.name, needs_vae=False)[0]

@@ -37,7 +37,15 @@ def _scheduler_for(name: str, config):
 class DiffusersSampler:
     """Standalone sampling with diffusers over a base model, LoRAs and an optional ControlNet."""
 
-    def __init__(self, base_model: str, *, controlnet: str | None = None, tokenizer_dirs=(), device: str = "auto"):
+    def __init__(
+        self,
+        base_model: str,
+        *,
+        controlnet: str | None = None,
+        tokenizer_dirs=(),
+        device: str = "auto",
+        vae: str | None = None,
+    ):
         import torch
 
         from ..devices import autocast_dtype, pick_device
@@ -46,7 +54,7 @@ class DiffusersSampler:
         self.device = pick_device(device)
         dtype = autocast_dtype(self.device, "auto") or torch.float32
         self.base = load_base_model(
-            base_model, tokenizer_dirs=[Path(d) for d in tokenizer_dirs], dtype=dtype, device=self.device
+            base_model, tokenizer_dirs=[Path(d) for d in tokenizer_dirs], dtype=dtype, device=self.device, vae_file=vae
         )
         self.family = self.base.family
         self.dtype = dtype

@@ -39,6 +39,7 @@ def load_base_model(
     defer_encoders: bool = False,
     vae_dtype=None,
     text_encoder_dtype=None,
+    vae_file: str | Path | None = None,
 ) -> BaseModel:
     """Load a base model from a single-file checkpoint, a diffusers folder or (only if not a local path) a hub id.
 
@@ -48,7 +49,7 @@ def load_base_model(
     first `BaseModel.ensure_unet()` (where its prediction type is already known), with `defer_encoders` the VAE,
     text encoders and tokenizers on the first `BaseModel.ensure_encoders()` (a hub id loads them at once).
     Floating weights come in `dtype`, the VAE's in `vae_dtype` and the text encoders' in `text_encoder_dtype`
-    where those are given.
+    where those are given. `vae_file`: a separate VAE (LDM layout) used in place of the model's own.
     """
     say = progress or (lambda message: None)
     if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
@@ -90,6 +91,7 @@ def load_base_model(
                 prediction_type=prediction_type,
                 defer_unet=defer_unet,
                 defer_encoders=defer_encoders,
+                vae_file=Path(vae_file).expanduser() if vae_file else None,
             )
     elif not isinstance(path_or_id, Path) and looks_like_hub_id(text):
         base = load_from_hub(text, tokenizer_dirs=tokenizer_dirs, **dtypes, device=device, say=say)
@@ -100,6 +102,8 @@ def load_base_model(
             "stable-diffusion-v1-5/stable-diffusion-v1-5.",
             "base_model_not_found",
         )
+    if vae_file and not path.is_file():  # a diffusers folder or hub model: its own VAE is replaced
+        _use_vae_file(base, Path(vae_file).expanduser(), dtypes["vae_dtype"], device)
     if prediction_type is not None and prediction_type != base.prediction_type:
         base.prediction_type = prediction_type
         base.noise_scheduler = training_noise_scheduler(prediction_type)
@@ -109,6 +113,33 @@ def load_base_model(
             module.eval()
     say(f"loaded {base.family} base model ({base.prediction_type}) from {base.source}")
     return base
+
+
+def _use_vae_file(base: BaseModel, vae_file: Path, dtype, device) -> None:
+    """`base`'s VAE read from `vae_file` instead: now, or when its deferred encoders load."""
+    from ..families import get_family
+    from .configs_from_shapes import infer_vae_config
+    from .single_file_loading import build_vae
+    from .vae_files import read_vae_file
+
+    family = get_family(base.family)
+    weights = read_vae_file(vae_file, family)
+    keys = set(weights)
+    base.vae_config = infer_vae_config(weights, keys, family)
+
+    def load():
+        return build_vae(weights, keys, family, dtype=dtype, device=device, source=str(vae_file))
+
+    folder_loader = base.encoders_loader
+    if folder_loader is None:
+        base.vae = load()
+        return
+
+    def load_encoders():
+        _, text_encoders, tokenizers = folder_loader()
+        return load(), text_encoders, tokenizers
+
+    base.encoders_loader = load_encoders
 
 
 def detect_family(

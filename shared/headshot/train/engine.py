@@ -95,6 +95,7 @@ class LoraTrainer:
                 device=self.device,
                 defer_unet=True,
                 defer_encoders=True,
+                vae_file=s.vae,
             )
         base = self._base
         for module in [base.unet, base.vae, *base.text_encoders]:
@@ -125,7 +126,9 @@ class LoraTrainer:
         cache = self.input_cache
         model_identity, photos = base_model_identity(s.base_model), self.photos_digest
         precision = [str(vae_dtype)] + ([f"autocast {encode_autocast}"] if encode_autocast else [])
-        latents_key = cache.key("latents", model_identity, photos, s.resolution, s.flip, s.seed, *precision)
+        latents_key = cache.key(
+            "latents", base_model_identity(s.base_model, s.vae), photos, s.resolution, s.flip, s.seed, *precision
+        )
         self.latents = cache.load_unpacked(latents_key, latents_from_tensors, len(images))
         if self.latents is None:
             how = " in bf16 (--no-half-vae for fp32)" if torch.bfloat16 in (vae_dtype, encode_autocast) else ""

@@ -34,7 +34,10 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def base_model_identity(base_model: str | Path) -> list:
+def base_model_identity(base_model: str | Path, vae: str | Path | None = None) -> list:
+    """The base model's files (and a --vae file's, when one replaces its VAE)."""
+    if vae:
+        return base_model_identity(base_model) + [["vae", *file_identity(Path(vae).expanduser())]]
     model = Path(base_model).expanduser()
     if model.is_file():
         return file_identity(model)

@@ -65,6 +65,12 @@ def check_inputs(settings: TrainSettings) -> None:
                 "a diffusers folder or a Hugging Face hub id)",
                 "base_model_not_found",
             )
+    if settings.vae and not Path(settings.vae).expanduser().is_file():
+        raise HeadshotError(
+            f"--vae {settings.vae}: no such file (give a VAE .safetensors/.ckpt: A1111's models/VAE, ComfyUI's "
+            "models/vae)",
+            "vae_not_found",
+        )
     if settings.class_images_dir and not Path(settings.class_images_dir).is_dir():
         raise HeadshotError(f"--class-images {settings.class_images_dir}: no such folder", "no_class_images")
     if settings.backend == "sd-scripts" and not settings.sd_scripts_repo:
@@ -88,7 +94,11 @@ def input_fingerprints(settings: TrainSettings) -> dict:
         identity = f"{model.name}/ ({size} bytes)"
     else:
         identity = str(settings.base_model)  # a hub id
-    return {"dataset": digest.hexdigest(), "base_model": identity}
+    inputs = {"dataset": digest.hexdigest(), "base_model": identity}
+    if settings.vae:  # only when given: a job from before --vae keeps its fingerprints
+        vae = Path(settings.vae).expanduser()
+        inputs["vae"] = f"{vae.name} ({vae.stat().st_size} bytes)" if vae.is_file() else str(settings.vae)
+    return inputs
 
 
 def _refuse_busy(job: JobFolder, record: dict) -> None:

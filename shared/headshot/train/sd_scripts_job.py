@@ -31,12 +31,12 @@ OPTIMIZER_NAMES = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "prodigy": "Prodi
 PREFERRED_WEIGHT = 0.8
 
 
-def _base_model_family(base_model: str) -> str:
+def _base_model_family(base_model: str, vae: str | None = None) -> str:
     """The family of a checkpoint file or diffusers folder, read from the weights or configs."""
     path = Path(base_model)
     if path.is_file():  # .safetensors lazily, .ckpt with weights_only
         state_dict, metadata = read_checkpoint(path)
-        return detect_checkpoint(state_dict, metadata=metadata, source=path.name)[0].name
+        return detect_checkpoint(state_dict, metadata=metadata, source=path.name, needs_vae=not vae)[0].name
     family = diffusers_folder_family(path) if path.is_dir() else None
     if family is None:
         raise HeadshotError(
@@ -64,7 +64,7 @@ def run_sd_scripts_job(settings: TrainSettings, job: JobFolder) -> dict:
         raise HeadshotError("--backend sd-scripts needs --sd-scripts PATH (a kohya sd-scripts checkout)", "bad_option")
     setup = sd_scripts.locate(settings.sd_scripts_repo, settings.sd_scripts_python)
     training_set = load_training_set(settings.dataset_dir)
-    family = _base_model_family(settings.base_model)
+    family = _base_model_family(settings.base_model, settings.vae)
     images = training_set.images
     s = settings.resolved(len(images), images[0].repeats, training_set.resolution, on_gpu=False)
     # resolved() filled these from the preset (and the dataset's resolution)
@@ -117,7 +117,11 @@ def run_sd_scripts_job(settings: TrainSettings, job: JobFolder) -> dict:
         tokenizer_cache_dir=Path(s.tokenizer_dirs[0]) if s.tokenizer_dirs else None,
         device=None if s.device == "auto" else s.device,
         save_state=True,
-        extra={"no_half_vae": True} if s.no_half_vae else None,
+        extra={
+            **({"no_half_vae": True} if s.no_half_vae else {}),
+            **({"vae": str(Path(s.vae).expanduser().resolve())} if s.vae else {}),
+        }
+        or None,
     )
 
     produced = work / f"{s.output_name}.safetensors"

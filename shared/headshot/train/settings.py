@@ -25,6 +25,7 @@ MAX_SEED = 2**32 - 1
 OPTION = {
     "dataset_dir": "dataset folder",
     "base_model": "--base-model",
+    "vae": "--vae",
     "out_dir": "--out",
     "output_name": "--name",
     "preset": "--preset",
@@ -82,7 +83,15 @@ RESUMABLE_CHANGES = (
     "cache_dir",
 )
 #: paths: always the caller's, never followed from job.json (a job folder is data)
-CALLER_PATHS = ("dataset_dir", "base_model", "class_images_dir", "sd_scripts_repo", "sd_scripts_python", "cache_dir")
+CALLER_PATHS = (
+    "dataset_dir",
+    "base_model",
+    "vae",
+    "class_images_dir",
+    "sd_scripts_repo",
+    "sd_scripts_python",
+    "cache_dir",
+)
 
 
 class TrainSettings(OptionModel):
@@ -96,6 +105,7 @@ class TrainSettings(OptionModel):
     dataset_dir: PathText
     base_model: PathText
     out_dir: PathText
+    vae: PathText | None = None  # a VAE file used in place of the base model's (kohya's --vae)
     output_name: Text = "headshot_lora"
     preset: Text = "balanced"
     backend: Text = "builtin"

@@ -21,6 +21,7 @@ from ..families.checkpoint_file import read_checkpoint
 from .base_model import CLIP_MAX_LENGTH, TRAIN_SCHEDULE, BaseModel, Progress, training_noise_scheduler
 from .clip_tokenizers import family_tokenizers
 from .configs_from_shapes import clip_text_config, infer_unet_config, infer_vae_config
+from .vae_files import read_vae_file
 
 
 def _conversion_functions():
@@ -191,7 +192,7 @@ def build_unet(sd: Mapping, keys: set, family: Family, *, dtype, device, source:
     return _materialize(unet, weights, dtype=dtype, device=device, what="UNet", source=source)
 
 
-def _build_vae(sd: Mapping, keys: set, family: Family, *, dtype, device, source: str):
+def build_vae(sd: Mapping, keys: set, family: Family, *, dtype, device, source: str):
     vae, weights = prepare_vae(sd, keys, family, dtype=dtype, device=device)
     return _materialize(vae, weights, dtype=dtype, device=device, what="VAE", source=source)
 
@@ -271,12 +272,16 @@ def load_single_file(
     defer_encoders: bool = False,
     vae_dtype=None,
     text_encoder_dtype=None,
+    vae_file: Path | None = None,
 ) -> BaseModel:
     say(f"reading {path.name}")
     sd, metadata = read_checkpoint(path)
     keys = set(sd.keys())
     source = str(path)
-    family, prediction = detect_checkpoint(sd, metadata=metadata, source=source)
+    family, prediction = detect_checkpoint(sd, metadata=metadata, source=source, needs_vae=vae_file is None)
+    # the VAE from its own file where one is given (the checkpoint's, if it has one, is never read)
+    vae_sd, vae_source = (read_vae_file(vae_file, family), str(vae_file)) if vae_file else (sd, source)
+    vae_keys = set(vae_sd)
 
     def load_encoders():
         tokenizers = family_tokenizers(family, tokenizer_dirs)
@@ -285,7 +290,7 @@ def load_single_file(
             sd, keys, family, dtype=text_encoder_dtype or dtype, device=device, source=source
         )
         say("converting the VAE")
-        vae = _build_vae(sd, keys, family, dtype=vae_dtype or dtype, device=device, source=source)
+        vae = build_vae(vae_sd, vae_keys, family, dtype=vae_dtype or dtype, device=device, source=vae_source)
         return vae, text_encoders, tokenizers
 
     def load_unet():
@@ -312,5 +317,5 @@ def load_single_file(
         source=source,
         unet_loader=None if unet is not None else load_unet,
         encoders_loader=load_encoders if defer_encoders else None,
-        vae_config=infer_vae_config(sd, keys, family),
+        vae_config=infer_vae_config(vae_sd, vae_keys, family),
     )

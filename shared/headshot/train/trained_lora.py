@@ -80,5 +80,6 @@ def trained_lora_metadata(
             "batch_size": s.batch_size,
             "preset": s.preset,
             "base_model": Path(s.base_model).name,
+            **({"vae_name": Path(s.vae).name} if s.vae else {}),  # ss_vae_name, as kohya writes it
         },
     )
