@@ -60,6 +60,7 @@ def load_base_model(
     device = torch.device(device)
     tokenizer_dirs = [Path(d) for d in tokenizer_dirs]
     dtypes = {"dtype": dtype, "vae_dtype": vae_dtype or dtype, "text_encoder_dtype": text_encoder_dtype or dtype}
+    separate = Path(vae_file).expanduser() if vae_file else None  # a VAE file in place of the model's own
     text = str(path_or_id)
     path = Path(text).expanduser()
     if path.exists():
@@ -80,6 +81,7 @@ def load_base_model(
                 say=say,
                 defer_unet=defer_unet,
                 defer_encoders=defer_encoders,
+                vae_file=separate,
             )
         else:
             base = load_single_file(
@@ -91,10 +93,10 @@ def load_base_model(
                 prediction_type=prediction_type,
                 defer_unet=defer_unet,
                 defer_encoders=defer_encoders,
-                vae_file=Path(vae_file).expanduser() if vae_file else None,
+                vae_file=separate,
             )
     elif not isinstance(path_or_id, Path) and looks_like_hub_id(text):
-        base = load_from_hub(text, tokenizer_dirs=tokenizer_dirs, **dtypes, device=device, say=say)
+        base = load_from_hub(text, tokenizer_dirs=tokenizer_dirs, **dtypes, device=device, say=say, vae_file=separate)
     else:
         raise HeadshotError(
             f"Base model {text} not found: there is no such file or folder. Pass a .safetensors/.ckpt checkpoint, "
@@ -102,8 +104,6 @@ def load_base_model(
             "stable-diffusion-v1-5/stable-diffusion-v1-5.",
             "base_model_not_found",
         )
-    if vae_file and not path.is_file():  # a diffusers folder or hub model: its own VAE is replaced
-        _use_vae_file(base, Path(vae_file).expanduser(), dtypes["vae_dtype"], device)
     if prediction_type is not None and prediction_type != base.prediction_type:
         base.prediction_type = prediction_type
         base.noise_scheduler = training_noise_scheduler(prediction_type)
@@ -113,33 +113,6 @@ def load_base_model(
             module.eval()
     say(f"loaded {base.family} base model ({base.prediction_type}) from {base.source}")
     return base
-
-
-def _use_vae_file(base: BaseModel, vae_file: Path, dtype, device) -> None:
-    """`base`'s VAE read from `vae_file` instead: now, or when its deferred encoders load."""
-    from ..families import get_family
-    from .configs_from_shapes import infer_vae_config
-    from .single_file_loading import build_vae
-    from .vae_files import read_vae_file
-
-    family = get_family(base.family)
-    weights = read_vae_file(vae_file, family)
-    keys = set(weights)
-    base.vae_config = infer_vae_config(weights, keys, family)
-
-    def load():
-        return build_vae(weights, keys, family, dtype=dtype, device=device, source=str(vae_file))
-
-    folder_loader = base.encoders_loader
-    if folder_loader is None:
-        base.vae = load()
-        return
-
-    def load_encoders():
-        _, text_encoders, tokenizers = folder_loader()
-        return load(), text_encoders, tokenizers
-
-    base.encoders_loader = load_encoders
 
 
 def detect_family(

@@ -16,6 +16,7 @@ from ..errors import HeadshotError
 from ..families import detect_diffusers, family_names
 from .base_model import PREDICTION_TYPES, BaseModel, Progress, training_noise_scheduler
 from .clip_tokenizers import family_tokenizers, hub_tokenizers
+from .vae_files import separate_vae
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
@@ -82,6 +83,7 @@ def load_diffusers(
     defer_encoders: bool = False,
     vae_dtype=None,
     text_encoder_dtype=None,
+    vae_file: Path | None = None,
 ) -> BaseModel:
     import transformers
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -149,6 +151,9 @@ def load_diffusers(
             f"{src}: scheduler prediction_type {prediction!r} is not epsilon or v_prediction.", "unsupported_base_model"
         )
 
+    # a VAE file in place of vae/ (which is then never read)
+    separate = separate_vae(vae_file, family, dtype=vae_dtype or dtype, device=device) if vae_file else None
+
     def variant(sub: str):
         return _weights_variant(root / sub) if root is not None else None
 
@@ -164,8 +169,16 @@ def load_diffusers(
         else:
             tokenizers = hub_tokenizers(src, family, tokenizer_dirs, local_only)
         say("loading the VAE")
-        vae = AutoencoderKL.from_pretrained(
-            src, subfolder="vae", torch_dtype=vae_dtype or dtype, local_files_only=local_only, variant=variant("vae")
+        vae = (
+            separate[1]()
+            if separate
+            else AutoencoderKL.from_pretrained(
+                src,
+                subfolder="vae",
+                torch_dtype=vae_dtype or dtype,
+                local_files_only=local_only,
+                variant=variant("vae"),
+            )
         )
         say("loading the text encoder" + ("s" if len(family.text_encoders) > 1 else ""))
         text_encoders = [
@@ -203,12 +216,20 @@ def load_diffusers(
         source=src,
         unet_loader=load_unet if unet is None else None,
         encoders_loader=load_encoders if defer_encoders else None,
-        vae_config=config_of("vae", AutoencoderKL) if defer_encoders else None,
+        vae_config=separate[0] if separate else config_of("vae", AutoencoderKL) if defer_encoders else None,
     )
 
 
 def load_from_hub(
-    repo_id: str, *, tokenizer_dirs, dtype, device, say: Progress, vae_dtype=None, text_encoder_dtype=None
+    repo_id: str,
+    *,
+    tokenizer_dirs,
+    dtype,
+    device,
+    say: Progress,
+    vae_dtype=None,
+    text_encoder_dtype=None,
+    vae_file: Path | None = None,
 ) -> BaseModel:
     offline = _hub_offline()
     say(f"looking up {repo_id} on the Hugging Face hub" + (" (offline: local cache only)" if offline else ""))
@@ -227,6 +248,7 @@ def load_from_hub(
                 device=device,
                 say=say,
                 index=index,
+                vae_file=vae_file,
             )
     except HeadshotError:
         raise

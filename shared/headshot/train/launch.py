@@ -65,12 +65,10 @@ def check_inputs(settings: TrainSettings) -> None:
                 "a diffusers folder or a Hugging Face hub id)",
                 "base_model_not_found",
             )
-    if settings.vae and not Path(settings.vae).expanduser().is_file():
-        raise HeadshotError(
-            f"--vae {settings.vae}: no such file (give a VAE .safetensors/.ckpt: A1111's models/VAE, ComfyUI's "
-            "models/vae)",
-            "vae_not_found",
-        )
+    if settings.vae:
+        from .vae_files import existing_vae_file
+
+        existing_vae_file(settings.vae)
     if settings.class_images_dir and not Path(settings.class_images_dir).is_dir():
         raise HeadshotError(f"--class-images {settings.class_images_dir}: no such folder", "no_class_images")
     if settings.backend == "sd-scripts" and not settings.sd_scripts_repo:

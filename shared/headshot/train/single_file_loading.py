@@ -21,7 +21,7 @@ from ..families.checkpoint_file import read_checkpoint
 from .base_model import CLIP_MAX_LENGTH, TRAIN_SCHEDULE, BaseModel, Progress, training_noise_scheduler
 from .clip_tokenizers import family_tokenizers
 from .configs_from_shapes import clip_text_config, infer_unet_config, infer_vae_config
-from .vae_files import read_vae_file
+from .vae_files import separate_vae
 
 
 def _conversion_functions():
@@ -280,8 +280,13 @@ def load_single_file(
     source = str(path)
     family, prediction = detect_checkpoint(sd, metadata=metadata, source=source, needs_vae=vae_file is None)
     # the VAE from its own file where one is given (the checkpoint's, if it has one, is never read)
-    vae_sd, vae_source = (read_vae_file(vae_file, family), str(vae_file)) if vae_file else (sd, source)
-    vae_keys = set(vae_sd)
+    if vae_file:
+        vae_config, load_vae = separate_vae(vae_file, family, dtype=vae_dtype or dtype, device=device)
+    else:
+        vae_config = infer_vae_config(sd, keys, family)
+
+        def load_vae():
+            return build_vae(sd, keys, family, dtype=vae_dtype or dtype, device=device, source=source)
 
     def load_encoders():
         tokenizers = family_tokenizers(family, tokenizer_dirs)
@@ -290,7 +295,7 @@ def load_single_file(
             sd, keys, family, dtype=text_encoder_dtype or dtype, device=device, source=source
         )
         say("converting the VAE")
-        vae = build_vae(vae_sd, vae_keys, family, dtype=vae_dtype or dtype, device=device, source=vae_source)
+        vae = load_vae()
         return vae, text_encoders, tokenizers
 
     def load_unet():
@@ -317,5 +322,5 @@ def load_single_file(
         source=source,
         unet_loader=None if unet is not None else load_unet,
         encoders_loader=load_encoders if defer_encoders else None,
-        vae_config=infer_vae_config(vae_sd, vae_keys, family),
+        vae_config=vae_config,
     )

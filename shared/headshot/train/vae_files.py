@@ -8,8 +8,9 @@ saved with its training loss also holds a discriminator).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import HeadshotError
 from ..families import Family
@@ -56,15 +57,36 @@ class _VaeView(Mapping):
         yield from ((self._shown + k[len(self._stored) :], v) for k, v in pairs)
 
 
-def read_vae_file(path: str | Path, family: Family) -> Mapping:
-    """The VAE file's tensors under `family`'s checkpoint VAE prefix (so the checkpoint's loader reads them)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
+def existing_vae_file(path: str | Path) -> Path:
+    """`path` as a file that exists, or the error that says what to give."""
+    found = Path(path).expanduser()
+    if not found.is_file():
         raise HeadshotError(
             f"--vae {path}: no such file; give a VAE .safetensors/.ckpt (the files in A1111's models/VAE or "
             "ComfyUI's models/vae).",
             "vae_not_found",
         )
+    return found
+
+
+def separate_vae(path: str | Path, family: Family, *, dtype, device) -> tuple[dict, Callable[[], Any]]:
+    """(the VAE file's diffusers config, a function that builds the VAE from it): known before the weights load,
+    as a checkpoint's own VAE is."""
+    from .configs_from_shapes import infer_vae_config
+    from .single_file_loading import build_vae
+
+    weights = read_vae_file(path, family)
+    keys = set(weights)
+
+    def load():
+        return build_vae(weights, keys, family, dtype=dtype, device=device, source=str(path))
+
+    return infer_vae_config(weights, keys, family), load
+
+
+def read_vae_file(path: str | Path, family: Family) -> Mapping:
+    """The VAE file's tensors under `family`'s checkpoint VAE prefix (so the checkpoint's loader reads them)."""
+    path = existing_vae_file(path)
     tensors, _ = read_checkpoint(path)
     prefix = family.checkpoint_vae_prefix
     # a VAE saved inside a checkpoint keeps its prefix; a bare one (vae-ft-mse-840000, sdxl_vae) has none
