@@ -21,6 +21,7 @@ from .images import fit_batch, note_image, pil_to_image_batch
 from .paths import RULE, allowed_path, user_path
 
 PRESETS = ["fast", "balanced", "quality"]
+BAKED_VAE = "Baked VAE"  # vae_name's first choice: the checkpoint's own VAE
 LORA_SUBFOLDER = "headshot"
 POLL = 0.25
 
@@ -59,11 +60,18 @@ def choices(
     }
 
 
-def job_dir_for(chosen: dict, dataset: Path, checkpoint: Path) -> Path:
+def job_dir_for(chosen: dict, dataset: Path, checkpoint: Path, vae: Path | None = None) -> Path:
     """The core's job folder for these choices, under ComfyUI's output folder (never a link out of it)."""
     from headshot.train.job_reuse import job_folder
 
-    return allowed_path(job_folder(host.jobs_root(), chosen, dataset, checkpoint), "Train Identity LoRA output_name")
+    return allowed_path(
+        job_folder(host.jobs_root(), chosen, dataset, checkpoint, vae), "Train Identity LoRA output_name"
+    )
+
+
+def vae_file(vae_name: str | None) -> Path | None:
+    """The models/vae file chosen in place of the checkpoint's own VAE (None: the checkpoint's)."""
+    return None if not vae_name or vae_name == BAKED_VAE else host.full_path("vae", vae_name)
 
 
 def install_lora(lora: Path, output_name: str) -> str:
@@ -220,6 +228,14 @@ class HeadshotTrainLora:
                         "with instead of the builtin engine; empty: builtin." + RULE,
                     },
                 ),
+                "vae_name": (
+                    [BAKED_VAE, *host.file_list("vae")],
+                    {
+                        "default": BAKED_VAE,
+                        "tooltip": "The VAE that encodes the photos: the checkpoint's own (Baked VAE), or one from "
+                        "models/vae, needed when the checkpoint was saved without a VAE.",
+                    },
+                ),
             },
         }
 
@@ -236,7 +252,7 @@ class HeadshotTrainLora:
     OUTPUT_NODE = True  # it writes a LoRA
 
     @classmethod
-    def IS_CHANGED(cls, dataset_path=None, ckpt_name=None, **settings):
+    def IS_CHANGED(cls, dataset_path=None, ckpt_name=None, vae_name=None, **settings):
         from headshot.train.job_reuse import checkpoint_identity, dataset_digest, fingerprint
 
         # a linked dataset_path arrives as None: then the upstream Prepare Dataset's state decides
@@ -248,6 +264,12 @@ class HeadshotTrainLora:
                 pass
         try:
             parts.append(checkpoint_identity(host.full_path("checkpoints", ckpt_name)))
+        except (FileNotFoundError, TypeError):
+            pass
+        try:
+            vae = vae_file(vae_name)
+            if vae is not None:
+                parts.append(checkpoint_identity(vae))
         except (FileNotFoundError, TypeError):
             pass
         return fingerprint(*parts)
@@ -266,6 +288,7 @@ class HeadshotTrainLora:
         validation_images: int,
         face_backend: str,
         sd_scripts_path: str = "",
+        vae_name: str = BAKED_VAE,
     ):
         from PIL import Image
 
@@ -274,6 +297,7 @@ class HeadshotTrainLora:
 
         dataset = user_path(dataset_path, "Train Identity LoRA dataset_path")
         checkpoint = host.full_path("checkpoints", ckpt_name)
+        vae = vae_file(vae_name)
         chosen = choices(
             output_name.strip(),
             preset,
@@ -292,7 +316,8 @@ class HeadshotTrainLora:
         settings = TrainSettings(
             dataset_dir=str(dataset),
             base_model=str(checkpoint),
-            out_dir=str(job_dir_for(chosen, dataset, checkpoint)),
+            out_dir=str(job_dir_for(chosen, dataset, checkpoint, vae)),
+            vae=None if vae is None else str(vae),
             device=device,
             face_model_dirs=[str(d) for d in host.folder_dirs("insightface")],
             tokenizer_dirs=[str(d) for d in host.comfy_tokenizer_dirs()],

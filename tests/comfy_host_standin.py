@@ -45,10 +45,10 @@ def _folder_paths_standin(base: Path) -> types.ModuleType:
     fp.supported_pt_extensions = set(PT_EXTENSIONS)
     fp.models_dir = str(base / "models")
     fp.folder_names_and_paths = {
-        key: ([str(base / "models" / key)], set(PT_EXTENSIONS)) for key in ("checkpoints", "loras", "controlnet")
+        key: ([str(base / "models" / key)], set(PT_EXTENSIONS)) for key in ("checkpoints", "loras", "controlnet", "vae")
     }
     fp.filename_list_cache = {}
-    for sub in ("output", "temp", "input", "models/checkpoints", "models/loras"):
+    for sub in ("output", "temp", "input", "models/checkpoints", "models/loras", "models/vae"):
         (base / sub).mkdir(parents=True, exist_ok=True)
 
     def add_model_folder_path(name, path, is_default=False):  # ComfyUI's semantics

@@ -105,6 +105,50 @@ def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(
     assert cls.IS_CHANGED(**args) != first_hash  # a changed dataset file means training again
 
 
+def test_train_node_trains_a_checkpoint_saved_without_a_vae_with_one_from_models_vae(
+    comfy_host, tiny_checkpoint, tiny_dataset
+):
+    from safetensors.torch import load_file, save_file
+
+    from headshot.errors import HeadshotError
+    from headshot.train.lora_files import load_lora
+
+    prefix = "first_stage_model."
+    tensors = load_file(str(tiny_checkpoint))
+    models = comfy_host.base / "models"
+    save_file(
+        {k: v for k, v in tensors.items() if not k.startswith(prefix)}, str(models / "checkpoints" / "bare.safetensors")
+    )
+    save_file(
+        {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
+        str(models / "vae" / "tiny_vae.safetensors"),
+    )
+    cls = NODE_CLASS_MAPPINGS["HeadshotTrainLora"]
+    assert cls.INPUT_TYPES()["optional"]["vae_name"][0] == ["Baked VAE", "tiny_vae.safetensors"]
+    args = dict(
+        dataset_path=str(tiny_dataset),
+        ckpt_name="bare.safetensors",
+        output_name="zoe",
+        preset="fast",
+        steps=1,
+        rank=4,
+        learning_rate=1e-3,
+        resolution=32,
+        training_seed=1,
+        validation_images=0,
+        face_backend="dlib",
+    )
+    with pytest.raises(HeadshotError) as caught:  # the checkpoint's own VAE: it has none
+        cls().train(**args)
+    assert "has no VAE" in str(caught.value) and "vae_name" in str(caught.value)
+    assert cls.IS_CHANGED(**args, vae_name="tiny_vae.safetensors") != cls.IS_CHANGED(**args)
+
+    lora_name, _, _, summary = cls().train(**args, vae_name="tiny_vae.safetensors")
+    assert "trained" in summary
+    _, metadata = load_lora(models / "loras" / lora_name)
+    assert metadata["ss_vae_name"] == "tiny_vae.safetensors"
+
+
 def test_train_node_logs_a_worker_that_crashed_after_recording_its_end(comfy_host, tmp_path, caplog):
     import logging
 

@@ -68,6 +68,17 @@ def test_what_decides_the_result_changes_the_folder(tmp_path, dataset, checkpoin
     assert caught.value.code == "bad_name"
 
 
+def test_a_separate_vae_file_gives_its_own_folder(tmp_path, dataset, checkpoint):
+    """The VAE encodes the photos: a run with one must not reuse a job trained without it, or with another."""
+    vae, other = tmp_path / "vae.safetensors", tmp_path / "other.safetensors"
+    vae.write_bytes(b"a VAE")
+    other.write_bytes(b"another VAE")
+    own = job_reuse.job_folder(tmp_path, CHOSEN, dataset, checkpoint)
+    with_vae = job_reuse.job_folder(tmp_path, CHOSEN, dataset, checkpoint, vae)
+    assert len({own, with_vae, job_reuse.job_folder(tmp_path, CHOSEN, dataset, checkpoint, other)}) == 3
+    assert job_reuse.job_folder(tmp_path, CHOSEN, dataset, checkpoint, vae) == with_vae
+
+
 def _settings(job_dir, dataset, checkpoint):
     return TrainSettings(dataset_dir=str(dataset), base_model=str(checkpoint), out_dir=str(job_dir), output_name="zoe")
 

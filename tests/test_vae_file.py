@@ -114,7 +114,7 @@ def test_training_on_a_checkpoint_without_a_vae_encodes_with_the_file_and_record
     assert metadata["ss_vae_name"] == "vae.safetensors"
     # another VAE: its own latents, while the text embeddings (no VAE in them) come from the cache
     second, messages = train("b", "other_vae")
-    assert any(m.startswith("caching latents") for m in messages)
+    assert any(m.startswith("caching latents of 3 images with other_vae.safetensors") for m in messages)
     assert any(m.startswith("text embeddings read from") for m in messages)
     assert not torch.equal(first.latents[0][0], second.latents[0][0])
 

@@ -71,7 +71,8 @@ def detect_checkpoint(
     if needs_vae and not any(k.startswith(family.checkpoint_vae_prefix) for k in keys):
         raise HeadshotError(
             f"{source} has no VAE ({family.checkpoint_vae_prefix}* keys); give the VAE it is meant for with --vae "
-            "FILE (A1111's models/VAE, ComfyUI's models/vae), or pass a checkpoint that includes its VAE.",
+            "FILE (in ComfyUI: the training node's vae_name, a file in models/vae), or pass a checkpoint that "
+            "includes its VAE.",
             "not_a_base_model",
         )
     in_channels = tensor_shape(state_dict, unet + "input_blocks.0.0.weight")[1]
@@ -229,10 +230,11 @@ def diffusers_folder_family(folder: str | Path) -> Family | None:
     return detect_diffusers(index, lambda sub: read(sub, "config.json"))
 
 
-def base_model_family(source: str | Path) -> Family | None:
+def base_model_family(source: str | Path, *, needs_vae: bool = False) -> Family | None:
     """The family of a local base model (diffusers folder or .safetensors file) without loading it.
 
-    None for a hub id, a missing path or a pickled .ckpt (reading those means loading them).
+    None for a hub id, a missing path or a pickled .ckpt (reading those means loading them). `needs_vae`: refuse a
+    single file saved without its VAE (by default it is a base model all the same: its VAE can be given apart).
     """
     path = Path(source).expanduser()
     if path.is_dir():
@@ -244,5 +246,4 @@ def base_model_family(source: str | Path) -> Family | None:
     if head[8:9] != b"{":  # not safetensors
         return None
     state_dict, metadata = read_checkpoint(path)
-    # only the family is asked for: a checkpoint without its VAE (given apart with --vae) still has one
-    return detect_checkpoint(state_dict, metadata=metadata, source=path.name, needs_vae=False)[0]
+    return detect_checkpoint(state_dict, metadata=metadata, source=path.name, needs_vae=needs_vae)[0]

@@ -131,7 +131,8 @@ class LoraTrainer:
         )
         self.latents = cache.load_unpacked(latents_key, latents_from_tensors, len(images))
         if self.latents is None:
-            how = " in bf16 (--no-half-vae for fp32)" if torch.bfloat16 in (vae_dtype, encode_autocast) else ""
+            how = f" with {Path(s.vae).name}" if s.vae else ""  # the --vae file, so a log says which VAE
+            how += " in bf16 (--no-half-vae for fp32)" if torch.bfloat16 in (vae_dtype, encode_autocast) else ""
             self._load_encoders(base)
             self.job.emit("status", message=f"caching latents of {len(images)} images{how}")
             base.vae.to(self.device)

@@ -53,11 +53,15 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def job_folder(jobs_root: Path, chosen: dict, dataset: Path, base_model: Path) -> Path:
+def job_folder(jobs_root: Path, chosen: dict, dataset: Path, base_model: Path, vae: Path | None = None) -> Path:
     """The job folder for these choices (TrainSettings fields), named `<output_name>-<key>` after what decides
-    the result, so a run with nothing changed finds it again."""
+    the result, so a run with nothing changed finds it again. `vae`: a VAE file used in place of the model's own
+    (it encodes the photos); without one the key is what it was before the option existed."""
     name = safe_name(str(chosen.get("output_name") or "headshot_lora"), "output_name")
-    key = fingerprint(chosen, dataset_digest(dataset), checkpoint_identity(base_model))[:KEY_LENGTH]
+    parts = [chosen, dataset_digest(dataset), checkpoint_identity(base_model)]
+    if vae is not None:
+        parts.append(checkpoint_identity(vae))
+    key = fingerprint(*parts)[:KEY_LENGTH]
     return Path(jobs_root) / "jobs" / f"{name}-{key}"
 
 
