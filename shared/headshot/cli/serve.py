@@ -12,6 +12,12 @@ def _add_service_options(p: argparse.ArgumentParser, needs_model: bool = True) -
     p.add_argument(
         "--base-model", required=needs_model, help="the checkpoint every job trains and draws with (.safetensors)"
     )
+    p.add_argument(
+        "--vae",
+        metavar="FILE",
+        help="a VAE file (LDM layout) used in place of the checkpoint's own for training and drawing; needed "
+        "when the checkpoint was saved without one",
+    )
     p.add_argument("--queue", help="redis://HOST:PORT/DB for workers on several machines (default: SQLite in --data)")
     p.add_argument("--database", help="SQLAlchemy URL, e.g. postgresql://… (default: SQLite in --data)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
@@ -62,6 +68,7 @@ def service_config(args: argparse.Namespace, needs_model: bool = True):
     config = ServiceConfig(
         data_dir=args.data,
         base_model=str(Path(args.base_model).expanduser().resolve()) if args.base_model else "",
+        vae=str(Path(args.vae).expanduser().resolve()) if args.vae else None,
         database_url=args.database,
         queue_url=args.queue,
         limits=limits,

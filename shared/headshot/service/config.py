@@ -30,6 +30,7 @@ class Limits:
 class ServiceConfig:
     data_dir: Path
     base_model: str = ""
+    vae: str | None = None  # a VAE file in place of the base model's own (--vae)
     database_url: str | None = None  # None: SQLite under data_dir
     queue_url: str | None = None  # None: huey's SQLite queue under data_dir; redis://… for many machines
     limits: Limits = field(default_factory=Limits)
@@ -85,6 +86,15 @@ def check_config(config: ServiceConfig, needs_model: bool = True) -> ServiceConf
             "diffusers folder)",
             "base_model_not_found",
         )
+    if config.vae:
+        from ..train.vae_files import existing_vae_file
+
+        existing_vae_file(config.vae)
+    elif needs_model:
+        from ..families.checkpoint_detection import base_model_family
+
+        # a checkpoint saved without a VAE is refused now, naming --vae, rather than in every job
+        base_model_family(config.base_model, needs_vae=True)
     if config.queue_url and not config.queue_url.startswith(("redis://", "rediss://", "sqlite:///")):
         raise HeadshotError(f"--queue {config.queue_url}: give redis://HOST:PORT/DB or sqlite:///FILE", "bad_option")
     if config.checkpoint_every is not None and config.checkpoint_every < 1:

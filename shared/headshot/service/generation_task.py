@@ -32,8 +32,10 @@ def warm_sampler(config: ServiceConfig):
     from ..sampling.diffusers_sampler import DiffusersSampler
 
     return _resident(
-        f"sampler:{config.base_model}:{config.device}",
-        lambda: DiffusersSampler(config.base_model, tokenizer_dirs=config.tokenizer_dirs, device=config.device),
+        f"sampler:{config.base_model}:{config.vae}:{config.device}",
+        lambda: DiffusersSampler(
+            config.base_model, tokenizer_dirs=config.tokenizer_dirs, device=config.device, vae=config.vae
+        ),
     )
 
 

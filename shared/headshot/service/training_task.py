@@ -119,6 +119,7 @@ def _train(config, store: Store, job: Job, model, options: dict, model_dir: Path
     settings = TrainSettings(
         dataset_dir=str(model_dir / "dataset"),
         base_model=model.base_model,
+        vae=config.vae,
         out_dir=str(model_dir / "training"),
         output_name=model.instance_name,
         device=config.device,
