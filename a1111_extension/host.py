@@ -151,6 +151,26 @@ def current_checkpoint_file() -> Path | None:
         return None
 
 
+def checkpoint_vae(checkpoint: Path) -> Path | None:
+    """The VAE file the WebUI draws `checkpoint` with, so training encodes the photos with it too; None: the
+    checkpoint's own. A1111: its own choice (--vae-path, the checkpoint's card, a VAE named after the checkpoint,
+    Settings → SD VAE); Forge: the VAE among the "VAE / Text Encoder" modules picked at the top."""
+    sd_vae, sh = module("modules.sd_vae"), shared()
+    if sd_vae is None or sh is None:
+        return None
+    if is_forge():
+        folders = [models_dir() / "VAE"] + ([Path(_cmd_opt("vae_dir"))] if _cmd_opt("vae_dir") else [])
+        known = {Path(p).resolve() for p in getattr(sd_vae, "vae_dict", {}).values()}
+        for chosen in getattr(getattr(sh, "opts", None), "forge_additional_modules", None) or []:
+            path = Path(chosen).resolve()  # a text encoder file is one of these modules too: only VAEs count
+            if path in known or any(path.is_relative_to(f.resolve()) for f in folders):
+                return path
+        return None
+    resolve = getattr(sd_vae, "resolve_vae", None)
+    found = getattr(resolve(str(checkpoint)), "vae", None) if resolve is not None else None
+    return Path(found) if found else None
+
+
 def model_family() -> str:
     """sd1 / sd2 / sdxl of the loaded model: its own flags, else (Forge before its first picture) from the
     selected checkpoint's weights."""

@@ -123,13 +123,18 @@ def job_status(name: str, events) -> dict:
 
     from . import training
 
+    progress = training.SESSION.progress
+    this_job = progress.job_dir is not None and progress.job_dir.name == name
     try:
-        return job_listing.job_status(host.jobs_root(), name, events)
+        status = job_listing.job_status(host.jobs_root(), name, events)
     except HeadshotError as exc:
-        progress = training.SESSION.progress
-        if exc.code != "not_found" or progress.job_dir is None or progress.job_dir.name != name:
+        if exc.code != "not_found" or not this_job:
             raise
         return {"name": name, "job": {"state": progress.state, "message": progress.message}, "events": []}
+    if this_job and progress.state == "preparing" and status["job"].get("state") in ("failed", "cancelled"):
+        # trying again: until its worker starts the folder still holds the last try's end, which would end a poll
+        status["job"] = {**status["job"], "state": progress.state, "message": progress.message}
+    return status
 
 
 def register(app) -> bool:

@@ -52,14 +52,43 @@ def choices(
     }
 
 
-def job_dir_for(chosen: dict, dataset: Path, checkpoint: Path) -> Path:
+def job_dir_for(chosen: dict, dataset: Path, checkpoint: Path, vae: Path | None = None) -> Path:
     """The core's job folder for these choices, under the WebUI's outputs (never a link out of it)."""
     from headshot.allowed_paths import confine
     from headshot.train.job_reuse import job_folder
 
     return confine(
-        job_folder(host.jobs_root(), chosen, dataset, checkpoint), host.allowed_roots(), "job folder", "the WebUI"
+        job_folder(host.jobs_root(), chosen, dataset, checkpoint, vae), host.allowed_roots(), "job folder", "the WebUI"
     )
+
+
+def training_vae(checkpoint: Path) -> Path | None:
+    """The VAE the WebUI draws `checkpoint` with (None: its own); a checkpoint saved without one, with none chosen,
+    is refused here in the WebUI's words (the core's names a command-line option)."""
+    from headshot.families import base_model_family
+
+    vae = host.checkpoint_vae(checkpoint)
+    if vae is not None and not vae.is_file():
+        raise HeadshotError(
+            f"the WebUI's VAE {vae} is not there any more; choose another and train again", "vae_not_found"
+        )
+    if vae is not None:
+        return vae
+    try:
+        base_model_family(checkpoint, needs_vae=True)
+    except HeadshotError as error:
+        if error.code != "checkpoint_without_vae":
+            raise
+        where = (
+            "pick it in the VAE / Text Encoder menu at the top"
+            if host.is_forge()
+            else "pick it in Settings → Stable Diffusion → SD VAE, or put one named after the checkpoint in models/VAE"
+        )
+        raise HeadshotError(
+            f"{checkpoint.name} was saved without a VAE: {where}, as for drawing with it, then train again",
+            error.code,
+        ) from None
+    return None
 
 
 def torch_device() -> str:
@@ -71,10 +100,12 @@ def torch_device() -> str:
 def build_settings(dataset: Path, checkpoint: Path, chosen: dict):
     from headshot.train.settings import TrainSettings
 
+    vae = training_vae(checkpoint)
     return TrainSettings(
         dataset_dir=str(dataset),
         base_model=str(checkpoint),
-        out_dir=str(job_dir_for(chosen, dataset, checkpoint)),
+        out_dir=str(job_dir_for(chosen, dataset, checkpoint, vae)),
+        vae=None if vae is None else str(vae),
         device=torch_device(),
         face_model_dirs=[str(d) for d in host.face_model_dirs()],
         **chosen,

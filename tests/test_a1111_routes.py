@@ -92,3 +92,15 @@ def test_a_job_still_being_set_up_answers_preparing_not_404(client, webui, monke
     assert answer.status_code == 200
     assert answer.json()["job"] == {"state": "preparing", "message": "building the trainer environment"}
     assert client.get("/headshot/v1/jobs/someone-else").status_code == 404
+
+
+def test_a_failed_job_tried_again_answers_preparing_until_its_worker_starts(client, webui, monkeypatch):  # noqa: F811
+    from a1111_extension import training
+
+    _job(webui, "carol-0123456789ab", "failed")
+    job_dir = webui.data / "outputs" / "headshot" / "jobs" / "carol-0123456789ab"
+    assert client.get("/headshot/v1/jobs/carol-0123456789ab").json()["job"]["state"] == "failed"
+    monkeypatch.setattr(training.SESSION, "progress", training.Progress("preparing", "starting", job_dir=job_dir))
+    assert client.get("/headshot/v1/jobs/carol-0123456789ab").json()["job"]["state"] == "preparing"
+    monkeypatch.setattr(training.SESSION, "progress", training.Progress("failed", "no dlib", job_dir=job_dir))
+    assert client.get("/headshot/v1/jobs/carol-0123456789ab").json()["job"]["state"] == "failed"

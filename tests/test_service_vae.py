@@ -45,7 +45,7 @@ def _config(data: Path, *options: str) -> ServiceConfig:
 def test_serve_refuses_a_checkpoint_saved_without_a_vae_at_start_naming_the_option(files, tmp_path):
     with pytest.raises(HeadshotError) as caught:
         _config(tmp_path / "data", "--base-model", str(files.bare))
-    assert caught.value.code == "not_a_base_model" and "--vae FILE" in str(caught.value)
+    assert caught.value.code == "checkpoint_without_vae" and "--vae FILE" in str(caught.value)
     config = _config(tmp_path / "data", "--base-model", str(files.bare), "--vae", str(files.vae))
     assert config.vae == str(files.vae.resolve())
 

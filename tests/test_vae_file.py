@@ -49,7 +49,7 @@ def _same(a: dict, b: dict) -> bool:
 def test_a_checkpoint_without_a_vae_is_refused_naming_the_vae_option(files):
     with pytest.raises(HeadshotError) as caught:
         load_base_model(files["no_vae"])
-    assert caught.value.code == "not_a_base_model" and "--vae FILE" in str(caught.value)
+    assert caught.value.code == "checkpoint_without_vae" and "--vae FILE" in str(caught.value)
 
 
 def test_a_checkpoint_without_a_vae_loads_with_its_vae_file(files):

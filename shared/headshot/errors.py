@@ -48,6 +48,7 @@ CODES: dict[str, str] = {
     # base models and LoRA files
     "base_model_not_found": "the base model file, folder or hub id does not exist",
     "not_a_base_model": "a file is not a Stable Diffusion checkpoint",
+    "checkpoint_without_vae": "a checkpoint saved without a VAE, and no VAE file was given",
     "vae_not_found": "the --vae file does not exist",
     "not_a_vae": "the --vae file is not a VAE the model can use",
     "unsupported_base_model": "a checkpoint of a kind this version cannot load",

@@ -73,7 +73,7 @@ def detect_checkpoint(
             f"{source} has no VAE ({family.checkpoint_vae_prefix}* keys); give the VAE it is meant for with --vae "
             "FILE (in ComfyUI: the training node's vae_name, a file in models/vae), or pass a checkpoint that "
             "includes its VAE.",
-            "not_a_base_model",
+            "checkpoint_without_vae",
         )
     in_channels = tensor_shape(state_dict, unet + "input_blocks.0.0.weight")[1]
     if in_channels != 4:
