@@ -80,12 +80,13 @@ def training_vae(checkpoint: Path) -> Path | None:
         if error.code != "checkpoint_without_vae":
             raise
         where = (
-            "pick it in the VAE / Text Encoder menu at the top"
+            "the VAE / Text Encoder menu at the top"
             if host.is_forge()
-            else "pick it in Settings → Stable Diffusion → SD VAE, or put one named after the checkpoint in models/VAE"
+            else "Settings → Stable Diffusion → SD VAE, or a file named after the checkpoint in models/VAE"
         )
         raise HeadshotError(
-            f"{checkpoint.name} was saved without a VAE: {where}, as for drawing with it, then train again",
+            f"{checkpoint.name} was saved without a VAE: choose the one it is meant for ({where}; the WebUI draws "
+            "with it too), then train again",
             error.code,
         ) from None
     return None
