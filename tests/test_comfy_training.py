@@ -140,7 +140,8 @@ def test_train_node_trains_a_checkpoint_saved_without_a_vae_with_one_from_models
     )
     with pytest.raises(HeadshotError) as caught:  # the checkpoint's own VAE: it has none
         cls().train(**args)
-    assert "has no VAE" in str(caught.value) and "vae_name" in str(caught.value)
+    assert caught.value.code == "checkpoint_without_vae" and "vae_name" in str(caught.value)
+    assert not (host.jobs_root() / "jobs").exists()  # said before a job folder or a worker
     assert cls.IS_CHANGED(**args, vae_name="tiny_vae.safetensors") != cls.IS_CHANGED(**args)
 
     lora_name, _, _, summary = cls().train(**args, vae_name="tiny_vae.safetensors")
