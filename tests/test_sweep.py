@@ -220,3 +220,24 @@ def test_prompts_file_lines_name_the_subject(tmp_path):
         "portrait of ohwx woman in a suit",
         "ohwx woman, headshot, soft light",
     ]
+
+
+def test_a_sweep_on_a_checkpoint_saved_without_a_vae_trains_and_draws_with_its_vae_file(tiny, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+    from tiny_single_files import save_single_file
+
+    from headshot.train.lora_files import load_lora
+
+    whole = load_file(str(save_single_file(tiny["base"], tmp_path / "whole.safetensors", "sd1")))
+    prefix = "first_stage_model."
+    bare, vae = tmp_path / "bare.safetensors", tmp_path / "vae.safetensors"
+    save_file({k: v for k, v in whole.items() if not k.startswith(prefix)}, str(bare))
+    save_file({k[len(prefix) :]: v for k, v in whole.items() if k.startswith(prefix)}, str(vae))
+    args = _sweep_args({**tiny, "base": bare}, tmp_path / "out", "--no-report")
+    args[args.index("--lr") + 1] = "1e-3"
+    assert main(args) == 1 and "error (checkpoint_without_vae)" in capsys.readouterr().err
+    assert main([*args, "--vae", str(vae)]) == 0
+    record = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert record["vae"] == str(vae) and [run["state"] for run in record["runs"]] == ["done"]
+    _, metadata = load_lora(tmp_path / "out" / record["runs"][0]["lora"])
+    assert metadata["ss_vae_name"] == "vae.safetensors"

@@ -93,6 +93,13 @@ def test_a_missing_vae_file_is_refused_before_training_starts(files, photos, tmp
     assert caught.value.code == "vae_not_found" and "nope.safetensors" in str(caught.value)
 
 
+def test_a_checkpoint_without_a_vae_and_no_vae_file_is_refused_before_training_starts(files, photos, tmp_path):
+    with pytest.raises(HeadshotError) as caught:  # before a worker starts and loads for seconds
+        check_inputs(_settings(photos, files["no_vae"], tmp_path / "out"))
+    assert caught.value.code == "checkpoint_without_vae" and "--vae FILE" in str(caught.value)
+    check_inputs(_settings(photos, files["no_vae"], tmp_path / "out", vae=str(files["vae"])))
+
+
 def test_training_on_a_checkpoint_without_a_vae_encodes_with_the_file_and_records_it(files, photos, tmp_path):
     cache = str(tmp_path / "cache")
 

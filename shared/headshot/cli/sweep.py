@@ -53,6 +53,9 @@ def add_sweep_command(sub) -> None:
     p.add_argument("--face-backend", choices=face_backend_choices(), default="auto")
     p.add_argument("--face-models", action="append", default=[], metavar="DIR")
     p.add_argument("--tokenizer", action="append", default=[], metavar="DIR")
+    p.add_argument(
+        "--vae", metavar="FILE", help="a VAE file instead of the checkpoint's own, for every run and its pictures"
+    )
     p.add_argument("--out", required=True, type=Path, help="sweep folder: jobs/, pictures/ and sweep.json")
     p.add_argument("--no-report", action="store_true", help="skip report.html/report.pdf in OUT/report")
     _add_method_options(p)
@@ -139,6 +142,7 @@ def _sweep(args) -> int:
         face_backend=args.face_backend,
         face_model_dirs=args.face_models,
         tokenizer_dirs=args.tokenizer,
+        vae=args.vae,
         methods=methods,
         reference=args.reference,
         adapter=args.adapter,

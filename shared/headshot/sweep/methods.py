@@ -78,6 +78,8 @@ def plan_methods(options: SweepOptions, inputs: dict, image_count: int) -> tuple
             assert photo is not None
             dataset = single_photo_folder(options, photo)
             photo_inputs = {"single_photo": dataset.name, "base_model": inputs.get("base_model")}
+            if inputs.get("vae"):  # as the base model: what the photo is encoded with
+                photo_inputs["vae"] = inputs["vae"]
             run = planned_training_run(  # trained as `headshot train --single-photo` trains (unless --preset)
                 options,
                 settings,

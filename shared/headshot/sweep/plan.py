@@ -59,6 +59,7 @@ class SweepOptions:
     face_backend: str = "auto"
     face_model_dirs: list[str] = field(default_factory=list)
     tokenizer_dirs: list[str] = field(default_factory=list)
+    vae: str | None = None  # a VAE file in place of the base model's own, for training and the pictures
     # a method study (sweep/methods.py): each method one run, on the same prompts and seeds
     methods: list[str] = field(default_factory=list)
     reference: Path | None = None  # the one photo of the person the adapter and single-photo LoRA use
@@ -198,6 +199,7 @@ def training_settings(options: SweepOptions, settings: dict, preset: str | None 
         face_backend=options.face_backend,
         face_model_dirs=[str(d) for d in options.face_model_dirs],
         tokenizer_dirs=[str(d) for d in options.tokenizer_dirs],
+        vae=options.vae,
         cache_dir=str(options.out / "input-cache"),  # every run encodes the same photos: once is enough
     )
 

@@ -41,7 +41,9 @@ class SweepModels:
         from ..sampling.diffusers_sampler import DiffusersSampler
 
         options = self.plan.options
-        return DiffusersSampler(options.base_model, tokenizer_dirs=options.tokenizer_dirs, device=options.device)
+        return DiffusersSampler(
+            options.base_model, tokenizer_dirs=options.tokenizer_dirs, device=options.device, vae=options.vae
+        )
 
     @cached_property
     def dlib(self):
@@ -170,6 +172,7 @@ def _header(plan: SweepPlan) -> dict:
     return {
         "dataset": str(options.dataset),
         "base_model": str(options.base_model),
+        "vae": options.vae,
         "trigger": plan.trigger,
         "class": plan.class_word,
         "pictures": {

@@ -69,6 +69,10 @@ def check_inputs(settings: TrainSettings) -> None:
         from .vae_files import existing_vae_file
 
         existing_vae_file(settings.vae)
+    else:  # a single file saved without its VAE is said now, not after a worker has started and loaded
+        from ..families.checkpoint_detection import base_model_family
+
+        base_model_family(model, needs_vae=True)
     if settings.class_images_dir and not Path(settings.class_images_dir).is_dir():
         raise HeadshotError(f"--class-images {settings.class_images_dir}: no such folder", "no_class_images")
     if settings.backend == "sd-scripts" and not settings.sd_scripts_repo:
