@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_prepare_options(demo)
     demo.add_argument("--base-model", help="also train a LoRA on the sample dataset with this checkpoint")
+    demo.add_argument("--vae", metavar="FILE", help="the VAE for a --base-model saved without one")
     demo.set_defaults(run=_demo, class_word="woman")
     train = sub.add_parser("train", help="train an identity LoRA (kohya format) from a prepared dataset")
     _add_train_options(train)

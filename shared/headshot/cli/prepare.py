@@ -110,7 +110,8 @@ def _demo(args) -> int:
     from . import build_parser
     from .train import _train
 
+    vae = ["--vae", args.vae] if args.vae else []
     train_args = build_parser().parse_args(
-        ["train", str(args.out), "--base-model", args.base_model, "--out", str(root / "lora"), "--preset", "fast"]
+        ["train", str(args.out), "--base-model", args.base_model, *vae, "--out", str(root / "lora"), "--preset", "fast"]
     )
     return _train(train_args)
