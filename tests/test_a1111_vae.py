@@ -16,23 +16,18 @@ from types import SimpleNamespace
 
 import pytest
 import tiny_models
-from safetensors.torch import load_file, save_file
-from tiny_single_files import save_single_file
+from tiny_single_files import save_single_file, save_without_vae
 
 from headshot.errors import HeadshotError
 from tests.test_a1111_glue import webui  # noqa: F401  (the fixture)
-
-PREFIX = "first_stage_model."
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("a1111_vae")
     whole = save_single_file(tiny_models.make_tiny_sd1(root / "diffusers"), root / "whole.safetensors", "sd1")
-    tensors = load_file(str(whole))
-    save_file({k: v for k, v in tensors.items() if not k.startswith(PREFIX)}, str(root / "bare.safetensors"))
-    save_file({k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}, str(root / "vae.safetensors"))
-    return SimpleNamespace(whole=whole, bare=root / "bare.safetensors", vae=root / "vae.safetensors")
+    bare = save_without_vae(whole, root / "bare.safetensors", root / "vae.safetensors")
+    return SimpleNamespace(whole=whole, bare=bare, vae=root / "vae.safetensors")
 
 
 def _model_file(checkpoints, path: Path) -> Path:

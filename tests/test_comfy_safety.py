@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from comfy_host_standin import ROOT, comfy_host  # noqa: F401  (comfy_host: a fixture)
+from test_comfy_training import train_args
 
 from comfy_nodes import NODE_CLASS_MAPPINGS, training  # noqa: E402
 from headshot.errors import HeadshotError
@@ -69,19 +70,7 @@ def _prepare(**changes):
 
 
 def _train(dataset, **changes):
-    args = dict(
-        dataset_path=str(dataset),
-        ckpt_name="base.safetensors",
-        output_name="me",
-        preset="fast",
-        steps=2,
-        rank=4,
-        learning_rate=1e-3,
-        resolution=32,
-        training_seed=1,
-        validation_images=0,
-        face_backend="dlib",
-    )
+    args = train_args(dataset, "base.safetensors", output_name="me")
     return _node("HeadshotTrainLora").train(**{**args, **changes})
 
 

@@ -48,6 +48,24 @@ def tiny_dataset(comfy_host):
     return root
 
 
+def train_args(dataset, ckpt_name: str, **changes) -> dict:
+    """Train Identity LoRA's inputs for a quick run on the tiny model (rank 4, 32 px, no validation pictures)."""
+    args = dict(
+        dataset_path=str(dataset),
+        ckpt_name=ckpt_name,
+        output_name="zoe",
+        preset="fast",
+        steps=2,
+        rank=4,
+        learning_rate=1e-3,
+        resolution=32,
+        training_seed=1,
+        validation_images=0,
+        face_backend="dlib",
+    )
+    return {**args, **changes}
+
+
 def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(
     comfy_host, tiny_checkpoint, tiny_dataset, monkeypatch, caplog
 ):
@@ -59,19 +77,7 @@ def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(
     shutil.copy(tiny_checkpoint, comfy_host.base / "models" / "checkpoints" / "tiny_sd1.safetensors")
     cls = NODE_CLASS_MAPPINGS["HeadshotTrainLora"]
     assert cls.INPUT_TYPES()["required"]["ckpt_name"][0] == ["tiny_sd1.safetensors"]
-    args = dict(
-        dataset_path=str(tiny_dataset),
-        ckpt_name="tiny_sd1.safetensors",
-        output_name="zoe",
-        preset="fast",
-        steps=40,
-        rank=4,
-        learning_rate=1e-3,
-        resolution=32,
-        training_seed=1,
-        validation_images=0,
-        face_backend="dlib",
-    )
+    args = train_args(tiny_dataset, "tiny_sd1.safetensors", steps=40)
     first_hash = cls.IS_CHANGED(**args)
     assert cls.IS_CHANGED(**args) == first_hash and cls.IS_CHANGED(**{**args, "rank": 8}) != first_hash
 
@@ -108,36 +114,18 @@ def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(
 def test_train_node_trains_a_checkpoint_saved_without_a_vae_with_one_from_models_vae(
     comfy_host, tiny_checkpoint, tiny_dataset
 ):
-    from safetensors.torch import load_file, save_file
+    from tiny_single_files import save_without_vae
 
     from headshot.errors import HeadshotError
     from headshot.train.lora_files import load_lora
 
-    prefix = "first_stage_model."
-    tensors = load_file(str(tiny_checkpoint))
     models = comfy_host.base / "models"
-    save_file(
-        {k: v for k, v in tensors.items() if not k.startswith(prefix)}, str(models / "checkpoints" / "bare.safetensors")
-    )
-    save_file(
-        {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
-        str(models / "vae" / "tiny_vae.safetensors"),
+    save_without_vae(
+        tiny_checkpoint, models / "checkpoints" / "bare.safetensors", models / "vae" / "tiny_vae.safetensors"
     )
     cls = NODE_CLASS_MAPPINGS["HeadshotTrainLora"]
     assert cls.INPUT_TYPES()["optional"]["vae_name"][0] == ["Baked VAE", "tiny_vae.safetensors"]
-    args = dict(
-        dataset_path=str(tiny_dataset),
-        ckpt_name="bare.safetensors",
-        output_name="zoe",
-        preset="fast",
-        steps=1,
-        rank=4,
-        learning_rate=1e-3,
-        resolution=32,
-        training_seed=1,
-        validation_images=0,
-        face_backend="dlib",
-    )
+    args = train_args(tiny_dataset, "bare.safetensors", steps=1)
     with pytest.raises(HeadshotError) as caught:  # the checkpoint's own VAE: it has none
         cls().train(**args)
     assert caught.value.code == "checkpoint_without_vae" and "vae_name" in str(caught.value)

@@ -8,8 +8,7 @@ import json
 
 import pytest
 import tiny_models
-from safetensors.torch import load_file, save_file
-from tiny_single_files import save_single_file
+from tiny_single_files import save_single_file, save_without_vae
 
 from headshot.cli import main
 
@@ -28,10 +27,8 @@ def test_demo_prepares_the_sample_photos_with_a_reason_for_every_one_left_out(tm
 def bare_checkpoint(tmp_path_factory):
     """A tiny SD1 single file saved without its VAE (as many merged checkpoints are)."""
     root = tmp_path_factory.mktemp("demo_model")
-    whole = load_file(str(save_single_file(tiny_models.make_tiny_sd1(root / "d"), root / "w.safetensors", "sd1")))
-    bare = root / "bare.safetensors"
-    save_file({k: v for k, v in whole.items() if not k.startswith("first_stage_model.")}, str(bare))
-    return bare
+    whole = save_single_file(tiny_models.make_tiny_sd1(root / "d"), root / "w.safetensors", "sd1")
+    return save_without_vae(whole, root / "bare.safetensors")
 
 
 def test_demo_training_takes_the_vae_option(tmp_path, capsys, bare_checkpoint):

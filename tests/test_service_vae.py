@@ -13,15 +13,13 @@ from types import SimpleNamespace
 import pytest
 import tiny_models
 import torch
-from safetensors.torch import load_file, save_file
-from tiny_single_files import save_single_file
+from safetensors.torch import load_file
+from tiny_single_files import save_single_file, save_without_vae
 
 from headshot.cli.serve import add_serve_commands, service_config
 from headshot.errors import HeadshotError
 from headshot.service.config import ServiceConfig
 from headshot.service.db import Store
-
-PREFIX = "first_stage_model."
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +27,10 @@ def files(tmp_path_factory):
     """A checkpoint without its VAE, and that VAE (scaled, so it is told apart from any other) in a file."""
     root = tmp_path_factory.mktemp("service_vae")
     whole = save_single_file(tiny_models.make_tiny_sd1(root / "diffusers"), root / "whole.safetensors", "sd1")
-    tensors = load_file(str(whole))
-    save_file({k: v for k, v in tensors.items() if not k.startswith(PREFIX)}, str(root / "bare.safetensors"))
-    vae = {k[len(PREFIX) :]: v * 0.5 for k, v in tensors.items() if k.startswith(PREFIX)}
-    save_file(vae, str(root / "vae.safetensors"))
-    return SimpleNamespace(bare=root / "bare.safetensors", vae=root / "vae.safetensors", vae_tensors=vae)
+    bare = save_without_vae(whole, root / "bare.safetensors", root / "vae.safetensors", vae_scale=0.5)
+    return SimpleNamespace(
+        bare=bare, vae=root / "vae.safetensors", vae_tensors=load_file(str(root / "vae.safetensors"))
+    )
 
 
 def _config(data: Path, *options: str) -> ServiceConfig:

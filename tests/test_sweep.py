@@ -223,16 +223,13 @@ def test_prompts_file_lines_name_the_subject(tmp_path):
 
 
 def test_a_sweep_on_a_checkpoint_saved_without_a_vae_trains_and_draws_with_its_vae_file(tiny, tmp_path, capsys):
-    from safetensors.torch import load_file, save_file
-    from tiny_single_files import save_single_file
+    from tiny_single_files import save_single_file, save_without_vae
 
     from headshot.train.lora_files import load_lora
 
-    whole = load_file(str(save_single_file(tiny["base"], tmp_path / "whole.safetensors", "sd1")))
-    prefix = "first_stage_model."
-    bare, vae = tmp_path / "bare.safetensors", tmp_path / "vae.safetensors"
-    save_file({k: v for k, v in whole.items() if not k.startswith(prefix)}, str(bare))
-    save_file({k[len(prefix) :]: v for k, v in whole.items() if k.startswith(prefix)}, str(vae))
+    whole = save_single_file(tiny["base"], tmp_path / "whole.safetensors", "sd1")
+    vae = tmp_path / "vae.safetensors"
+    bare = save_without_vae(whole, tmp_path / "bare.safetensors", vae)
     args = _sweep_args({**tiny, "base": bare}, tmp_path / "out", "--no-report")
     args[args.index("--lr") + 1] = "1e-3"
     assert main(args) == 1 and "error (checkpoint_without_vae)" in capsys.readouterr().err

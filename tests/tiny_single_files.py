@@ -197,6 +197,21 @@ def save_single_file(diffusers_folder: str | Path, out_path: str | Path, family:
     return out_path
 
 
+VAE_PREFIX = "first_stage_model."
+
+
+def save_without_vae(checkpoint: Path, bare: Path, vae: Path | None = None, *, vae_scale: float = 1.0) -> Path:
+    """`checkpoint` saved again without its VAE as `bare` (as many merged checkpoints are), and that VAE alone in the
+    LDM layout (bare keys, A1111's models/VAE files) as `vae` when given, its weights times `vae_scale` (another VAE
+    than the checkpoint's, told apart by its numbers)."""
+    tensors = load_file(str(checkpoint))
+    save_file({k: v for k, v in tensors.items() if not k.startswith(VAE_PREFIX)}, str(bare))
+    if vae is not None:
+        own = {k[len(VAE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(VAE_PREFIX)}
+        save_file({k: v * vae_scale if v.is_floating_point() else v for k, v in own.items()}, str(vae))
+    return bare
+
+
 # ---------------------------------------------------------------------------------------------
 # full-size key sets (shapes only)
 # ---------------------------------------------------------------------------------------------
