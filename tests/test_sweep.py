@@ -223,18 +223,31 @@ def test_prompts_file_lines_name_the_subject(tmp_path):
 
 
 def test_a_sweep_on_a_checkpoint_saved_without_a_vae_trains_and_draws_with_its_vae_file(tiny, tmp_path, capsys):
+    """Where the VAE file goes (every run's training, the pictures' sampler, the folders' keys); training and drawing
+    with one are tested in tests/test_vae_file.py, a whole sweep just above."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
     from tiny_single_files import save_single_file, save_without_vae
 
-    from headshot.train.lora_files import load_lora
+    from headshot.sweep.plan import SweepOptions, plan_sweep
+    from headshot.sweep.runner import SweepModels
 
     whole = save_single_file(tiny["base"], tmp_path / "whole.safetensors", "sd1")
-    vae = tmp_path / "vae.safetensors"
-    bare = save_without_vae(whole, tmp_path / "bare.safetensors", vae)
-    args = _sweep_args({**tiny, "base": bare}, tmp_path / "out", "--no-report")
-    args[args.index("--lr") + 1] = "1e-3"
-    assert main(args) == 1 and "error (checkpoint_without_vae)" in capsys.readouterr().err
-    assert main([*args, "--vae", str(vae)]) == 0
-    record = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert record["vae"] == str(vae) and [run["state"] for run in record["runs"]] == ["done"]
-    _, metadata = load_lora(tmp_path / "out" / record["runs"][0]["lora"])
-    assert metadata["ss_vae_name"] == "vae.safetensors"
+    vae, other = tmp_path / "vae.safetensors", tmp_path / "other_vae.safetensors"
+    bare = save_without_vae(whole, tmp_path / "bare.safetensors", vae, vae_scale=0.5)
+    shutil.copy(vae, other)
+    assert main(_sweep_args({**tiny, "base": bare}, tmp_path / "out")) == 1  # refused before any model loads
+    assert "error (checkpoint_without_vae)" in capsys.readouterr().err
+
+    def plan(vae_file):
+        runs = [{"lr": 1e-4}, {"lr": 1e-3}]
+        return plan_sweep(SweepOptions(tiny["data"], str(bare), tmp_path / "out", runs, vae=str(vae_file)))
+
+    with_vae, with_other = plan(vae), plan(other)
+    assert [run.train.vae for run in with_vae.runs] == [str(vae)] * 2
+    assert with_vae.pictures_key != with_other.pictures_key
+    assert {run.name for run in with_vae.runs}.isdisjoint(run.name for run in with_other.runs)
+    drawn_with = SweepModels(with_vae).sampler.base.vae.state_dict()["encoder.conv_in.weight"]
+    assert torch.equal(drawn_with, load_file(str(vae))["encoder.conv_in.weight"])
