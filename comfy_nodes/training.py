@@ -298,10 +298,6 @@ class HeadshotTrainLora:
         dataset = user_path(dataset_path, "Train Identity LoRA dataset_path")
         checkpoint = host.full_path("checkpoints", ckpt_name)
         vae = vae_file(vae_name)
-        if vae is None:  # a checkpoint saved without a VAE (or no checkpoint at all) is said now, before any worker
-            from headshot.families import base_model_family
-
-            base_model_family(checkpoint, needs_vae=True)
         chosen = choices(
             output_name.strip(),
             preset,
