@@ -11,14 +11,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_input_cache import _run, photos  # noqa: F401  (photos: a fixture)
 from test_train import _settings
-from tiny_single_files import save_single_file
+from tiny_single_files import VAE_PREFIX, save_single_file, save_without_vae
 
 from headshot.errors import HeadshotError
 from headshot.train.base_model_loading import load_base_model
 from headshot.train.launch import check_inputs
 from headshot.train.lora_files import load_lora
-
-PREFIX = "first_stage_model."
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +25,10 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("vae_files")
     folder = tiny_models.make_tiny_sd1(root / "diffusers")
     whole = save_single_file(folder, root / "whole.safetensors", "sd1")
-    tensors = load_file(str(whole))
-    save_file({k: v for k, v in tensors.items() if not k.startswith(PREFIX)}, str(root / "no_vae.safetensors"))
-    vae = {k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}
-    save_file(vae, str(root / "vae.safetensors"))
-    other = {k: v * 0.5 if v.is_floating_point() else v for k, v in vae.items()}
-    save_file(other, str(root / "other_vae.safetensors"))
-    save_file({PREFIX + k: v for k, v in other.items()}, str(root / "other_vae_prefixed.safetensors"))
+    save_without_vae(whole, root / "no_vae.safetensors", root / "vae.safetensors")
+    save_without_vae(whole, root / "no_vae.safetensors", root / "other_vae.safetensors", vae_scale=0.5)
+    other = load_file(str(root / "other_vae.safetensors"))  # the same VAE again with the checkpoint's key prefix
+    save_file({VAE_PREFIX + k: v for k, v in other.items()}, str(root / "other_vae_prefixed.safetensors"))
     return {"folder": folder, **{p.stem: p for p in root.glob("*.safetensors")}}
 
 
