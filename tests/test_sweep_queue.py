@@ -1,6 +1,7 @@
 """`headshot sweep --queue`: the baseline and each run go to the service's queue as independent tasks, two real
-`headshot worker` processes on one huey SQLite queue (a file both processes open) take them, and sweep.json
-holds what the local path writes for the same command; run again, every run is reused, nothing retrained.
+`headshot worker` processes on one huey SQLite queue (a file both processes open) take them; run again, every run
+is reused, nothing retrained; and the local path, run on the same folder, takes every queued run and picture as its
+own (same folders, same keys) and writes a sweep.json of the same shape.
 
 The tiny SD1 model (two runs of two steps at 64 px, one picture each) proves the wiring, not picture quality."""
 
@@ -12,6 +13,7 @@ import pytest
 from service_processes import HeadshotProcess, wait_until
 
 from headshot.cli import main
+from headshot.evaluate.sweep_record import METRIC_KEYS
 from headshot.service.db import Store
 from tests.test_sweep import tiny  # noqa: F401  (the fixture: the tiny model and a two-photo dataset)
 
@@ -42,11 +44,7 @@ def _shape(document: dict) -> dict:
 
 
 def test_queued_sweep_runs_on_two_workers_and_writes_what_the_local_sweep_writes(tiny, tmp_path, capsys):
-    local_out, queued_out, data = tmp_path / "local" / "sweep", tmp_path / "queued" / "sweep", tmp_path / "service"
-    assert main(_sweep_args(tiny, local_out)) == 0
-    local = json.loads((local_out / "sweep.json").read_text())
-    capsys.readouterr()
-
+    queued_out, data = tmp_path / "queued" / "sweep", tmp_path / "service"
     data.mkdir()
     Store(f"sqlite:///{data / 'service.db'}")  # the workers' job records, made once: two first starts would race
     queue = f"sqlite:///{data / 'queue.db'}"
@@ -68,14 +66,23 @@ def test_queued_sweep_runs_on_two_workers_and_writes_what_the_local_sweep_writes
         for w in workers:
             w.stop(grace=20)
     logs = "\n".join(w.log() for w in workers)
-    assert _shape(queued) == _shape(local), logs
-    assert all(r["state"] == "done" and (queued_out / r["lora"]).is_file() for r in queued["runs"])
+    assert all(r["state"] == "done" and (queued_out / r["lora"]).is_file() for r in queued["runs"]), logs
+    assert all(set(r["metrics"]) >= set(METRIC_KEYS) - {"arcface_similarity_mean"} for r in queued["runs"])
     assert ran_by == {str(w.pid) for w in workers}, (ran_by, logs)  # both workers took tasks
     assert "eta" in first_err and "queued 3 task(s)" in first_err
     assert all(r["reused"] for r in again["runs"]) and "training step" not in again_err
     assert {p: p.stat().st_mtime_ns for p in queued_out.rglob("*.safetensors")} == checkpoints
     assert [r["train_seconds"] for r in again["runs"]] == [r["train_seconds"] for r in queued["runs"]]
     assert [r["metrics"] for r in again["runs"]] == [r["metrics"] for r in queued["runs"]]
+
+    # the local path finds every queued job and picture where it looks for its own: nothing trains or draws again
+    assert main(_sweep_args(tiny, queued_out)) == 0
+    local_err = capsys.readouterr().err
+    local = json.loads((queued_out / "sweep.json").read_text())
+    assert all(r["reused"] for r in local["runs"]) and "training step" not in local_err
+    assert local_err.count("reused the measured pictures") == 1 + len(local["runs"])  # the baseline's too
+    assert _shape(local) == _shape(queued)
+    assert {p: p.stat().st_mtime_ns for p in queued_out.rglob("*.safetensors")} == checkpoints
 
 
 def test_queue_option_is_checked_before_any_model_loads(tiny, tmp_path, capsys):
