@@ -11,6 +11,7 @@ import difflib
 import itertools
 import json
 import math
+import sys
 from pathlib import Path
 
 from ..errors import HeadshotError
@@ -97,8 +98,10 @@ def read_runs_file(path: str | Path) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".toml":
-            import tomllib
-
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # Python 3.10 (A1111)
+                import tomli as tomllib
             data = tomllib.loads(text)
         else:
             data = json.loads(text)
