@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pytest
-from test_faces_insightface import make_detector, make_recognizer
+from test_faces_insightface import make_detector, make_recognizer, skimage_similarity
 
 from headshot.cli import main
 from headshot.faces.insightface_onnx import ARCFACE_TEMPLATE, InsightFaceAnalyzer
@@ -30,7 +30,7 @@ def _embedding(rgb: np.ndarray, detector: InsightFaceAnalyzer, recognizer) -> np
     face, _ = pick_subject(detector.detect(rgb))
     assert face is not None, "the stand-in detector finds a face in every test photo"
     # crop pixel -> photo pixel
-    tform = skimage_transform.SimilarityTransform.from_estimate(ARCFACE_TEMPLATE, np.asarray(face.keypoints, float))
+    tform = skimage_similarity(ARCFACE_TEMPLATE, np.asarray(face.keypoints, float))
     crop = skimage_transform.warp(rgb, tform, output_shape=(112, 112), order=1, preserve_range=True)
     blob = ((crop.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[None]
     return recognizer.run(None, {"input.1": blob})[0].reshape(-1)

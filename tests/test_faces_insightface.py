@@ -144,18 +144,22 @@ def test_detect_returns_largest_face_first(analyzer):
 # -- identity --------------------------------------------------------------------------------
 
 
+def skimage_similarity(src: np.ndarray, dst: np.ndarray) -> SimilarityTransform:
+    """skimage's least-squares similarity from `src` to `dst`, in the API of the installed release."""
+    if hasattr(SimilarityTransform, "from_estimate"):  # skimage >= 0.26 (estimate() is deprecated there)
+        return SimilarityTransform.from_estimate(src, dst)
+    transform = SimilarityTransform()  # skimage < 0.26 (the newest for Python 3.10, A1111's)
+    transform.estimate(src, dst)
+    return transform
+
+
 @pytest.mark.parametrize("mirrored", [False, True], ids=["upright", "mirrored"])
 def test_alignment_matrix_matches_skimage_similarity_transform(mirrored):
     """Our numpy Umeyama gives insightface's estimate_norm matrix (skimage SimilarityTransform),
     also for mirrored keypoints, where the best fit must stay a rotation, not a reflection."""
     kps = ASTRONAUT_KPS * [-1, 1] + [512, 0] if mirrored else ASTRONAUT_KPS
     ours = similarity_transform(kps, ARCFACE_TEMPLATE)
-    if hasattr(SimilarityTransform, "from_estimate"):  # skimage >= 0.26
-        ref = SimilarityTransform.from_estimate(kps, ARCFACE_TEMPLATE)
-    else:
-        ref = SimilarityTransform()
-        ref.estimate(kps, ARCFACE_TEMPLATE)
-    np.testing.assert_allclose(ours, ref.params[:2], atol=1e-6)
+    np.testing.assert_allclose(ours, skimage_similarity(kps, ARCFACE_TEMPLATE).params[:2], atol=1e-6)
     assert np.linalg.det(ours[:, :2]) > 0
 
 
