@@ -14,6 +14,11 @@ import math
 import sys
 from pathlib import Path
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (A1111)
+    import tomli as tomllib
+
 from ..errors import HeadshotError
 from ..outputs import safe_name
 
@@ -98,10 +103,6 @@ def read_runs_file(path: str | Path) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # Python 3.10 (A1111)
-                import tomli as tomllib
             data = tomllib.loads(text)
         else:
             data = json.loads(text)

@@ -31,6 +31,11 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (A1111)
+    import tomli as tomllib
+
 from ..errors import HeadshotError
 from ..families import get_family
 from ..outputs import write_toml
@@ -195,10 +200,6 @@ def _read_config(config) -> tuple[dict, Path | None]:
     if isinstance(config, Mapping):
         return dict(config), None
     path = Path(config)
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # Python 3.10
-        import tomli as tomllib
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh), path
