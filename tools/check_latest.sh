@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Drift check: install the newest versions pyproject allows (no constraints.txt) into a scratch venv, run the
 # tests there, and show what differs from constraints.txt, so a breaking release is seen before users see it.
-# Usage: tools/check_latest.sh [pytest args…]   (the scratch venv lives in a temporary folder, removed at exit)
+# Usage: [PYTHON=python3.10] tools/check_latest.sh [pytest args…]   (PYTHON: another interpreter, e.g. a host's;
+# the scratch venv lives in a temporary folder, removed at exit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-python3 -m venv "$scratch/venv"
+"${PYTHON:-python3}" -m venv "$scratch/venv"
 pip="$scratch/venv/bin/pip"
 # torch is the host's: the same release as the pinned set; everything else as new as pyproject allows
 torch_pins=$(grep -E '^(torch|torchvision)==' constraints.txt | tr '\n' ' ')
