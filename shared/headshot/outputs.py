@@ -19,7 +19,15 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from .errors import HeadshotError
+from .errors import BackendUnavailable, HeadshotError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (A1111's)
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:  # a host that skipped requirements.txt: said when a TOML file is read
+        tomllib = None
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
@@ -277,6 +285,14 @@ def toml_text(data: Mapping, comment: str | None = None) -> str:
         raise HeadshotError(f"cannot write this as TOML: {exc}", "bad_option") from None
     head = "".join(f"# {line}\n" for line in comment.splitlines()) if comment else ""
     return head + text
+
+
+def parse_toml(text: str) -> dict:
+    """`text` read as TOML. Bad syntax raises a ValueError (tomllib's TOMLDecodeError) whose message ends "(at line
+    N, column M)"."""
+    if tomllib is None:
+        raise BackendUnavailable("Reading TOML on Python 3.10 needs tomli: pip install tomli")
+    return tomllib.loads(text)
 
 
 def write_toml(path: str | Path, data: Mapping, comment: str | None = None) -> Path:

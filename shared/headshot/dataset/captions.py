@@ -9,20 +9,12 @@ applies them.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10 (A1111)
-    try:
-        import tomli as tomllib
-    except ModuleNotFoundError:
-        tomllib = None
-
-from ..errors import BackendUnavailable, HeadshotError
+from ..errors import HeadshotError
+from ..outputs import parse_toml
 from .tags import Tag
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("tag_rules.toml")
@@ -104,15 +96,13 @@ def load_tag_rules(path: str | Path | None = None) -> TagRules:
     """Rules from `path`, or the packaged tag_rules.toml. A bad file raises HeadshotError
     naming it (and, for TOML syntax errors, the line)."""
     path = Path(path) if path is not None else DEFAULT_RULES_PATH
-    if tomllib is None:
-        raise BackendUnavailable("Reading tag rules on Python 3.10 needs tomli: pip install tomli")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise _invalid(path, f"cannot be read ({e}).") from e
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:  # its message ends "(at line N, column M)"
+        data = parse_toml(text)
+    except ValueError as e:  # bad TOML: its message ends "(at line N, column M)"
         raise _invalid(path, f"is not valid TOML: {e}") from e
     unknown = sorted(set(data) - {"remove", "keep"})
     if unknown:

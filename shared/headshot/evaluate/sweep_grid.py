@@ -11,16 +11,10 @@ import difflib
 import itertools
 import json
 import math
-import sys
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10 (A1111)
-    import tomli as tomllib
-
 from ..errors import HeadshotError
-from ..outputs import safe_name
+from ..outputs import parse_toml, safe_name
 
 #: the settings a sweep varies, in the order runs are listed and named
 SETTING_KEYS = ("lr", "rank", "alpha", "steps", "trigger")
@@ -103,10 +97,10 @@ def read_runs_file(path: str | Path) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
+            data = parse_toml(text)
         else:
             data = json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # a TOML syntax error is a ValueError
         raise HeadshotError(
             f"--runs {path} cannot be read ({exc}); write it as TOML or JSON", "invalid_runs_file"
         ) from None

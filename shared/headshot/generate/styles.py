@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10 (A1111)
-    import tomli as tomllib
-
 from ..errors import HeadshotError
 from ..options import ValidationError
+from ..outputs import parse_toml
 from .style_schema import FAMILY_TABLES, OVERRIDABLE, PRESET_KEYS, REQUIRED_KEYS, SNAKE_CASE, STYLE_KEYS, Style
 
 PACKAGED_DIR = Path(__file__).with_name("styles")
@@ -89,8 +84,8 @@ def load_style_file(path: str | Path) -> Style:
     except (OSError, UnicodeDecodeError) as e:
         raise _invalid(path, None, f"cannot be read ({e}).") from e
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:  # its message ends "(at line N, column M)"
+        data = parse_toml(text)
+    except ValueError as e:  # bad TOML: its message ends "(at line N, column M)"
         raise _invalid(path, None, f"is not valid TOML: {e}") from e
     return parse_style(data, path)
 

@@ -27,18 +27,12 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Mapping
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10 (A1111)
-    import tomli as tomllib
-
 from ..errors import HeadshotError
 from ..families import get_family
-from ..outputs import write_toml
+from ..outputs import parse_toml, write_toml
 
 OPTIMIZERS = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "prodigy": "Prodigy"}
 # Prodigy's README recommends these for diffusion models (prodigyopt 1.x); sd-scripts parses each
@@ -201,8 +195,7 @@ def _read_config(config) -> tuple[dict, Path | None]:
         return dict(config), None
     path = Path(config)
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh), path
+        return parse_toml(path.read_text(encoding="utf-8")), path
     except (OSError, ValueError) as exc:
         raise HeadshotError(f"cannot read sd-scripts config {path}: {exc}", code="unreadable") from exc
 
