@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import tracemalloc
@@ -9,6 +10,7 @@ import tracemalloc
 import numpy as np
 import pytest
 from PIL import Image
+from service_kit import png_claiming
 
 from headshot import photos
 from headshot.errors import PhotoRejected
@@ -97,6 +99,29 @@ def test_oversized_image_is_refused_before_decoding(tmp_path, monkeypatch, astro
     with pytest.raises(PhotoRejected) as caught:
         read_photo(tmp_path / "big.png")
     assert caught.value.code == "unreadable" and "too large" in str(caught.value)
+
+
+def test_a_200_megapixel_phone_photo_is_read_at_reduced_scale(tmp_path):
+    # 16,320 x 12,240: a 200 MP phone camera's photo, which Pillow on its own refuses as a decompression bomb
+    Image.new("RGB", (16320, 12240), (128, 100, 90)).save(tmp_path / "phone.jpg", quality=75)
+    limit_before = Image.MAX_IMAGE_PIXELS
+    photo = read_photo(tmp_path / "phone.jpg", draft_side=1000)
+    assert photo.size == (2040, 1530) and photo.scale == 8.0  # decoded at 1/8 scale, never whole
+    assert Image.MAX_IMAGE_PIXELS == limit_before  # Pillow's guard is the host's again
+
+
+@pytest.mark.parametrize(
+    "width, height, reason",
+    [
+        (20000, 15000, f"20000x15000 is too large to be a photo (limit {photos.MAX_PIXELS // 1_000_000} megapixels)"),
+        (40000, 40000, "refused as a possible decompression bomb"),  # past twice the limit: Pillow's own refusal
+    ],
+)
+def test_a_header_claiming_too_many_pixels_is_refused_with_the_reason(tmp_path, width, height, reason):
+    (tmp_path / "claims.png").write_bytes(base64.b64decode(png_claiming(width, height)))
+    with pytest.raises(PhotoRejected) as caught:
+        read_photo(tmp_path / "claims.png")
+    assert caught.value.code == "unreadable" and reason in str(caught.value)
 
 
 def test_heic_without_pillow_heif_says_what_to_install(tmp_path, monkeypatch):

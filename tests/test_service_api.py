@@ -18,6 +18,7 @@ from headshot.service.app import create_app
 from headshot.service.auth import add_user
 from headshot.service.config import Limits, ServiceConfig
 from headshot.service.db import Job, Model, Picture, Store
+from headshot.service.limits import decode_reference
 from headshot.service.runner import recover, run_job
 from headshot.service.tasks import JobQueue
 
@@ -151,6 +152,12 @@ def test_photos_are_refused_before_anything_is_written(service, selfies, images,
     config, _, queue, client, keys = service
     _error(_train(client, keys["alice"][0], "alice", images(selfies)), status, code)
     assert not (config.data_dir / "uploads").exists() and queue.pending() == 0
+
+
+def test_an_operator_limit_above_pillows_own_admits_a_108_megapixel_photo():
+    # Pillow warns above 89 MP: the service's limit decides, not Pillow's warning
+    data, extension = decode_reference(png_claiming(12000, 9000), Limits(max_photo_pixels=200_000_000))
+    assert extension == ".png" and data.startswith(b"\x89PNG")
 
 
 def test_a_photo_over_the_byte_limit_is_413(tmp_path, selfies):

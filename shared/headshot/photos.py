@@ -7,10 +7,13 @@ import io
 import math
 import os
 import stat
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import IO, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,8 +22,9 @@ from .errors import HeadshotError, PhotoRejected
 
 #: the formats prepare accepts; HEIC/HEIF only when pillow-heif is installed
 PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
-#: refuse anything larger: a decompression bomb, not a selfie (about 15,000 x 10,000)
-MAX_PIXELS = 150_000_000
+#: refuse anything larger: the largest phone photos are 200 MP (16,320 x 12,240) and pixel-shift stills 240 MP;
+#: a file claiming more is a decompression bomb, not a selfie (decoded whole as RGB, 250 MP is 750 MB)
+MAX_PIXELS = 250_000_000
 
 _heif_state: bool | None = None
 
@@ -108,6 +112,55 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+class TooManyPixels(ValueError):
+    """An image whose header claims more pixels than allowed; `size` is None when far beyond even that."""
+
+    def __init__(self, size: tuple[int, int] | None, limit: int):
+        self.size, self.limit = size, limit
+        super().__init__(
+            f"{size[0]}x{size[1]} is too large to be a photo (limit {limit // 1_000_000} megapixels)"
+            if size
+            else "refused as a possible decompression bomb (far too many pixels)"
+        )
+
+
+_pillow_limit = threading.Lock()
+
+
+@contextmanager
+def _pillow_limit_at_least(pixels: int) -> Iterator[None]:
+    """Pillow's own guard (a warning above MAX_IMAGE_PIXELS, 89 MP by default, an error above twice that) no lower
+    than `pixels` while a header is read, then as it was: a 108 or 200 MP phone photo is not a bomb. A host's
+    higher or absent limit is left alone."""
+    with _pillow_limit:
+        before = Image.MAX_IMAGE_PIXELS
+        raised = before is not None and before < pixels
+        if raised:
+            Image.MAX_IMAGE_PIXELS = pixels
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                yield
+        finally:
+            if raised and Image.MAX_IMAGE_PIXELS == pixels:  # unless someone set their own meanwhile
+                Image.MAX_IMAGE_PIXELS = before
+
+
+def open_image(source: str | Path | IO[bytes], max_pixels: int | None = None) -> Image.Image:
+    """Image.open (the header only: nothing is decoded yet) judged by our limit, `MAX_PIXELS` unless given,
+    instead of Pillow's; raises TooManyPixels above it, and Pillow's errors for files it cannot read."""
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    try:
+        with _pillow_limit_at_least(limit):
+            img = Image.open(source)
+    except Image.DecompressionBombError:  # over twice the limit: not worth reading the size back
+        raise TooManyPixels(None, limit) from None
+    if img.width * img.height > limit:
+        img.close()
+        raise TooManyPixels(img.size, limit)
+    return img
+
+
 def read_photo(path: str | Path, draft_side: int | None = None) -> Photo:
     """Open one photo, upright by EXIF, as 8-bit RGB; raise PhotoRejected with a reason otherwise.
 
@@ -126,31 +179,19 @@ def read_photo(path: str | Path, draft_side: int | None = None) -> Photo:
             code="unreadable",
         )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img: Image.Image = Image.open(path)
-            if img.width * img.height > MAX_PIXELS:
-                raise PhotoRejected(
-                    f"{path.name}: {img.width}x{img.height} is too large to be a photo "
-                    f"(limit {MAX_PIXELS // 1_000_000} megapixels); resize it first",
-                    code="unreadable",
-                )
-            original_mode = img.mode
-            full_width = img.width
-            if draft_side is not None and img.format in ("JPEG", "MPO"):  # MPO: phones' JPEG with a preview
-                _draft(img, draft_side)
-            img.load()
-    except PhotoRejected:
-        raise
+        img = open_image(path)
+        original_mode = img.mode
+        full_width = img.width
+        if draft_side is not None and img.format in ("JPEG", "MPO"):  # MPO: phones' JPEG with a preview
+            _draft(img, draft_side)
+        img.load()
+    except (TooManyPixels, Image.DecompressionBombError) as exc:  # Pillow's: a TIFF tile beyond the size claimed
+        why = exc if isinstance(exc, TooManyPixels) else TooManyPixels(None, MAX_PIXELS)
+        raise PhotoRejected(f"{path.name}: {why}; resize it first", code="unreadable") from None
     except UnidentifiedImageError:
         raise PhotoRejected(
             f"{path.name}: not an image (or a format Pillow cannot read); use JPEG, PNG or WebP",
             code="not_an_image",
-        ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise PhotoRejected(
-            f"{path.name}: refused as a possible decompression bomb (far too many pixels); resize it first",
-            code="unreadable",
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise PhotoRejected(

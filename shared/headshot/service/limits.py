@@ -7,7 +7,6 @@ import binascii
 import io
 import re
 import time
-import warnings
 
 from ..errors import HeadshotError
 from .config import Limits
@@ -60,7 +59,9 @@ def decode_reference(text: str, limits: Limits) -> tuple[bytes, str]:
 
 
 def _decode_photo(what: str, text: str, limits: Limits) -> tuple[bytes, str]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from ..photos import TooManyPixels, open_image
 
     if text.startswith("data:") and "," in text:  # a data URL, as browsers make them
         text = text.split(",", 1)[1]
@@ -76,20 +77,17 @@ def _decode_photo(what: str, text: str, limits: Limits) -> tuple[bytes, str]:
     if len(data) > limits.max_photo_bytes:
         raise ServiceError(f"{what} is over {megabytes} MB; send a smaller JPEG", "photo_too_large", 413)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:  # reads the header only
-                width, height, kind = img.width, img.height, img.format
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ServiceError(f"{what} is not a picture we can read; send JPEG, PNG or WebP", "not_an_image") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        width, height, kind = 10**6, 10**6, None  # far beyond any limit
-    if width * height > limits.max_photo_pixels:
+        with open_image(io.BytesIO(data), limits.max_photo_pixels) as img:  # reads the header only
+            kind = img.format
+    except TooManyPixels as exc:
+        size = f"is {exc.size[0]}x{exc.size[1]}" if exc.size else "claims far too many pixels"
         raise ServiceError(
-            f"{what} is {width}x{height}: over {limits.max_photo_pixels / 1e6:.0f} megapixels; resize it",
+            f"{what} {size}: over {limits.max_photo_pixels / 1e6:.0f} megapixels; resize it",
             "photo_too_large",
             413,
-        )
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ServiceError(f"{what} is not a picture we can read; send JPEG, PNG or WebP", "not_an_image") from None
     if kind not in PHOTO_FORMATS:
         raise ServiceError(f"{what} is {kind or 'an unknown format'}; send JPEG, PNG or WebP", "not_an_image")
     return data, PHOTO_FORMATS[kind]
