@@ -44,6 +44,7 @@ CODES: dict[str, str] = {
     "invalid_tag_rules": "a tag-rules file is malformed",
     "tagger_failed": "the caption tagger failed on a picture",
     "no_dataset": "a folder holds no prepared dataset",
+    "bad_dataset_image": "an image in a training dataset or class-image folder cannot be read",
     "no_images": "there are no pictures to work on",
     # base models and LoRA files
     "base_model_not_found": "the base model file, folder or hub id does not exist",

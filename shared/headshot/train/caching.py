@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ..devices import cpu_has_bf16_matrix_units
+from ..errors import HeadshotError
 from ..families import get_family
+from ..photos import TooManyPixels, open_image
 from ..winograd import winograd_convolutions
 from .dataset import TrainingImage, caption_variants
 from .lean_resnets import lean_resnets
@@ -23,7 +25,14 @@ class TextEmbedding:
 
 
 def _image_tensor(path, resolution: int) -> torch.Tensor:
-    img = Image.open(path).convert("RGB")
+    try:
+        with open_image(path) as opened:
+            img = opened.convert("RGB")
+    except (TooManyPixels, UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise HeadshotError(
+            f"{path}: the image cannot be read ({exc}); replace it or remove it from the dataset",
+            "bad_dataset_image",
+        ) from None
     if img.size != (resolution, resolution):
         side = min(img.size)
         left, top = (img.width - side) // 2, (img.height - side) // 2

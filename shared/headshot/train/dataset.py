@@ -10,8 +10,11 @@ from pathlib import Path
 
 from ..dataset import kohya
 from ..errors import HeadshotError
+from ..photos import TooManyPixels, open_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+#: unreadable images named in one message; the count says how many more
+NAMED_PROBLEMS = 5
 
 
 @dataclass
@@ -78,6 +81,7 @@ def load_training_set(dataset_dir: str | Path) -> TrainingSet:
             "run `headshot prepare` on your photos first",
             "no_dataset",
         )
+    check_images_readable([img.path for img in images], image_root)
     trigger = class_word = None
     report = root / "report.json"
     if report.exists():
@@ -114,3 +118,33 @@ def caption_variants(caption: str, count: int, seed: int, keep_tokens: int = 1) 
         if text not in variants:
             variants.append(text)
     return variants
+
+
+def image_problem(path: Path, shown: str) -> str | None:
+    """Why `path` (`shown` in messages) cannot be a training image, from its header alone (a file cut short fails
+    when decoded)."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with open_image(path):
+            return None
+    except TooManyPixels as exc:
+        return f"{shown}: {exc}"
+    except UnidentifiedImageError:
+        return f"{shown}: not an image (or a format Pillow cannot read)"
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"{shown}: cannot be read ({exc})"
+
+
+def check_images_readable(paths: list[Path], folder: Path) -> None:
+    """Every image in a dataset (or class-image folder) opens, or one error names each that does not, before any
+    model loads: kohya datasets come from anywhere, and one bad file would otherwise stop training later."""
+    problems = [why for why in (image_problem(path, str(path.relative_to(folder))) for path in paths) if why]
+    if problems:
+        more = f"; and {len(problems) - NAMED_PROBLEMS} more" if len(problems) > NAMED_PROBLEMS else ""
+        raise HeadshotError(
+            f"{len(problems)} of {len(paths)} images in {folder} cannot be used: "
+            + "; ".join(problems[:NAMED_PROBLEMS])
+            + f"{more}. Replace or remove them (headshot prepare writes a dataset of checked crops)",
+            "bad_dataset_image",
+        )

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import HeadshotError
 from ..outputs import atomic_save
-from .dataset import IMAGE_SUFFIXES, TrainingImage
+from .dataset import IMAGE_SUFFIXES, TrainingImage, check_images_readable
 
 
 def default_cache_dir() -> Path:
@@ -41,6 +41,7 @@ def class_images(settings, base, class_word: str | None, emit) -> list[TrainingI
         paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
         if not paths:
             raise HeadshotError(f"class image folder {folder} holds no images (png, jpg, webp)", "no_class_images")
+        check_images_readable(paths, folder)
         return [TrainingImage(p, prompt, 1, "class") for p in paths]
     count = settings.class_image_count
     folder = default_cache_dir() / _cache_key(settings, prompt)
