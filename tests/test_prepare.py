@@ -288,6 +288,14 @@ def test_class_defaults_to_person_when_backend_cannot_tell(case_folder, tmp_path
     assert [p.name for p in (tmp_path / "out" / "img").iterdir()][0].endswith("_ohwx person")
 
 
+def test_fewer_than_three_photos_kept_is_warned_about_with_what_to_do(case_folder, tmp_path, dlib_analyzer, mixed):
+    two = _run(case_folder, tmp_path / "out", dlib_analyzer, class_word="woman")
+    assert len(two.kept) == 2
+    assert [w for w in two.warnings if w.startswith("only 2 photos kept")]
+    assert "add photos" in "".join(two.warnings) and "--single-photo" in "".join(two.warnings)
+    assert not [w for w in mixed[1].warnings if "photos kept" in w]  # six kept: nothing to say
+
+
 def test_running_again_replaces_the_previous_dataset(case_folder, tmp_path, dlib_analyzer):
     _run(case_folder, tmp_path / "out", dlib_analyzer, class_word="woman", repeats=10)
     _run(case_folder, tmp_path / "out", dlib_analyzer, class_word="woman", repeats=12)

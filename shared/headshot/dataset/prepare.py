@@ -33,6 +33,8 @@ from .tagging import find_tagger
 __all__ = ["CONTACT_SHEET_NAME", "DATASET_TOML_NAME", "REPORT_NAME", "prepare_dataset"]
 
 DEFAULT_CLASS = "person"
+#: fewer kept photos get a warning: training then reproduces the photos more than it learns the face
+ADVISED_PHOTOS = 3
 #: contact-sheet tiles are 192 px: this is all of a photo that stays in memory once its crop is on disk
 THUMB_SIDE = 184
 
@@ -135,6 +137,12 @@ def prepare_dataset(
         _screen_identity(outcomes, analyzer, reference, warnings)
         _apply_keep(outcomes, settings.keep, warnings)
         kept = [o for o in outcomes if o.status == "kept"]
+        if 0 < len(kept) < ADVISED_PHOTOS:
+            warnings.append(
+                f"only {len(kept)} photo{'s' if len(kept) > 1 else ''} kept: from fewer than {ADVISED_PHOTOS} a LoRA "
+                "copies the photos instead of learning the face (10–20 of varied angles and light are best); add "
+                "photos, or use --single-photo for one photo"
+            )
         class_word = settings.class_word or _detect_class(kept, analyzer, warnings)
         _caption(kept, settings, class_word, tagger, rules, progress or _quiet)
         subset_dir = write_dataset(folder, outcomes, settings, class_word, warnings)
