@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -52,7 +53,7 @@ def _add_job(store: Store, job_id: str, kind: str, model_id: str = "mdl_a", user
 
 
 def test_the_page_and_its_files_are_served_with_a_policy_that_runs_only_them(service):
-    _, _, client, keys = service
+    config, _, client, keys = service
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self' covers scripts
@@ -65,7 +66,10 @@ def test_the_page_and_its_files_are_served_with_a_policy_that_runs_only_them(ser
     missing = client.get("/static/nothing.js")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert "/" not in client.get("/openapi.json").json()["paths"]
-    assert client.get("/v1/me", headers=bearer(keys["bob"])).json() == {"user_id": "bob"}
+    me = client.get("/v1/me", headers=bearer(keys["bob"])).json()
+    assert me["user_id"] == "bob"  # and what the page fits photos to before sending them:
+    assert me["uploads"] == {name: getattr(config.limits, name) for name in me["uploads"]}
+    assert set(me["uploads"]) == {"max_body_bytes", "max_photo_bytes", "max_photo_pixels", "min_photos", "max_photos"}
     assert client.get("/v1/me").status_code == 401
 
 
@@ -139,7 +143,9 @@ def test_a_person_trains_then_draws_through_the_page_in_headless_chromium(tiny_s
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
     key = make_user(tmp_path / "data", "alice")
     photos = _photos(tmp_path / "photos")
-    with ServeProcess(tmp_path / "data", tiny_sd1, workers=1) as server, playwright_api.sync_playwright() as pw:
+    # 1.5 MB a request: the five photos (1.9 MB, 2.6 MB as base64) fit only once the page has made some smaller
+    serve = ServeProcess(tmp_path / "data", tiny_sd1, workers=1, extra=["--max-body-mb", "1.5"])
+    with serve as server, playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1100, "height": 900})
         problems: list[str] = []
@@ -170,6 +176,8 @@ def test_a_person_trains_then_draws_through_the_page_in_headless_chromium(tiny_s
         page.fill("#train-rank", "4")
         page.click("#train-button")
 
+        page.wait_for_selector("#photo-count:has-text('sent smaller, as JPEG')")
+        assert re.search(r"5 photo\(s\) chosen, 1\.\d MB\. [1-4] sent smaller", page.inner_text("#photo-count"))
         page.wait_for_selector("#rejected-photos li:has-text('noise.png')", timeout=SLOW)  # the file's own name
         assert "photo-05.png: no face found" in page.inner_text("#rejected-photos")
         assert "[no_face]" in page.inner_text("#rejected-photos")

@@ -34,8 +34,19 @@ PAGE_HEADERS = {
 }
 
 
+class UploadLimits(BaseModel):
+    """What one training request may carry: the page fits people's photos to it before sending them."""
+
+    max_body_bytes: int
+    max_photo_bytes: int
+    max_photo_pixels: int
+    min_photos: int
+    max_photos: int
+
+
 class Me(BaseModel):
     user_id: str
+    uploads: UploadLimits
 
 
 class LossPoint(BaseModel):
@@ -97,7 +108,9 @@ def add_page(app: FastAPI, config: ServiceConfig, store: Store, user: Callable[.
 
     @app.get("/v1/me", response_model=Me)
     def me(user_id: str = Depends(user)):
-        return {"user_id": user_id}
+        limits = config.limits
+        uploads = {name: getattr(limits, name) for name in UploadLimits.model_fields}
+        return {"user_id": user_id, "uploads": uploads}
 
     @app.get("/v1/jobs/{job_id}/loss", response_model=LossCurve)
     def loss(job_id: str, user_id: str = Depends(user)):

@@ -11,8 +11,8 @@ const POLL_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
-const state = { userId: null, photos: [], models: [], trainingWatch: 0, generationWatch: 0, generationJob: null,
-                galleryUrls: [] };
+const state = { userId: null, uploads: null, photos: [], fitNote: "", models: [], trainingWatch: 0,
+                generationWatch: 0, generationJob: null, galleryUrls: [] };
 
 class ApiError extends Error {
   constructor(message, code, status) {
@@ -96,6 +96,7 @@ async function signIn(key) {
   try {
     const me = await api("GET", "/v1/me");
     state.userId = me.user_id;
+    state.uploads = me.uploads;
   } catch (err) {
     sessionStorage.removeItem(KEY);
     throw err;
@@ -118,6 +119,7 @@ function signedOut() {
 
 function addPhotos(files) {
   for (const file of files) state.photos.push({ file, url: URL.createObjectURL(file) });
+  state.fitNote = "";
   renderPhotos();
 }
 
@@ -136,6 +138,7 @@ function renderPhotos() {
     remove.addEventListener("click", () => {
       URL.revokeObjectURL(photo.url);
       state.photos.splice(index, 1);
+      state.fitNote = "";
       renderPhotos();
     });
     item.append(img, remove);
@@ -143,7 +146,7 @@ function renderPhotos() {
   });
   const bytes = state.photos.reduce((sum, p) => sum + p.file.size, 0);
   say("photo-count", state.photos.length
-    ? `${state.photos.length} photo(s) chosen, ${megabytes(bytes)}.` : "No photos chosen.");
+    ? `${state.photos.length} photo(s) chosen, ${megabytes(bytes)}.${state.fitNote}` : "No photos chosen.");
 }
 
 function dataUrl(file) {
@@ -165,7 +168,12 @@ async function submitTraining() {
   setBusy(button, true);
   try {
     say("photo-count", `Sending ${state.photos.length} photo(s)…`);
-    const images = await Promise.all(state.photos.map((p) => dataUrl(p.file)));
+    const limits = state.uploads;
+    const chosen = state.photos.map((p) => p.file);
+    const fit = limits ? await fitPhotos(chosen, limits) : { files: chosen, resized: 0 };
+    state.fitNote = fit.resized ? ` ${fit.resized} sent smaller, as JPEG, to fit the server's limits (` +
+      `${megabytes(limits.max_body_bytes)} a request, ${limits.max_photo_pixels / 1e6} megapixels a photo).` : "";
+    const images = await Promise.all(fit.files.map((file) => dataUrl(file)));
     const training = { preset: $("preset").value };
     for (const [field, id] of [["steps", "train-steps"], ["resolution", "train-resolution"], ["rank", "train-rank"]]) {
       const value = numberField(id);
