@@ -10,6 +10,9 @@ const BODY_OVERHEAD = 64 * 1024; // the request's JSON besides the photos
 const JPEG_QUALITY = 0.92;
 const FIT_TRIES = 6;
 const CANVAS_PIXELS = 16000000; // iOS Safari draws nothing on a larger canvas
+// never smaller than this on the long side to save bytes: a face could become too small to train on, and the
+// server's refusal (naming its limit) tells the person more than a photo shrunk to nothing
+const MIN_LONG_SIDE = 1024;
 
 // {files, resized}: the photos to send, in the order given, and how many were made smaller.
 async function fitPhotos(files, uploads) {
@@ -47,11 +50,12 @@ async function fitPhoto(file, bytes, pixels) {
     const area = bitmap.width * bitmap.height;
     if (file.size <= bytes && area <= pixels) return file;
     let scale = Math.min(1, Math.sqrt(Math.min(pixels, CANVAS_PIXELS) / area));
+    const smallest = Math.min(scale, MIN_LONG_SIDE / Math.max(bitmap.width, bitmap.height));
     let blob = null;
     for (let i = 0; i < FIT_TRIES; i++) {
       blob = await drawJpeg(bitmap, scale);
-      if (blob === null || blob.size <= bytes) break;
-      scale *= Math.sqrt(bytes / blob.size) * 0.95;
+      if (blob === null || blob.size <= bytes || scale <= smallest) break;
+      scale = Math.max(smallest, scale * Math.sqrt(bytes / blob.size) * 0.95);
     }
     if (blob === null) return file; // the browser could not draw it: the server's answer names the limit
     return new File([blob], file.name.replace(/\.[^.]*$/, "") + ".jpg", { type: "image/jpeg" });
