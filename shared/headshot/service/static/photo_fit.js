@@ -57,7 +57,8 @@ async function fitPhoto(file, bytes, pixels) {
       if (blob === null || blob.size <= bytes || scale <= smallest) break;
       scale = Math.max(smallest, scale * Math.sqrt(bytes / blob.size) * 0.95);
     }
-    if (blob === null) return file; // the browser could not draw it: the server's answer names the limit
+    // the browser could not draw it, or its JPEG is no smaller: the server's answer names the limit it is over
+    if (blob === null || (blob.size >= file.size && area <= pixels)) return file;
     return new File([blob], file.name.replace(/\.[^.]*$/, "") + ".jpg", { type: "image/jpeg" });
   } finally {
     bitmap.close();
