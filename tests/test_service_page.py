@@ -59,9 +59,12 @@ def test_the_page_and_its_files_are_served_with_a_policy_that_runs_only_them(ser
     assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self' covers scripts
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert '<script src="/static/app.js"' in page.text and "<script>" not in page.text
-    script = client.get("/static/app.js")
-    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
-    assert "sessionStorage" in script.text and "http" not in script.text.replace("http://www.w3.org/2000/svg", "")
+    for name in ("photo_fit.js", "app.js"):  # each script the page loads, none fetching from elsewhere
+        assert f'<script src="/static/{name}"' in page.text
+        script = client.get(f"/static/{name}")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+        assert "http" not in script.text.replace("http://www.w3.org/2000/svg", "")
+    assert "sessionStorage" in client.get("/static/app.js").text
     assert client.get("/static/style.css").headers["content-type"].startswith("text/css")
     missing = client.get("/static/nothing.js")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
