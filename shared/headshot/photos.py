@@ -25,6 +25,7 @@ PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", "
 #: refuse anything larger: the largest phone photos are 200 MP (16,320 x 12,240) and pixel-shift stills 240 MP;
 #: a file claiming more is a decompression bomb, not a selfie (decoded whole as RGB, 250 MP is 750 MB)
 MAX_PIXELS = 250_000_000
+NOT_AN_IMAGE = "not an image (or a format Pillow cannot read)"
 
 _heif_state: bool | None = None
 
@@ -161,6 +162,19 @@ def open_image(source: str | Path | IO[bytes], max_pixels: int | None = None) ->
     return img
 
 
+def header_problem(path: Path) -> str | None:
+    """Why `path` cannot be opened as an image, from its header alone (a file cut short is found when decoded)."""
+    try:
+        with open_image(path):
+            return None
+    except TooManyPixels as exc:
+        return str(exc)
+    except UnidentifiedImageError:
+        return NOT_AN_IMAGE
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"cannot be read ({exc})"
+
+
 def read_photo(path: str | Path, draft_side: int | None = None) -> Photo:
     """Open one photo, upright by EXIF, as 8-bit RGB; raise PhotoRejected with a reason otherwise.
 
@@ -190,7 +204,7 @@ def read_photo(path: str | Path, draft_side: int | None = None) -> Photo:
         raise PhotoRejected(f"{path.name}: {why}; resize it first", code="unreadable") from None
     except UnidentifiedImageError:
         raise PhotoRejected(
-            f"{path.name}: not an image (or a format Pillow cannot read); use JPEG, PNG or WebP",
+            f"{path.name}: {NOT_AN_IMAGE}; use JPEG, PNG or WebP",
             code="not_an_image",
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:

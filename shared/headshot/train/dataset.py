@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..dataset import kohya
 from ..errors import HeadshotError
-from ..photos import TooManyPixels, open_image
+from ..photos import header_problem
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 #: unreadable images named in one message; the count says how many more
@@ -120,26 +120,10 @@ def caption_variants(caption: str, count: int, seed: int, keep_tokens: int = 1) 
     return variants
 
 
-def image_problem(path: Path, shown: str) -> str | None:
-    """Why `path` (`shown` in messages) cannot be a training image, from its header alone (a file cut short fails
-    when decoded)."""
-    from PIL import UnidentifiedImageError
-
-    try:
-        with open_image(path):
-            return None
-    except TooManyPixels as exc:
-        return f"{shown}: {exc}"
-    except UnidentifiedImageError:
-        return f"{shown}: not an image (or a format Pillow cannot read)"
-    except (OSError, SyntaxError, ValueError) as exc:
-        return f"{shown}: cannot be read ({exc})"
-
-
 def check_images_readable(paths: list[Path], folder: Path) -> None:
     """Every image in a dataset (or class-image folder) opens, or one error names each that does not, before any
     model loads: kohya datasets come from anywhere, and one bad file would otherwise stop training later."""
-    problems = [why for why in (image_problem(path, str(path.relative_to(folder))) for path in paths) if why]
+    problems = [f"{path.relative_to(folder)}: {why}" for path in paths if (why := header_problem(path))]
     if problems:
         more = f"; and {len(problems) - NAMED_PROBLEMS} more" if len(problems) > NAMED_PROBLEMS else ""
         raise HeadshotError(
