@@ -36,7 +36,7 @@ class BlindAnalyzer:
 
 
 def blind_backend(calls, files_found=True):
-    def open_analyzer(model_dirs, required):
+    def open_analyzer(model_dirs, required, cpu_only=False):
         calls.append((model_dirs, required))
         if files_found:
             return BlindAnalyzer()

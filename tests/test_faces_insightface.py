@@ -234,3 +234,19 @@ def test_estimate_class_is_none_without_genderage(tmp_path, pack):
     analyzer = InsightFaceAnalyzer(folder, providers=["CPUExecutionProvider"])
     face = Face(box=(10, 10, 50, 50), score=1.0, eyes=np.zeros((2, 2)))
     assert analyzer.estimate_class(np.zeros((64, 64, 3), np.uint8), face) is None
+
+
+def test_cpu_only_opens_the_sessions_on_the_cpu_where_onnxruntime_offers_cuda(pack, monkeypatch):
+    """Training asks for its analyzer with cpu_only: a CUDA session would keep its arena on the card through every
+    training step. onnxruntime-gpu is stood in for by its provider list (there is no GPU here)."""
+    import onnxruntime
+
+    from headshot.faces import load_face_analyzer
+
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert load_face_analyzer("insightface", [pack]).providers[0] == "CUDAExecutionProvider"  # elsewhere: the GPU
+    kept_off = load_face_analyzer("insightface", [pack], cpu_only=True)
+    assert kept_off.providers == ["CPUExecutionProvider"]
+    assert all(session.get_providers() == ["CPUExecutionProvider"] for session in (kept_off._det, kept_off._rec))

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from insightface_stubs import pack  # noqa: F401  (a buffalo_l folder of stand-in graphs)
 from PIL import Image
 
 from headshot.errors import HeadshotError
@@ -165,3 +166,17 @@ def test_a_face_backend_that_fails_in_the_background_fails_the_judge_with_its_re
     with pytest.raises(HeadshotError) as caught:
         judge.prepare_reference(reference_in_background(trainer))
     assert "insightface" in str(caught.value)
+
+
+def test_the_judge_scores_faces_on_the_cpu_leaving_the_gpu_to_training(tmp_path, photos, pack, monkeypatch):
+    """Where onnxruntime could run insightface on CUDA, the judge's analyzer (the photos' reference now, every
+    checkpoint's renders later) still runs on the CPU: a CUDA session keeps its arena on the card through the
+    steps. onnxruntime-gpu is stood in for by its provider list (there is no GPU here)."""
+    import onnxruntime
+
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    trainer = _trainer(tmp_path, photos, face_backend="insightface", face_model_dirs=[str(pack)])
+    analyzer, _, _ = CheckpointJudge.find_reference(trainer)
+    assert analyzer.providers == ["CPUExecutionProvider"]

@@ -168,6 +168,7 @@ def _overlap(a: Face, b: Face) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def open_analyzer(model_dirs, required: bool) -> DlibFaceAnalyzer:
-    """dlib needs no model folder (its files ship in face_recognition_models): always opened."""
+def open_analyzer(model_dirs, required: bool, cpu_only: bool = False) -> DlibFaceAnalyzer:
+    """dlib needs no model folder (its files ship in face_recognition_models): always opened. `cpu_only` changes
+    nothing: dlib-bin runs on the CPU, and a dlib compiled with CUDA cannot be told to leave the GPU."""
     return DlibFaceAnalyzer()

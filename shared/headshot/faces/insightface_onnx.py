@@ -50,12 +50,13 @@ def find_model_pack(search_dirs: Iterable[str | Path]) -> Path | None:
     return None
 
 
-def open_analyzer(model_dirs: Sequence[Path], required: bool) -> InsightFaceAnalyzer | None:
-    """The analyzer from the first buffalo_l pack found (host folders first, then ~/.insightface)."""
+def open_analyzer(model_dirs: Sequence[Path], required: bool, cpu_only: bool = False) -> InsightFaceAnalyzer | None:
+    """The analyzer from the first buffalo_l pack found (host folders first, then ~/.insightface); on onnxruntime's
+    CPU provider alone with `cpu_only`, else on CUDA where onnxruntime has it."""
     dirs = list(model_dirs) + default_search_dirs()
     pack = find_model_pack(dirs)
     if pack is not None:
-        return InsightFaceAnalyzer(pack)
+        return InsightFaceAnalyzer(pack, providers=["CPUExecutionProvider"] if cpu_only else None)
     if not required:
         return None
     raise BackendUnavailable(

@@ -114,7 +114,9 @@ class CheckpointJudge:
     def find_reference(trainer) -> tuple[FaceAnalyzer, np.ndarray | None, int]:
         """(the face analyzer, the training photos' embeddings, how many had a face): needs no model loaded."""
         s = trainer.settings
-        analyzer = load_face_analyzer(s.face_backend, s.face_model_dirs)
+        # on the CPU: a CUDA onnxruntime session would hold its arena on the card through every step after
+        # (hundreds of MB of an 8 GB card), for a few photos at the start and a few renders per checkpoint
+        analyzer = load_face_analyzer(s.face_backend, s.face_model_dirs, cpu_only=True)
         photos, count = cached_identity_reference(
             trainer.input_cache, trainer.training_set.images, trainer.photos_digest, analyzer
         )
