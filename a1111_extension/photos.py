@@ -23,6 +23,12 @@ def face_analyzer(backend: str):
     return _analyzers[backend]
 
 
+def release_face_analyzers() -> None:
+    """Drop the kept analyzers (the next use loads its own again): an onnxruntime CUDA session holds its arena on
+    the card for as long as it lives, which a training worker on the same card needs."""
+    _analyzers.clear()
+
+
 def face_backend_note(backend: str = "auto") -> tuple[bool, str]:
     """(True, "") when a face backend loads, else (False, why): prepare, ranking and the detailer need one."""
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from headshot.errors import HeadshotError
 from headshot.outputs import safe_name
 
-from . import host
+from . import host, photos
 
 PRESETS = ["fast", "balanced", "quality"]
 POLL = 0.5
@@ -151,6 +151,12 @@ def install_lora(lora: Path, output_name: str, preview: Path | None) -> Path:
     return target
 
 
+def free_webui_memory() -> None:
+    """Before a training worker starts: the WebUI's model off the GPU and the tab's face analyzers dropped."""
+    photos.release_face_analyzers()
+    host.unload_model()
+
+
 @dataclass
 class Progress:
     """What the tab shows while a job runs; replaced as a whole, so a reader never sees half an update."""
@@ -263,7 +269,7 @@ class TrainingSession:
         try:
             python = trainer_python(self._note)
             self._note("the WebUI's model is moved off the GPU while training")
-            host.unload_model()
+            free_webui_memory()
             try:
                 trained = train_or_reuse(settings, self._follow, python=python)
             finally:

@@ -34,6 +34,12 @@ def face_analyzer(backend: str):
     return _analyzers[backend]
 
 
+def release_face_analyzers() -> None:
+    """Drop the kept analyzers (the next face node loads its own again): an onnxruntime CUDA session holds its
+    arena on the card for as long as it lives, which a training worker on the same card needs."""
+    _analyzers.clear()
+
+
 def resolve_folder(text: str, widget: str) -> Path:
     """The folder a widget names, checked against the folders the pack may use (see paths.py)."""
     from .paths import user_path

@@ -16,7 +16,7 @@ from headshot.errors import HeadshotError
 from headshot.outputs import safe_name
 
 from . import host
-from .common import CATEGORY, face_backend_input
+from .common import CATEGORY, face_backend_input, release_face_analyzers
 from .images import fit_batch, note_image, pil_to_image_batch
 from .paths import RULE, allowed_path, user_path
 
@@ -113,6 +113,12 @@ def follow(run) -> dict:
             run.stop()  # it saves a checkpoint first: the next run resumes from it
         raise
     return run.wait(_log_warning)
+
+
+def free_host_memory() -> None:
+    """Before a training worker starts: ComfyUI's models off the GPU and the pack's face analyzers dropped."""
+    release_face_analyzers()
+    host.free_models()
 
 
 def _log_warning(event: dict) -> None:
@@ -323,7 +329,7 @@ class HeadshotTrainLora:
             tokenizer_dirs=[str(d) for d in host.comfy_tokenizer_dirs()],
             **chosen,
         )
-        trained = train_or_reuse(settings, follow, free_host_models=host.free_models)
+        trained = train_or_reuse(settings, follow, free_host_models=free_host_memory)
         lora_name = install_lora(trained.lora, settings.output_name)
 
         if trained.loss_curve is not None:

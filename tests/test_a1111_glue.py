@@ -243,6 +243,23 @@ def test_card_picture_is_a_training_crop_when_there_are_no_validation_samples(tm
     assert preview_source(tmp_path / "job", [tmp_path / "s.png"], tmp_path / "ds") == tmp_path / "s.png"
 
 
+def test_before_training_the_webui_model_is_unloaded_and_the_tabs_face_analyzers_dropped(webui, monkeypatch):
+    """An onnxruntime CUDA session (insightface) holds its arena on the card while it lives; the training worker
+    shares that card with the WebUI's process."""
+    import gc
+    import weakref
+
+    from a1111_extension import photos
+    from a1111_extension.training import free_webui_memory
+
+    unloaded: list = []
+    _module(monkeypatch, "modules.sd_models", unload_model_weights=lambda: unloaded.append(True))
+    kept = weakref.ref(photos.face_analyzer("dlib"))  # Prepare ran before: the tab keeps its analyzer
+    free_webui_memory()
+    gc.collect()
+    assert unloaded == [True] and kept() is None
+
+
 def test_resume_refuses_when_no_stopped_job_matches(webui, tmp_path):
     from a1111_extension.training import TrainingSession
 

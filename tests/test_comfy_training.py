@@ -9,10 +9,12 @@ modules are the stand-ins of comfy_host_standin (see its docstring); the trainin
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
 import types
+import weakref
 
 import pytest
 from comfy_host_standin import (
@@ -21,7 +23,7 @@ from comfy_host_standin import (
     comfy_host,  # noqa: F401  (a fixture)
 )
 
-from comfy_nodes import NODE_CLASS_MAPPINGS, host
+from comfy_nodes import NODE_CLASS_MAPPINGS, common, host
 from headshot.samples import astronaut_shots
 
 # ---------------------------------------------------------------------------------------------
@@ -87,9 +89,12 @@ def test_train_node_cancels_on_interrupt_resumes_then_reuses_the_finished_job(
     first_hash = cls.IS_CHANGED(**args)
     assert cls.IS_CHANGED(**args) == first_hash and cls.IS_CHANGED(**{**args, "rank": 8}) != first_hash
 
+    kept = weakref.ref(common.face_analyzer("dlib"))  # a face node ran before: the pack keeps its analyzer
     comfy_host.state["interrupt_after_updates"] = 1  # press Cancel once training is under way
     with pytest.raises(InterruptProcessingException), caplog.at_level(logging.INFO):
         cls().train(**args)
+    gc.collect()
+    assert kept() is None  # dropped before the worker started: an onnxruntime CUDA session holds card memory
     # what the worker does before its first step shows in ComfyUI's console, not only a still progress bar
     assert "[Headshot Studio] loading base model" in caplog.text and "[Headshot Studio] training " in caplog.text
     assert comfy_host.calls[:2] == ["unload_all_models", "soft_empty_cache"]  # freed before the worker started
