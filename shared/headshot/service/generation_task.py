@@ -28,6 +28,22 @@ def _resident(key: str, load):
         return _warm[key]
 
 
+def release_resident_models() -> None:
+    """Drop what this worker keeps loaded for generation (the sampler, face analyzer and restorer) before a training
+    job's worker process starts on the same card: the next generation job loads them again, seconds against a
+    training's minutes."""
+    with _warm_lock:
+        held = bool(_warm)
+        _warm.clear()
+    if held:  # torch is loaded only where something was
+        import torch
+
+        from ..devices import free_device_memory, return_freed_memory
+
+        free_device_memory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        return_freed_memory()
+
+
 def warm_sampler(config: ServiceConfig):
     from ..sampling.diffusers_sampler import DiffusersSampler
 

@@ -114,6 +114,7 @@ def _train(config, store: Store, job: Job, model, options: dict, model_dir: Path
     from ..train.job import JobFolder
     from ..train.launch import start_training
     from ..train.settings import TrainSettings
+    from .generation_task import release_resident_models
 
     chosen = {key: options[key] for key in ("steps", "resolution", "rank", "preset") if options.get(key) is not None}
     settings = TrainSettings(
@@ -137,6 +138,7 @@ def _train(config, store: Store, job: Job, model, options: dict, model_dir: Path
     saved = folder.checkpoints() if folder.exists() else []
     if saved:  # an earlier try was cut short (a killed worker, a crash): say where this one starts
         log.info("job %s resumes training from step %d (checkpoint %s)", job.id, saved[-1][0], saved[-1][1].name)
+    release_resident_models()  # a generation job's sampler would share the training's card otherwise
     run = start_training(settings, resume=folder.exists())  # resume: from the last checkpoint
     stop_watch = threading.Event()
 
