@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -83,6 +83,13 @@ def write_identity_reference(path: Path, analyzer, embedding: np.ndarray | None,
     return str(path)
 
 
+class ReferenceBackend(NamedTuple):
+    """What the identity reference records of the analyzer that made it (all a run that scores nothing keeps)."""
+
+    name: str
+    same_person_distance: float
+
+
 def reference_in_background(trainer) -> Future:
     """`CheckpointJudge.find_reference` started on a thread of its own, before the models load: the faces of the
     training photos are found while the imports and the loading leave a core idle (dlib's detector runs
@@ -102,7 +109,8 @@ class CheckpointJudge:
         self.records: list[dict] = []
         self.reference: np.ndarray | None = None
         self.reference_photos: np.ndarray | None = None  # one row per training photo with a face
-        self.analyzer: FaceAnalyzer | None = None
+        self.analyzer: FaceAnalyzer | None = None  # None where nothing is scored (see find_reference)
+        self.backend: ReferenceBackend | None = None
         self.reference_count = 0
         self._pipeline = None
         path = trainer.job.path / "validation.json"
@@ -111,8 +119,10 @@ class CheckpointJudge:
 
     # -- identity reference ---------------------------------------------------------------------
     @staticmethod
-    def find_reference(trainer) -> tuple[FaceAnalyzer, np.ndarray | None, int]:
-        """(the face analyzer, the training photos' embeddings, how many had a face): needs no model loaded."""
+    def find_reference(trainer) -> tuple[FaceAnalyzer | ReferenceBackend, np.ndarray | None, int]:
+        """(the face analyzer, the training photos' embeddings, how many had a face): needs no model loaded. Where
+        no checkpoint is scored (validation off), only the analyzer's name and threshold come back: its face models
+        (insightface's sessions hold hundreds of MB) go with this call instead of staying through the steps."""
         s = trainer.settings
         # on the CPU: a CUDA onnxruntime session would hold its arena on the card through every step after
         # (hundreds of MB of an 8 GB card), for a few photos at the start and a few renders per checkpoint
@@ -120,18 +130,24 @@ class CheckpointJudge:
         photos, count = cached_identity_reference(
             trainer.input_cache, trainer.training_set.images, trainer.photos_digest, analyzer
         )
+        if not s.validation_images:
+            return ReferenceBackend(analyzer.name, analyzer.same_person_distance), photos, count
         return analyzer, photos, count
 
-    def prepare_reference(self, found: Future[tuple[FaceAnalyzer, np.ndarray | None, int]] | None = None) -> None:
+    def prepare_reference(
+        self, found: Future[tuple[FaceAnalyzer | ReferenceBackend, np.ndarray | None, int]] | None = None
+    ) -> None:
         """The reference checkpoints are judged against, from `found` (`reference_in_background`) if given."""
-        self.analyzer, photos, self.reference_count = (
+        analyzer, photos, self.reference_count = (
             found.result() if found is not None else self.find_reference(self.trainer)
         )
+        self.backend = ReferenceBackend(analyzer.name, analyzer.same_person_distance)
+        self.analyzer = analyzer if isinstance(analyzer, FaceAnalyzer) else None
         self.reference_photos = photos
         self.reference = None if photos is None else photos.mean(axis=0)  # what checkpoints are judged against
 
     def save_reference(self, path: Path) -> str | None:
-        return write_identity_reference(path, self.analyzer, self.reference_photos, self.reference_count)
+        return write_identity_reference(path, self.backend, self.reference_photos, self.reference_count)
 
     # -- judging --------------------------------------------------------------------------------
     def judge(self, step: int) -> dict:
