@@ -168,22 +168,30 @@ def test_a_face_backend_that_fails_in_the_background_fails_the_judge_with_its_re
     assert "insightface" in str(caught.value)
 
 
-def test_with_validation_off_no_face_model_stays_loaded_and_the_reference_names_its_backend(tmp_path, photos):
+def test_with_validation_off_no_face_model_stays_loaded_and_the_reference_names_its_backend(
+    tmp_path, photos, monkeypatch
+):
     """A run that scores no checkpoint needs the analyzer only for the photos' reference: its models (insightface's
     sessions hold hundreds of MB) must not stay through the steps, and identity.json still names the backend."""
     import gc
+    import weakref
 
-    def live_analyzers() -> int:
-        gc.collect()
-        return sum(isinstance(o, DlibFaceAnalyzer) for o in gc.get_objects())
+    opened = []
+    load = selection.load_face_analyzer
 
-    before = live_analyzers()
+    def load_noting(*args, **kwargs):  # the real loader; a weak reference to what it opened
+        analyzer = load(*args, **kwargs)
+        opened.append(weakref.ref(analyzer))
+        return analyzer
+
+    monkeypatch.setattr(selection, "load_face_analyzer", load_noting)
     trainer = _trainer(tmp_path, photos, validation_images=0)
     found = reference_in_background(trainer)
     judge = CheckpointJudge(trainer, SimpleNamespace(unet=torch.nn.Linear(1, 1)))
     judge.prepare_reference(found)
+    gc.collect()
     assert judge.reference_count == 3 and judge.analyzer is None
-    assert live_analyzers() == before  # neither the judge nor the finished search holds one
+    assert len(opened) == 1 and opened[0]() is None  # neither the judge nor the finished search holds it
     saved = json.loads(open(judge.save_reference(tmp_path / "lora.identity.json")).read())
     assert saved["backend"] == "dlib" and saved["same_person_distance"] == 0.6 and saved["images"] == 3
 
